@@ -1,0 +1,37 @@
+"""podzoo: a JAX/Flax, TPU-first model zoo and T5X-style training framework."""
+import setuptools
+
+CORE = [
+    "jax>=0.10,<0.12",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.12,<0.13",
+    "gin-config>=0.5",
+    "sentencepiece>=0.2",
+    "numpy>=1.26",
+    "tensorboardX>=2.6",
+]
+TASKS = [
+    "seqio>=0.0.20,<0.1",
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-text>=2.21,<2.22",
+    "tensorflow-datasets>=4.9",
+]
+TEST = ["pytest>=8"]
+
+setuptools.setup(
+    name="podzoo",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["model_zoo*", "trainers*", "tasks*", "tools*"]),
+    package_data={"tasks": ["data/*.txt", "data/README.md"]},
+    install_requires=CORE,
+    extras_require={"tasks": TASKS, "test": TASKS + TEST, "gpu": ["jax[cuda12]>=0.10,<0.12"]},
+    entry_points={
+        "console_scripts": [
+            "podzoo-train=trainers.train:console_main",
+            "podzoo-eval=trainers.eval:console_main",
+        ]
+    },
+)
