@@ -1,0 +1,56 @@
+"""Hyper-parameters of the dense transformers, one gin-configurable record."""
+import dataclasses
+from typing import Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+
+REMAT_POLICIES = {
+    "none": None,  # no rematerialisation
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute everything in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Sizes and numerics of a dense transformer (decoder-only or encoder-decoder)."""
+
+  vocab_size: int = 32128
+  emb_dim: int = 512
+  num_heads: int = 8
+  num_kv_heads: int = 8  # 1: multi-query; < num_heads: grouped-query
+  head_dim: int = 64
+  mlp_dim: int = 2048
+  num_layers: int = 8  # decoder layers
+  num_encoder_layers: int = 8  # encoder-decoder models only
+  activations: Sequence[str] = ("silu", "linear")  # SwiGLU; ("gelu", "linear") is GeGLU
+  dropout_rate: float = 0.0
+  dtype: str = "bfloat16"  # activations
+  param_dtype: str = "float32"
+  tie_embeddings: bool = True
+  scan_layers: bool = True
+  remat_policy: str = "none"  # one of REMAT_POLICIES
+  rope_max_wavelength: float = 10_000.0
+  attention_impl: str = "einsum"  # einsum | xla | cudnn
+
+  def __post_init__(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"TransformerConfig.remat_policy={self.remat_policy!r}; "
+                       f"expected one of {sorted(REMAT_POLICIES)}.")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"TransformerConfig.num_heads={self.num_heads} must be a multiple of "
+                       f"TransformerConfig.num_kv_heads={self.num_kv_heads}.")
+    if self.head_dim % 2:
+      raise ValueError(f"TransformerConfig.head_dim={self.head_dim} must be even for RoPE.")
+
+  @property
+  def activation_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def parameter_dtype(self):
+    return jnp.dtype(self.param_dtype)

@@ -1,0 +1,180 @@
+"""Dense transformers: a PaLM-2/LLaMA-style decoder-only LM and a T5.1.1-style encoder-decoder.
+
+Pre-RMSNorm residual blocks, RoPE, gated MLPs, MQA/GQA, no biases. Layers are stacked with
+`nn.scan` (one compiled layer, a leading "layers" parameter axis) or unrolled, and wrapped
+in `nn.remat` with a named policy.
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model_zoo.config import REMAT_POLICIES, TransformerConfig
+from model_zoo.layers import attention, embeddings, masks, mlp, norms, types
+
+_ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
+
+
+def _constrain(x: types.Array) -> types.Array:
+  return nn.with_logical_constraint(x, _ACTIVATION_AXES)
+
+
+class TransformerLayer(nn.Module):
+  """Self-attention (+ cross-attention when `encoded` is given) and an MLP, pre-norm residual."""
+
+  config: TransformerConfig
+  causal_cache: bool = False  # decode with a KV cache
+  deterministic: bool = True
+
+  def _attention(self, name: str, use_rope: bool = True) -> attention.Attention:
+    cfg = self.config
+    return attention.Attention(use_rope=use_rope,
+        num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+        dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype,
+        rope_max_wavelength=cfg.rope_max_wavelength, dropout_rate=cfg.dropout_rate,
+        implementation=cfg.attention_impl, name=name)
+
+  def _norm(self, name: str) -> norms.RMSNorm:
+    return norms.RMSNorm(dtype=self.config.activation_dtype, param_dtype=self.config.parameter_dtype,
+                         name=name)
+
+  def _dropout(self, x):
+    return nn.Dropout(self.config.dropout_rate, broadcast_dims=(-2,))(x, deterministic=self.deterministic)
+
+  @nn.compact
+  def __call__(self, x, mask, positions, encoded=None, cross_mask=None):
+    cfg = self.config
+    x = _constrain(x)
+    h = self._norm("pre_self_attention_norm")(x)
+    h = self._attention("self_attention")(
+        h, h, mask, q_positions=positions, kv_positions=positions,
+        decode=self.causal_cache, deterministic=self.deterministic)
+    x = x + self._dropout(h)
+    if encoded is not None:
+      h = self._norm("pre_cross_attention_norm")(x)
+      cross = self._attention("cross_attention", use_rope=False)
+      x = x + self._dropout(cross(h, encoded, cross_mask, deterministic=self.deterministic))
+    h = self._norm("pre_mlp_norm")(x)
+    h = mlp.MlpBlock(cfg.mlp_dim, cfg.activations, cfg.dropout_rate, dtype=cfg.activation_dtype,
+                     param_dtype=cfg.parameter_dtype, name="mlp")(h, deterministic=self.deterministic)
+    x = _constrain(x + self._dropout(h))
+    return x, None  # (carry, per-layer output) as nn.scan expects
+
+
+class LayerStack(nn.Module):
+  """`num_layers` TransformerLayers, scanned or unrolled, with the configured remat policy."""
+
+  config: TransformerConfig
+  num_layers: int
+
+  @nn.compact
+  def __call__(self, x, mask, positions, encoded=None, cross_mask=None, *,
+               decode: bool = False, deterministic: bool = True):
+    cfg = self.config
+    layer_cls = TransformerLayer
+    policy = REMAT_POLICIES[cfg.remat_policy]
+    if cfg.remat_policy != "none":
+      layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not cfg.scan_layers)
+    kwargs = dict(config=cfg, causal_cache=decode, deterministic=deterministic)
+    if cfg.scan_layers:
+      scanned = nn.scan(
+          layer_cls, variable_axes={"params": 0, "cache": 0, "aux_loss": 0, "intermediates": 0},
+          split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
+          length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = scanned(**kwargs, name="layers")(x, mask, positions, encoded, cross_mask)
+      return x
+    for i in range(self.num_layers):
+      x, _ = layer_cls(**kwargs, name=f"layers_{i}")(x, mask, positions, encoded, cross_mask)
+    return x
+
+
+def _embed(cfg: TransformerConfig, name: str) -> embeddings.Embed:
+  return embeddings.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.activation_dtype,
+                          param_dtype=cfg.parameter_dtype, name=name)
+
+
+class _LogitsHead(nn.Module):
+  """Final norm and vocabulary projection (tied to the embedding or separate), fp32 logits."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, embed: embeddings.Embed):
+    cfg = self.config
+    x = norms.RMSNorm(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="final_norm")(x)
+    if cfg.tie_embeddings:
+      logits = embed.attend(x) / jnp.sqrt(cfg.emb_dim).astype(cfg.activation_dtype)
+    else:
+      logits = nn.DenseGeneral(
+          cfg.vocab_size, use_bias=False, dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype,
+          kernel_init=nn.with_logical_partitioning(
+              nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"), ("embed", "vocab")),
+          name="logits_dense")(x)
+    logits = nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
+    return logits.astype(jnp.float32)
+
+
+class DecoderOnlyLM(nn.Module):
+  """Decoder-only LM over SeqIO's decoder / prefix-LM batches; returns fp32 logits."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, decoder_input_tokens: types.Array, decoder_target_tokens: types.Array,
+               decoder_segment_ids: Optional[types.Array] = None,
+               decoder_positions: Optional[types.Array] = None,
+               decoder_causal_attention: Optional[types.Array] = None, *,
+               decode: bool = False, deterministic: bool = True) -> types.Array:
+    cfg = self.config
+    embed = _embed(cfg, "token_embedder")
+    mask = None if decode else masks.decoder_self_attention_mask(
+        decoder_target_tokens, decoder_segment_ids, decoder_causal_attention)
+    x = nn.Dropout(cfg.dropout_rate)(embed(decoder_input_tokens), deterministic=deterministic)
+    x = LayerStack(cfg, cfg.num_layers, name="decoder")(
+        x, mask, None if decode else decoder_positions, decode=decode, deterministic=deterministic)
+    return _LogitsHead(cfg, name="head")(x, embed)
+
+
+class EncoderDecoder(nn.Module):
+  """T5.1.1-style encoder-decoder with a shared input embedding."""
+
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = _embed(cfg, "token_embedder")
+    self.encoder = LayerStack(cfg, cfg.num_encoder_layers, name="encoder")
+    self.decoder = LayerStack(cfg, cfg.num_layers, name="decoder")
+    self.encoder_norm = norms.RMSNorm(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
+    self.head = _LogitsHead(cfg)
+
+  def encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
+             deterministic: bool = True):
+    mask = masks.bidirectional_mask(encoder_input_tokens, encoder_input_tokens,
+                                    encoder_segment_ids, encoder_segment_ids)
+    x = self.token_embedder(encoder_input_tokens)
+    x = self.encoder(x, mask, encoder_positions, deterministic=deterministic)
+    return self.encoder_norm(x)
+
+  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+             encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
+             decode: bool = False, deterministic: bool = True):
+    if decode:
+      self_mask = None
+      cross_mask = masks.bidirectional_mask(jnp.ones_like(decoder_input_tokens), encoder_input_tokens)
+    else:
+      self_mask = masks.decoder_self_attention_mask(decoder_target_tokens, decoder_segment_ids)
+      cross_mask = masks.bidirectional_mask(decoder_target_tokens, encoder_input_tokens,
+                                            decoder_segment_ids, encoder_segment_ids)
+    x = self.token_embedder(decoder_input_tokens)
+    x = self.decoder(x, self_mask, None if decode else decoder_positions, encoded, cross_mask,
+                     decode=decode, deterministic=deterministic)
+    return self.head(x, self.token_embedder)
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+               encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
+               decoder_positions=None, *, decode: bool = False, deterministic: bool = True):
+    encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions, deterministic)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                       encoder_segment_ids, decoder_segment_ids, decoder_positions,
+                       decode=decode, deterministic=deterministic)

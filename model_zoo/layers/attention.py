@@ -1,0 +1,117 @@
+"""Multi-head attention with multi-query / grouped-query heads, RoPE and a KV cache."""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from model_zoo.layers import embeddings, types
+
+_MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
+
+
+def dot_product_attention(q: types.Array, k: types.Array, v: types.Array,
+                          mask: Optional[types.Array] = None,
+                          implementation: str = "einsum") -> types.Array:
+  """softmax(q k^T) v with fp32 logits and softmax.
+
+  q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, kv_heads, head_dim] where
+  kv_heads divides heads (kv_heads == 1 is multi-query, == heads is multi-head).
+  mask: bool, broadcastable to [batch, 1, q_len, kv_len]. q must already be scaled.
+  `implementation` "einsum" is plain XLA everywhere; "xla" / "cudnn" go through
+  jax.nn.dot_product_attention (cuDNN flash attention on GPU; lengths multiple of 64).
+  """
+  batch, q_len, heads, head_dim = q.shape
+  kv_heads = k.shape[2]
+  if heads % kv_heads:
+    raise ValueError(f"num_heads={heads} is not a multiple of num_kv_heads={kv_heads}.")
+  if implementation in ("xla", "cudnn"):
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0, implementation=implementation)
+  if implementation != "einsum":
+    raise ValueError(f"Unknown attention implementation {implementation!r}; use einsum, xla or cudnn.")
+  q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim)
+  logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask[:, :, None], logits, _MASKED)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bgrqk,bkgd->bqgrd", probs, v)
+  return out.reshape(batch, q_len, heads, head_dim)
+
+
+class Attention(nn.Module):
+  """Self- or cross-attention. With `decode=True` self-attention keeps a KV cache.
+
+  Decoding convention (as in T5X): a first call with `decode=True` on full-length inputs
+  creates a zero cache of that length; each later call appends its chunk of tokens at
+  `cache_index` and attends causally over everything cached so far, so a prompt can be
+  prefilled in one call and then extended one token at a time.
+  """
+
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  dtype: types.DType = jnp.float32
+  param_dtype: types.DType = jnp.float32
+  use_rope: bool = True
+  rope_max_wavelength: float = 10_000.0
+  dropout_rate: float = 0.0
+  implementation: str = "einsum"
+  kernel_init: types.Initializer = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+  def _project(self, x, heads, axes, name):
+    return nn.DenseGeneral(
+        (heads, self.head_dim), axis=-1, use_bias=False, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name,
+        kernel_init=nn.with_logical_partitioning(self.kernel_init, axes))(x)
+
+  @nn.compact
+  def __call__(self, inputs_q: types.Array, inputs_kv: types.Array,
+               mask: Optional[types.Array] = None, *,
+               q_positions: Optional[types.Array] = None,
+               kv_positions: Optional[types.Array] = None,
+               decode: bool = False, deterministic: bool = True) -> types.Array:
+    q = self._project(inputs_q, self.num_heads, ("embed", "heads", "kv"), "query")
+    k = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "key")
+    v = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "value")
+    if decode and self.has_variable("cache", "cache_index"):
+      offset = self.get_variable("cache", "cache_index")
+      chunk_positions = jnp.broadcast_to(offset + jnp.arange(q.shape[1]), q.shape[:2])
+      q_positions = chunk_positions if q_positions is None else q_positions
+      kv_positions = chunk_positions if kv_positions is None else kv_positions
+    if self.use_rope:  # keys are cached already rotated
+      q = embeddings.apply_rope(q, _default_positions(q, q_positions), self.rope_max_wavelength)
+      k = embeddings.apply_rope(k, _default_positions(k, kv_positions), self.rope_max_wavelength)
+    if decode:
+      k, v, mask = self._use_cache(k, v, mask)
+    q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
+    q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
+    out = dot_product_attention(q, k, v, mask, self.implementation)
+    out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+    return nn.DenseGeneral(
+        inputs_q.shape[-1], axis=(-2, -1), use_bias=False, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="out",
+        kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")))(out)
+
+  def _use_cache(self, k, v, mask):
+    initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if not initialized:  # the cache-creating call: plain attention over the given inputs
+      return k, v, mask
+    chunk, max_length = k.shape[1], cached_key.value.shape[1]
+    start = cache_index.value
+    cached_key.value = lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype), (0, start, 0, 0))
+    cached_value.value = lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype), (0, start, 0, 0))
+    cache_index.value = start + chunk
+    query_pos = start + jnp.arange(chunk)
+    causal = (jnp.arange(max_length)[None, :] <= query_pos[:, None])[None, None]
+    mask = causal if mask is None else jnp.logical_and(causal, mask)
+    return cached_key.value, cached_value.value, mask
+
+
+def _default_positions(x: types.Array, positions: Optional[types.Array]) -> types.Array:
+  if positions is not None:
+    return positions
+  return jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])

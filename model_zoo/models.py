@@ -1,0 +1,183 @@
+"""The Model API the trainers and decoders talk to (as T5X's models.py).
+
+A Model wraps a Flax module and knows its loss, how to score a batch and how to predict.
+Batches use the layout of SeqIO's feature converters: `FEATURE_CONVERTER` names which one.
+Layers may `sow` scalars into the "aux_loss" collection (MoE balancing, router z-loss);
+`loss_fn` adds them to the loss and reports each as a metric.
+"""
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+from model_zoo import losses
+from model_zoo.metrics import Average
+from trainers.decoding import greedy
+
+Batch = Mapping[str, jax.Array]
+Params = Any
+AUX_LOSS = "aux_loss"
+
+
+class BaseModel:
+  """Loss, scoring and prediction for a token-prediction Flax module."""
+
+  FEATURE_CONVERTER: str = ""
+  # Features a batch must hold; the rest of the converter's features are optional.
+  REQUIRED_FEATURES: tuple[str, ...] = ()
+
+  def __init__(self, module: nn.Module, *, z_loss: float = 1e-4, label_smoothing: float = 0.0,
+               eos_id: int = 1):
+    self.module = module
+    self.z_loss = z_loss
+    self.label_smoothing = label_smoothing
+    self.eos_id = eos_id
+
+  @property
+  def vocab_size(self) -> int:
+    return self.module.config.vocab_size
+
+  # --- subclasses -----------------------------------------------------------------------
+  def _apply(self, variables, batch: Batch, *, rngs=None, deterministic=True, mutable=False):
+    raise NotImplementedError
+
+  def _decode_inputs(self, params: Params, batch: Batch):
+    """Returns (tokens_to_logits, initial cache, forced tokens, number forced per row)."""
+    raise NotImplementedError
+
+  # --- the API ---------------------------------------------------------------------------
+  def init(self, rng: jax.Array, batch: Batch) -> Params:
+    """Parameters (boxed with their logical axis names) for batches shaped like `batch`."""
+    return self.module.init({"params": rng, "dropout": rng}, **self._module_inputs(batch))["params"]
+
+  def _module_inputs(self, batch: Batch) -> dict:
+    missing = [k for k in self.REQUIRED_FEATURES if k not in batch]
+    if missing:
+      raise ValueError(f"{type(self).__name__} needs batch features {missing}; got {sorted(batch)}. "
+                       f"Use SeqIO's {self.FEATURE_CONVERTER!r} feature converter for this model.")
+    return {k: batch[k] for k in self._feature_names() if k in batch}
+
+  def _feature_names(self) -> tuple[str, ...]:
+    raise NotImplementedError
+
+  def _logits(self, params, batch, rng=None):
+    rngs = None if rng is None else {"dropout": rng}
+    logits, state = self._apply({"params": params}, batch, rngs=rngs, deterministic=rng is None,
+                                mutable=[AUX_LOSS])
+    return logits, state.get(AUX_LOSS, {})
+
+  def loss_fn(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
+              normalizer: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, Average]]:
+    """Weighted mean token loss (+ auxiliary losses) and metrics.
+
+    `normalizer` (default: this batch's loss-weight sum) lets gradient accumulation divide
+    every microbatch by the whole batch's weight, so k microbatches equal one big batch.
+    """
+    logits, aux = self._logits(params, batch, rng)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
+    token_loss, token_z_loss = losses.cross_entropy_with_logits(
+        logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing)
+    weight_sum = jnp.sum(weights)
+    normalizer = weight_sum if normalizer is None else normalizer
+    loss = jnp.sum(token_loss * weights) / normalizer
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    metrics = {
+        "loss": Average.of(jnp.sum(token_loss * weights), weight_sum),
+        "cross_entropy": Average.of(-jnp.sum(losses.target_log_probs(logits, targets) * weights), weight_sum),
+        "z_loss": Average.of(jnp.sum(token_z_loss * weights), weight_sum),
+        "accuracy": Average.of(jnp.sum(correct * weights), weight_sum),
+        "num_tokens": Average.of(weight_sum, 1.0),
+    }
+    for path, value in jax.tree_util.tree_flatten_with_path(aux)[0]:
+      name = "aux/" + "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+      total = jnp.sum(value)
+      loss = loss + total * (weight_sum / normalizer)
+      metrics[name] = Average.of(total, 1.0)
+    return loss, metrics
+
+  def score_batch(self, params: Params, batch: Batch, return_per_token: bool = False):
+    """Per-example log-likelihood sum_t w_t log p(target_t) (and the per-token terms)."""
+    logits, _ = self._logits(params, batch)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
+    per_token = losses.target_log_probs(logits, targets) * weights
+    scores = jnp.sum(per_token, axis=-1)
+    return (scores, per_token) if return_per_token else scores
+
+  def predict_batch(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
+                    decoder: Callable = greedy.greedy_decode) -> tuple[jax.Array, jax.Array]:
+    """Decoded continuations [batch, length] (prompt removed, 0 after EOS) and their log-probs."""
+    del rng  # greedy decoding is deterministic; sampling decoders take it
+    tokens_to_logits, cache, forced, num_forced = self._decode_inputs(params, batch)
+    sequences, scores = decoder(tokens_to_logits, cache, forced, num_forced, eos_id=self.eos_id)
+    return greedy.strip_prompt(sequences, num_forced), scores
+
+
+@gin.configurable
+class DecoderOnlyModel(BaseModel):
+  """Decoder-only LM; with `decoder_causal_attention` in the batch it is a prefix LM."""
+
+  FEATURE_CONVERTER = "decoder"
+  REQUIRED_FEATURES = ("decoder_input_tokens", "decoder_target_tokens")
+
+  def __init__(self, module: nn.Module, *, feature_converter: str = "decoder", **kwargs):
+    super().__init__(module, **kwargs)
+    self.FEATURE_CONVERTER = feature_converter
+
+  def _feature_names(self):
+    return ("decoder_input_tokens", "decoder_target_tokens", "decoder_segment_ids",
+            "decoder_positions", "decoder_causal_attention")
+
+  def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
+    return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
+                             rngs=rngs, mutable=mutable)
+
+  def _decode_inputs(self, params, batch):
+    """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1."""
+    inputs = batch["decoder_input_tokens"]
+    prefix = batch.get("decoder_causal_attention", jnp.zeros_like(inputs))
+    # Input t+1 is target t; the leading input (BOS) is not a token to force.
+    num_forced = jnp.maximum(jnp.sum(prefix, axis=-1) - 1, 0).astype(jnp.int32)
+    forced = jnp.concatenate([inputs[:, 1:], jnp.zeros_like(inputs[:, :1])], axis=1)
+    _, state = self.module.apply({"params": params}, inputs, inputs, decode=True, mutable=["cache"])
+
+    def tokens_to_logits(token, cache):
+      logits, state = self.module.apply({"params": params, "cache": cache}, token, token,
+                                        decode=True, mutable=["cache"])
+      return logits[:, -1], state["cache"]
+
+    return tokens_to_logits, state["cache"], forced, num_forced
+
+
+@gin.configurable
+class EncoderDecoderModel(BaseModel):
+  """Encoder-decoder; predicts targets from `encoder_input_tokens`."""
+
+  FEATURE_CONVERTER = "encdec"
+  REQUIRED_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+
+  def _feature_names(self):
+    return ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+            "encoder_segment_ids", "decoder_segment_ids", "encoder_positions", "decoder_positions")
+
+  def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
+    return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
+                             rngs=rngs, mutable=mutable)
+
+  def _decode_inputs(self, params, batch):
+    encoder_tokens = batch["encoder_input_tokens"]
+    targets = batch["decoder_target_tokens"]
+    encoded = self.module.apply({"params": params}, encoder_tokens, method="encode")
+    _, state = self.module.apply({"params": params}, encoded, encoder_tokens, targets, targets,
+                                 decode=True, mutable=["cache"], method="decode")
+
+    def tokens_to_logits(token, cache):
+      logits, state = self.module.apply({"params": params, "cache": cache}, encoded, encoder_tokens,
+                                        token, token, decode=True, mutable=["cache"], method="decode")
+      return logits[:, -1], state["cache"]
+
+    batch_size = targets.shape[0]
+    return tokens_to_logits, state["cache"], jnp.zeros_like(targets), jnp.zeros((batch_size,), jnp.int32)
