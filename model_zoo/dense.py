@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
-from model_zoo.layers import attention, embeddings, masks, mlp, norms, types
+from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, types
 
 _ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 
@@ -105,11 +105,8 @@ class _LogitsHead(nn.Module):
     if cfg.tie_embeddings:
       logits = embed.attend(x) / jnp.sqrt(cfg.emb_dim).astype(cfg.activation_dtype)
     else:
-      logits = nn.DenseGeneral(
-          cfg.vocab_size, use_bias=False, dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype,
-          kernel_init=nn.with_logical_partitioning(
-              nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"), ("embed", "vocab")),
-          name="logits_dense")(x)
+      logits = linear.DenseGeneral(cfg.vocab_size, ("embed", "vocab"), dtype=cfg.activation_dtype,
+                                   param_dtype=cfg.parameter_dtype, name="logits_dense")(x)
     logits = nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
     return logits.astype(jnp.float32)
 

@@ -89,7 +89,6 @@ class BaseModel:
         "cross_entropy": Average.of(-jnp.sum(losses.target_log_probs(logits, targets) * weights), weight_sum),
         "z_loss": Average.of(jnp.sum(token_z_loss * weights), weight_sum),
         "accuracy": Average.of(jnp.sum(correct * weights), weight_sum),
-        "num_tokens": Average.of(weight_sum, 1.0),
     }
     for path, value in jax.tree_util.tree_flatten_with_path(aux)[0]:
       name = "aux/" + "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from model_zoo.layers import embeddings, types
+from model_zoo.layers import embeddings, linear, types
 
 _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
 
@@ -57,13 +57,10 @@ class Attention(nn.Module):
   rope_max_wavelength: float = 10_000.0
   dropout_rate: float = 0.0
   implementation: str = "einsum"
-  kernel_init: types.Initializer = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
   def _project(self, x, heads, axes, name):
-    return nn.DenseGeneral(
-        (heads, self.head_dim), axis=-1, use_bias=False, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name,
-        kernel_init=nn.with_logical_partitioning(self.kernel_init, axes))(x)
+    return linear.DenseGeneral((heads, self.head_dim), axes, dtype=self.dtype,
+                               param_dtype=self.param_dtype, name=name)(x)
 
   @nn.compact
   def __call__(self, inputs_q: types.Array, inputs_kv: types.Array,
@@ -88,10 +85,8 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
     out = dot_product_attention(q, k, v, mask, self.implementation)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
-    return nn.DenseGeneral(
-        inputs_q.shape[-1], axis=(-2, -1), use_bias=False, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="out",
-        kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")))(out)
+    return linear.DenseGeneral(inputs_q.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1),
+                               dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
 
   def _use_cache(self, k, v, mask):
     initialized = self.has_variable("cache", "cached_key")

@@ -4,7 +4,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model_zoo.layers import types
+from model_zoo.layers import linear, types
 
 _ACTIVATIONS: dict[str, Callable[[types.Array], types.Array]] = {
     "linear": lambda x: x,
@@ -30,20 +30,17 @@ class MlpBlock(nn.Module):
   dropout_rate: float = 0.0
   dtype: types.DType = jnp.float32
   param_dtype: types.DType = jnp.float32
-  kernel_init: types.Initializer = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
   @nn.compact
   def __call__(self, x: types.Array, deterministic: bool = True) -> types.Array:
     hidden = None
     for i, name in enumerate(self.activations):
-      h = nn.DenseGeneral(
-          self.hidden_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-          kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "mlp")),
-          name=f"wi_{i}" if len(self.activations) > 1 else "wi")(x)
+      h = linear.DenseGeneral(self.hidden_dim, ("embed", "mlp"), dtype=self.dtype,
+                              param_dtype=self.param_dtype,
+                              name=f"wi_{i}" if len(self.activations) > 1 else "wi")(x)
       h = activation(name)(h)
       hidden = h if hidden is None else hidden * h
     hidden = nn.with_logical_constraint(hidden, ("activation_batch", "activation_length", "activation_mlp"))
     hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(hidden, deterministic=deterministic)
-    return nn.DenseGeneral(
-        x.shape[-1], use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=nn.with_logical_partitioning(self.kernel_init, ("mlp", "embed")), name="wo")(hidden)
+    return linear.DenseGeneral(x.shape[-1], ("mlp", "embed"), dtype=self.dtype,
+                               param_dtype=self.param_dtype, name="wo")(hidden)

@@ -1,0 +1,103 @@
+"""Orbax checkpoints: atomic saves, keep-N, automatic resume, restore onto any mesh.
+
+Each step directory holds two items: "state" (step, params, optimizer state, rng) and
+"data" (the data position as JSON), so a resumed run reads exactly the batches an
+uninterrupted run would. Orbax writes a step into a temporary directory and renames it
+when complete, so a half-written step is never listed; a step that is listed but cannot
+be read (a damaged file) is skipped in favour of the previous one, and the log says so.
+"""
+import logging
+import os
+from typing import Any, Optional
+
+import gin
+import jax
+import orbax.checkpoint as ocp
+
+from trainers import train_state
+
+
+class CheckpointShapeError(ValueError):
+  """MODEL_DIR holds a checkpoint of a different model."""
+
+
+def _to_tree(state: train_state.TrainState) -> dict:
+  return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng}
+
+
+@gin.configurable
+class Checkpointer:
+  """Wraps ocp.CheckpointManager for TrainStates plus a JSON data position."""
+
+  def __init__(self, directory: str, *, keep: Optional[int] = 3, save_period: int = 1000):
+    self.directory = os.path.abspath(directory)
+    self.save_period = save_period
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False),
+        item_names=("state", "data"))
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return self.save_period > 0 and step % self.save_period == 0
+
+  def save(self, state: train_state.TrainState, data_position: dict) -> int:
+    step = int(jax.device_get(state.step))
+    if step in self.manager.all_steps():
+      return step
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_to_tree(state)), data=ocp.args.JsonSave(data_position)), force=True)
+    self.manager.wait_until_finished()
+    return step
+
+  def restore_latest(self, abstract_state: train_state.TrainState) -> Optional[tuple[train_state.TrainState, dict]]:
+    """The newest readable checkpoint restored into `abstract_state`'s shapes and shardings.
+
+    Raises CheckpointShapeError when the checkpoint's parameters have other shapes than
+    the model's (a different model in MODEL_DIR); returns None when there is none.
+    """
+    target = _to_tree(abstract_state)
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      self._check_shapes(step, target)
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+      except Exception as e:  # a damaged step: fall back to the previous one
+        logging.warning("Checkpoint at step %d in %s cannot be read (%s: %s); falling back to the "
+                        "previous checkpoint.", step, self.directory, type(e).__name__, str(e)[:300])
+        print(f"WARNING: checkpoint step {step} in {self.directory} is damaged "
+              f"({type(e).__name__}); falling back to the previous one.", flush=True)
+        continue
+      tree = restored["state"]
+      state = abstract_state.replace(step=tree["step"], params=tree["params"],
+                                     opt_state=tree["opt_state"], rng=tree["rng"])
+      return state, dict(restored["data"] or {})
+    return None
+
+  def _check_shapes(self, step: int, target: dict) -> None:
+    try:
+      metadata = self.manager.item_metadata(step)["state"]
+    except Exception:  # unreadable metadata: restore() will report it and fall back
+      return
+    if metadata is None:
+      return
+    saved = _shapes(metadata["params"] if "params" in metadata else metadata)
+    wanted = _shapes(target["params"])
+    diffs = [f"{k}: checkpoint {saved.get(k)} vs model {v}" for k, v in wanted.items() if saved.get(k) != v]
+    diffs += [f"{k}: in the checkpoint but not in the model" for k in saved if k not in wanted]
+    if diffs:
+      raise CheckpointShapeError(
+          f"MODEL_DIR {os.path.dirname(self.directory)} holds a checkpoint (step {step}) of a different "
+          f"model: {'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}. Use a new --gin.MODEL_DIR, "
+          "or the model config that wrote this checkpoint.")
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}

@@ -1,0 +1,181 @@
+"""One device mesh with named axes, logical->mesh rules as data, and jit with explicit shardings.
+
+Nothing in model_zoo/ knows the mesh: parameters and activations carry logical axis names
+("embed", "heads", "activation_batch", ...) and the rules here map them onto mesh axes.
+The same code runs on 1 CPU device, 8 fake CPU devices, a GPU and a TPU pod slice.
+"""
+import contextlib
+import logging
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
+BATCH_AXES = ("data", "fsdp")
+
+# (logical axis, mesh axis or axes or None). Parameters use the plain names, activations
+# the "activation_" ones, so that e.g. "embed" can be FSDP-sharded on parameters while
+# activations stay batch-sharded over the same mesh axis.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", BATCH_AXES),
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("kv", None),
+    ("norm", None),
+    ("layers", None),
+    ("expert", "expert"),
+)
+
+
+def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int,
+                       mesh_axes: Sequence[str] = MESH_AXES) -> tuple[int, ...]:
+  """Replaces a single -1 by the remaining devices and checks the product is `num_devices`."""
+  if len(mesh_shape) != len(mesh_axes):
+    raise ValueError(f"Partitioner.mesh_shape={tuple(mesh_shape)} has {len(mesh_shape)} entries but the "
+                     f"mesh axes are {tuple(mesh_axes)}; give one size per axis.")
+  unknown = [i for i, s in enumerate(mesh_shape) if s == -1]
+  known = math.prod(s for s in mesh_shape if s != -1)
+  if len(unknown) > 1 or any(s == 0 or s < -1 for s in mesh_shape):
+    raise ValueError(f"Partitioner.mesh_shape={tuple(mesh_shape)}: sizes must be positive, with at "
+                     "most one -1 meaning 'the rest of the devices'.")
+  shape = list(mesh_shape)
+  if unknown:
+    if num_devices % known:
+      raise ValueError(_mesh_error(mesh_shape, mesh_axes, num_devices))
+    shape[unknown[0]] = num_devices // known
+  if math.prod(shape) != num_devices:
+    raise ValueError(_mesh_error(mesh_shape, mesh_axes, num_devices))
+  return tuple(shape)
+
+
+def _mesh_error(mesh_shape, mesh_axes, num_devices) -> str:
+  return (f"Partitioner.mesh_shape={tuple(mesh_shape)} over axes {tuple(mesh_axes)} does not divide the "
+          f"{num_devices} available devices; choose sizes whose product is {num_devices} "
+          "(one entry may be -1), e.g. --gin.Partitioner.mesh_shape=\"(-1, 1, 1, 1)\".")
+
+
+def make_mesh(mesh_shape: Sequence[int], mesh_axes: Sequence[str] = MESH_AXES,
+              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  devices = list(jax.devices() if devices is None else devices)
+  shape = resolve_mesh_shape(mesh_shape, len(devices), mesh_axes)
+  try:  # topology-aware on TPU/GPU
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.asarray(devices).reshape(shape)
+  return Mesh(grid, tuple(mesh_axes))
+
+
+@gin.configurable
+class Partitioner:
+  """Owns the mesh and the rules; turns logical axis names into shardings and compiles steps."""
+
+  def __init__(self, mesh_shape: Sequence[int] = (-1, 1, 1, 1),
+               mesh_axes: Sequence[str] = MESH_AXES,
+               logical_axis_rules: Sequence[tuple[str, Any]] = DEFAULT_RULES,
+               devices: Optional[Sequence[jax.Device]] = None):
+    self.mesh = make_mesh(mesh_shape, mesh_axes, devices)
+    self.rules = tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in logical_axis_rules)
+
+  @property
+  def data_parallel_size(self) -> int:
+    return math.prod(self.mesh.shape[a] for a in BATCH_AXES if a in self.mesh.shape)
+
+  @contextlib.contextmanager
+  def context(self):
+    """The mesh and rules that `nn.with_logical_constraint` inside the model reads."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  # --- shardings ---------------------------------------------------------------------------
+  def spec_for(self, logical_names: Optional[Sequence[Optional[str]]], shape: Sequence[int]) -> P:
+    """PartitionSpec for an array; a dimension the mesh axes do not divide is replicated."""
+    if not logical_names:
+      return P()
+    mesh_axes = nn.logical_to_mesh_axes(tuple(logical_names), self.rules)
+    resolved = []
+    for dim, axes in zip(shape, mesh_axes):
+      size = math.prod(self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+      if axes is not None and dim % size:
+        logging.warning("Replicating a dimension of size %d (logical %s): mesh axes %s of size %d do "
+                        "not divide it.", dim, logical_names, axes, size)
+        axes = None
+      resolved.append(axes)
+    return P(*resolved)
+
+  def sharding(self, spec: P) -> NamedSharding:
+    return NamedSharding(self.mesh, spec)
+
+  def param_shardings(self, boxed_params: Any) -> Any:
+    """NamedShardings for (abstract) params boxed with nn.LogicallyPartitioned."""
+    def one(x):
+      names = x.names if isinstance(x, nn.Partitioned) else None
+      shape = (x.value if isinstance(x, nn.Partitioned) else x).shape
+      return self.sharding(self.spec_for(names, shape))
+    return jax.tree.map(one, boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+  def like_params_shardings(self, tree: Any, params: Any, param_shardings: Any) -> Any:
+    """Shardings for a tree (an optimizer state) whose subtrees mirror the params.
+
+    A leaf shaped like its parameter gets that parameter's sharding (Adam's moments);
+    anything else (counts, Adafactor's factored rows/columns) is replicated.
+    """
+    params_def = jax.tree.structure(params)
+    replicated = self.sharding(P())
+
+    def mirror(subtree):
+      if jax.tree.structure(subtree) != params_def:
+        return jax.tree.map(lambda _: replicated, subtree)
+      return jax.tree.map(lambda leaf, p, s: s if leaf.shape == p.shape else replicated,
+                          subtree, params, param_shardings)
+
+    return jax.tree.map(mirror, tree, is_leaf=lambda x: jax.tree.structure(x) == params_def)
+
+  def batch_sharding(self, ndim: int = 2) -> NamedSharding:
+    return self.sharding(P(BATCH_AXES, *([None] * (ndim - 1))))
+
+  def shard_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Builds global arrays from each process's rows of the batch (its shard of the data)."""
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding(np.ndim(v)), np.asarray(v))
+            for k, v in host_batch.items()}
+
+  def check_batch_size(self, global_batch_size: int, binding: str = "BATCH_SIZE") -> None:
+    if global_batch_size % self.data_parallel_size:
+      raise ValueError(
+          f"{binding}={global_batch_size} is not divisible by the data-parallel size "
+          f"{self.data_parallel_size} (mesh data x fsdp = {dict(self.mesh.shape)}); use a multiple of "
+          f"{self.data_parallel_size} or change Partitioner.mesh_shape.")
+
+  # --- compilation -------------------------------------------------------------------------
+  def compile(self, fn: Callable, in_shardings: Any, out_shardings: Any,
+              donate_argnums: Sequence[int] = ()) -> Callable:
+    """jax.jit with explicit shardings, traced under this mesh and these rules."""
+    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                     donate_argnums=tuple(donate_argnums))
+
+    def run(*args):
+      with self.context():
+        return jitted(*args)
+
+    run.lower = lambda *args: _lower_in(self, jitted, args)
+    return run
+
+
+def _lower_in(partitioner: Partitioner, jitted, args):
+  with partitioner.context():
+    return jitted.lower(*args)

@@ -1,0 +1,146 @@
+"""Train and eval steps: sharded init, gradient accumulation over microbatches, metrics.
+
+The Trainer only talks to the Model API (`init`, `loss_fn`) and the Partitioner, so MoE
+models (auxiliary losses in a Flax collection) need no changes here.
+"""
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from model_zoo import metrics as metrics_lib
+from model_zoo.metrics import Average
+from trainers import partitioning, train_state
+
+Batch = Mapping[str, Any]
+
+
+def _example_batch(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, jax.Array]:
+  return {k: jnp.ones(s, jnp.int32) for k, s in shapes.items()}
+
+
+def _loss_weights(batch: Batch) -> jax.Array:
+  targets = batch["decoder_target_tokens"]
+  return batch.get("decoder_loss_weights", targets > 0).astype(jnp.float32)
+
+
+@gin.configurable
+class Trainer:
+  """Owns the compiled train/eval steps of one model on one mesh."""
+
+  def __init__(self, model, partitioner: partitioning.Partitioner,
+               optimizer: optax.GradientTransformation = gin.REQUIRED,
+               learning_rate_schedule: Callable = gin.REQUIRED,
+               num_microbatches: int = 1, seed: int = 0):
+    if num_microbatches < 1:
+      raise ValueError(f"Trainer.num_microbatches={num_microbatches} must be >= 1.")
+    self.model = model
+    self.partitioner = partitioner
+    self.optimizer = optimizer
+    self.schedule = learning_rate_schedule
+    self.num_microbatches = num_microbatches
+    self.seed = seed
+    self._train_step = None
+    self._eval_step = None
+
+  # --- state -----------------------------------------------------------------------------
+  def abstract_state(self, batch_shapes: Mapping[str, tuple[int, ...]]):
+    """(shape-only TrainState, its shardings); nothing is allocated."""
+    rng = jax.random.PRNGKey(self.seed)
+    with self.partitioner.context():
+      boxed = jax.eval_shape(lambda r: self.model.init(r, _example_batch(batch_shapes)), rng)
+    params_shardings = self.partitioner.param_shardings(boxed)
+    abstract_params = nn.unbox(boxed)
+    opt_state = jax.eval_shape(self.optimizer.init, abstract_params)
+    replicated = self.partitioner.sharding(P())
+    shardings = train_state.TrainState(
+        step=replicated, params=params_shardings,
+        opt_state=self.partitioner.like_params_shardings(opt_state, abstract_params, params_shardings),
+        rng=replicated, tx=self.optimizer)
+    abstract = train_state.TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=opt_state,
+        rng=jax.ShapeDtypeStruct(rng.shape, rng.dtype), tx=self.optimizer)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return abstract, shardings
+
+  def init_state(self, batch_shapes: Mapping[str, tuple[int, ...]], shardings=None):
+    """A freshly initialised TrainState, created directly in its shards."""
+    if shardings is None:
+      _, shardings = self.abstract_state(batch_shapes)
+
+    def init(rng):
+      params_rng, run_rng = jax.random.split(rng)
+      params = nn.unbox(self.model.init(params_rng, _example_batch(batch_shapes)))
+      return train_state.TrainState.create(params, self.optimizer, run_rng)
+
+    replicated = self.partitioner.sharding(P())
+    return self.partitioner.compile(init, replicated, shardings)(jax.random.PRNGKey(self.seed))
+
+  # --- steps ------------------------------------------------------------------------------
+  def _grads_and_metrics(self, params, batch, rng):
+    normalizer = jnp.sum(_loss_weights(batch))
+    grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
+    k = self.num_microbatches
+    if k == 1:
+      (_, metrics), grads = grad_fn(params, batch, rng, normalizer)
+      return grads, metrics
+
+    def split(x):  # strided rows, so every microbatch stays spread over the data axis
+      return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+    micro = jax.tree.map(split, batch)
+
+    def body(carry, inputs):
+      grads, metrics = carry
+      index, microbatch = inputs
+      (_, m), g = grad_fn(params, microbatch, jax.random.fold_in(rng, index), normalizer)
+      return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    (_, m0), g0 = grad_fn(params, first, jax.random.fold_in(rng, 0), normalizer)
+    rest = jax.tree.map(lambda x: x[1:], micro)
+    (grads, metrics), _ = jax.lax.scan(body, (g0, m0), (jnp.arange(1, k), rest))
+    return grads, metrics
+
+  def _train_step_fn(self, state: train_state.TrainState, batch: Batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    grads, metrics = self._grads_and_metrics(state.params, batch, rng)
+    metrics = dict(metrics)
+    metrics["learning_rate"] = Average.of(self.schedule(state.step))
+    metrics["grad_norm"] = Average.of(optax.global_norm(grads))
+    return state.apply_gradients(grads), metrics
+
+  def _eval_step_fn(self, params, batch: Batch):
+    return self.model.loss_fn(params, batch)[1]
+
+  def _batch_shardings(self, batch: Batch):
+    return {k: self.partitioner.batch_sharding(np.ndim(v)) for k, v in batch.items()}
+
+  def train_step(self, state, batch: Batch):
+    """One optimizer step on a global batch; returns (new state, metrics on device)."""
+    if self._train_step is None:
+      self.partitioner.check_batch_size(len(next(iter(batch.values()))) * jax.process_count())
+      shardings = jax.tree.map(lambda x: x.sharding, state)
+      self._train_step = self.partitioner.compile(
+          self._train_step_fn, (shardings, self._batch_shardings(batch)),
+          (shardings, None), donate_argnums=(0,))
+    return self._train_step(state, self.partitioner.shard_batch(batch))
+
+  def eval_step(self, state, batch: Batch):
+    if self._eval_step is None:
+      params_shardings = jax.tree.map(lambda x: x.sharding, state.params)
+      self._eval_step = self.partitioner.compile(
+          self._eval_step_fn, (params_shardings, self._batch_shardings(batch)), None)
+    return self._eval_step(state.params, self.partitioner.shard_batch(batch))
+
+  def evaluate(self, state, batches) -> dict[str, float]:
+    """Mean metrics over an iterable of host batches."""
+    total: dict[str, Average] = {}
+    for batch in batches:
+      total = metrics_lib.merge(total, self.eval_step(state, batch))
+    return metrics_lib.values(total) if total else {}
