@@ -7,6 +7,7 @@ in `nn.remat` with a named policy.
 from typing import Optional
 
 import flax.linen as nn
+import gin
 import jax.numpy as jnp
 
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
@@ -111,6 +112,7 @@ class _LogitsHead(nn.Module):
     return logits.astype(jnp.float32)
 
 
+@gin.configurable
 class DecoderOnlyLM(nn.Module):
   """Decoder-only LM over SeqIO's decoder / prefix-LM batches; returns fp32 logits."""
 
@@ -132,6 +134,7 @@ class DecoderOnlyLM(nn.Module):
     return _LogitsHead(cfg, name="head")(x, embed)
 
 
+@gin.configurable
 class EncoderDecoder(nn.Module):
   """T5.1.1-style encoder-decoder with a shared input embedding."""
 

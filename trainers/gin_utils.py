@@ -1,0 +1,142 @@
+"""T5X-style command lines: --gin_file (repeatable), --gin_search_paths, --gin.NAME=VALUE.
+
+Bad input fails fast and names itself: a missing gin file, an unknown configurable or
+parameter (with close matches), and a macro override that no config uses (gin would
+otherwise silently define a new, unused macro, e.g. a mistyped --gin.TRAIN_STPES=10).
+"""
+import dataclasses
+import difflib
+import os
+import re
+from typing import Optional, Sequence
+
+import gin
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FlagError(ValueError):
+  """A command-line or gin configuration error, phrased for the user."""
+
+
+@dataclasses.dataclass
+class Flags:
+  gin_files: list[str] = dataclasses.field(default_factory=list)
+  gin_search_paths: list[str] = dataclasses.field(default_factory=list)
+  gin_bindings: list[str] = dataclasses.field(default_factory=list)
+  multihost: bool = False
+  coordinator_address: Optional[str] = None
+  num_processes: Optional[int] = None
+  process_id: Optional[int] = None
+
+
+_VALUE_FLAGS = {"--gin_file": "gin_files", "--gin_search_paths": "gin_search_paths",
+                "--coordinator_address": "coordinator_address", "--num_processes": "num_processes",
+                "--process_id": "process_id"}
+_USAGE = ("usage: python -m trainers.{prog} --gin_file=FILE [--gin_file=...] "
+          "[--gin_search_paths=DIR,DIR] [--gin.NAME=VALUE ...] [--multihost] "
+          "[--coordinator_address=HOST:PORT --num_processes=N --process_id=I]")
+
+
+def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
+  """Parses our flags; anything unknown is an error naming the flag."""
+  flags = Flags()
+  args = list(argv)
+  while args:
+    arg = args.pop(0)
+    name, eq, value = arg.partition("=")
+    if name.startswith("--gin."):
+      if not eq:
+        raise FlagError(f"{arg}: a gin override needs a value, e.g. --gin.TRAIN_STEPS=100.")
+      flags.gin_bindings.append(f"{name[len('--gin.'):]} = {value}")
+    elif name == "--multihost":
+      flags.multihost = True
+    elif name in _VALUE_FLAGS:
+      if not eq:
+        if not args:
+          raise FlagError(f"{name} needs a value.\n{_USAGE.format(prog=prog)}")
+        value = args.pop(0)
+      attr = _VALUE_FLAGS[name]
+      if attr == "gin_files":
+        flags.gin_files.append(value)
+      elif attr == "gin_search_paths":
+        flags.gin_search_paths.extend(p for p in value.split(",") if p)
+      else:
+        setattr(flags, attr, int(value) if attr in ("num_processes", "process_id") else value)
+    elif name in ("-h", "--help"):
+      raise FlagError(_USAGE.format(prog=prog))
+    else:
+      raise FlagError(f"Unknown flag {arg!r}.\n{_USAGE.format(prog=prog)}")
+  if not flags.gin_files:
+    raise FlagError(f"No --gin_file given; pass a run config, e.g. "
+                    f"--gin_file=gin/runs/quickstart.gin.\n{_USAGE.format(prog=prog)}")
+  return flags
+
+
+def _resolve_file(path: str, search_paths: Sequence[str]) -> str:
+  for root in ("",) + tuple(search_paths):
+    candidate = os.path.join(root, path)
+    if os.path.isfile(candidate):
+      return candidate
+  raise FlagError(f"--gin_file={path}: file not found (searched the working directory and "
+                  f"--gin_search_paths {list(search_paths)}).")
+
+
+def _registered_names() -> list[str]:
+  names = set()
+  for selector in gin.config._REGISTRY.matching_selectors(""):
+    names.add(selector)
+    names.add(selector.rsplit(".", 1)[-1])
+  return sorted(names)
+
+
+def _explain(error: ValueError) -> str:
+  message = str(error)
+  unknown = re.search(r"No configurable matching '([^']+)'", message)
+  if unknown:
+    close = difflib.get_close_matches(unknown.group(1), _registered_names(), n=5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"Unknown gin configurable '{unknown.group(1)}'.{hint}\n{message}"
+  return message
+
+
+def parse_gin(flags: Flags) -> None:
+  """Parses the gin files then the overrides; raises FlagError naming any bad binding."""
+  search_paths = list(flags.gin_search_paths) + [os.getcwd(), REPO_ROOT]
+  for path in search_paths:
+    gin.add_config_file_search_path(path)
+  files = [_resolve_file(f, search_paths) for f in flags.gin_files]
+  try:
+    gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+  except (ValueError, IOError) as e:
+    raise FlagError(_explain(e)) from e
+  for binding in flags.gin_bindings:
+    try:
+      gin.parse_config(binding)
+    except ValueError as e:
+      raise FlagError(f"Bad override --gin.{binding.replace(' = ', '=')}: {_explain(e)}") from e
+  _check_macro_overrides(flags.gin_bindings)
+  gin.finalize()
+
+
+def _check_macro_overrides(bindings: Sequence[str]) -> None:
+  used = {ref.config_key[0] for ref in gin.config.iterate_references(gin.config._CONFIG)
+          if ref.config_key[1] == "gin.macro"}
+  defined = {key[0] for key in gin.config._CONFIG if key[1] == "gin.macro"}
+  for binding in bindings:
+    name = binding.split("=", 1)[0].strip()
+    if "." in name or "/" in name or name in used:
+      continue
+    close = difflib.get_close_matches(name, sorted(used | defined), n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise FlagError(f"--gin.{name}: no config uses a macro or binding named '{name}'.{hint}")
+
+
+def write_operative_config(model_dir: str) -> str:
+  """Writes MODEL_DIR/config.gin atomically; returns its path."""
+  path = os.path.join(model_dir, "config.gin")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(gin.config_str())
+  os.replace(tmp, path)
+  return path
