@@ -4,7 +4,7 @@ import setuptools
 CORE = [
     "jax>=0.10,<0.12",
     "flax>=0.12,<0.13",
-    "optax>=0.2.4,<0.3",
+    "optax>=0.2.6,<0.3",
     "orbax-checkpoint>=0.12,<0.13",
     "gin-config>=0.5",
     "sentencepiece>=0.2",

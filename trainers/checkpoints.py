@@ -18,7 +18,7 @@ from trainers import train_state
 
 
 class CheckpointShapeError(ValueError):
-  """MODEL_DIR holds a checkpoint of a different model."""
+  """MODEL_DIR holds checkpoints of a different model, or none that can be read."""
 
 
 def _to_tree(state: train_state.TrainState) -> dict:
@@ -36,7 +36,7 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False),
-        item_names=("state", "data"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -75,6 +75,10 @@ class Checkpointer:
       state = abstract_state.replace(step=tree["step"], params=tree["params"],
                                      opt_state=tree["opt_state"], rng=tree["rng"])
       return state, dict(restored["data"] or {})
+    if self.manager.all_steps():
+      raise CheckpointShapeError(
+          f"None of the checkpoints in {self.directory} (steps {sorted(self.manager.all_steps())}) can be "
+          "read; move them away to start afresh, or point --gin.MODEL_DIR at another run.")
     return None
 
   def _check_shapes(self, step: int, target: dict) -> None:
@@ -84,7 +88,7 @@ class Checkpointer:
       return
     if metadata is None:
       return
-    saved = _shapes(metadata["params"] if "params" in metadata else metadata)
+    saved = _shapes(metadata["params"])
     wanted = _shapes(target["params"])
     diffs = [f"{k}: checkpoint {saved.get(k)} vs model {v}" for k, v in wanted.items() if saved.get(k) != v]
     diffs += [f"{k}: in the checkpoint but not in the model" for k in saved if k not in wanted]

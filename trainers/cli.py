@@ -5,22 +5,25 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
+import gin
+
 from trainers import distributed, gin_utils
 
-_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError)
 
 
 def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
   """Parses flags and gin, runs `entry()` (whose arguments come from gin); returns the exit code."""
   logging.basicConfig(level=logging.WARNING)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
   try:
     flags = gin_utils.parse_flags(argv, prog)
     distributed.initialize(flags.multihost, flags.coordinator_address, flags.num_processes, flags.process_id)
-    _import_configurables()
+    import_configurables()
     gin_utils.parse_gin(flags)
     entry()
-  except _USER_ERRORS as e:
+  except USER_ERRORS as e:
     if os.environ.get("PODZOO_DEBUG"):
       traceback.print_exc()
     print(f"ERROR: {_first_lines(e)}", file=sys.stderr, flush=True)
@@ -35,7 +38,7 @@ def _first_lines(e: BaseException) -> str:
   return text
 
 
-def _import_configurables() -> None:
+def import_configurables() -> None:
   """Registers every gin configurable of the core, so config files can bind them."""
   # pylint: disable=g-import-not-at-top,unused-import
   import model_zoo.config

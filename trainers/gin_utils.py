@@ -84,7 +84,7 @@ def _resolve_file(path: str, search_paths: Sequence[str]) -> str:
 
 def _registered_names() -> list[str]:
   names = set()
-  for selector in gin.config._REGISTRY.matching_selectors(""):
+  for selector in gin.config._REGISTRY._selector_map:  # gin has no public listing
     names.add(selector)
     names.add(selector.rsplit(".", 1)[-1])
   return sorted(names)
@@ -102,7 +102,7 @@ def _explain(error: ValueError) -> str:
 
 def parse_gin(flags: Flags) -> None:
   """Parses the gin files then the overrides; raises FlagError naming any bad binding."""
-  search_paths = list(flags.gin_search_paths) + [os.getcwd(), REPO_ROOT]
+  search_paths = list(dict.fromkeys(list(flags.gin_search_paths) + [os.getcwd(), REPO_ROOT]))
   for path in search_paths:
     gin.add_config_file_search_path(path)
   files = [_resolve_file(f, search_paths) for f in flags.gin_files]
@@ -127,7 +127,7 @@ def _check_macro_overrides(bindings: Sequence[str]) -> None:
     name = binding.split("=", 1)[0].strip()
     if "." in name or "/" in name or name in used:
       continue
-    close = difflib.get_close_matches(name, sorted(used | defined), n=3)
+    close = difflib.get_close_matches(name, sorted((used | defined) - {name}), n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise FlagError(f"--gin.{name}: no config uses a macro or binding named '{name}'.{hint}")
 

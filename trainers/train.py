@@ -12,7 +12,6 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 import gin
 import jax
-import numpy as np
 
 from model_zoo import metrics as metrics_lib
 from trainers import checkpoints, cli, data, gin_utils, metrics_writer, partitioning, text_prediction
@@ -24,18 +23,15 @@ def _batch_shapes(first_batch: dict, global_batch_size: int) -> dict[str, tuple[
   return {k: (global_batch_size,) + v.shape[1:] for k, v in first_batch.items()}
 
 
-def _num_tokens(batch: dict) -> float:
-  weights = batch.get("decoder_loss_weights", batch["decoder_target_tokens"] > 0)
-  return float(np.sum(weights)) * jax.process_count()
-
-
-def _check_finite(values: dict[str, float], step: int, checkpointer: checkpoints.Checkpointer) -> None:
-  if math.isfinite(values.get("loss", 0.0)):
+def _check_finite(values: dict[str, float], step: int, checkpointer: checkpoints.Checkpointer,
+                  params_finite: bool = True) -> None:
+  """Stops a diverged run before a bad state can overwrite the last good checkpoint."""
+  if math.isfinite(values.get("loss", 0.0)) and params_finite:
     return
   last = checkpointer.latest_step()
   kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
   raise TrainingDivergedError(
-      f"Loss became {values['loss']} by step {step}; stopping ({kept} in {checkpointer.directory}). "
+      f"Loss became {values.get('loss')} (or parameters became NaN/Inf) by step {step}; stopping ({kept} in {checkpointer.directory}). "
       "Lower the learning rate (e.g. --gin.constant_schedule.learning_rate), enable gradient "
       "clipping (with_gradient_clipping.max_norm) or raise Model z_loss, then resume.")
 
@@ -86,26 +82,27 @@ def train(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED, train_steps: int
   batches: Iterator[dict] = data.batch_iterator(train_dataset_cfg, feature_converter,
                                                start_batch=position["train_batches"])
   progress = metrics_writer.Progress(train_steps, step)
-  pending, tokens = {}, 0.0
+  pending = {}
   train_values = {}
   while step < train_steps:
     batch = next(batches)
     state, step_metrics = trainer.train_step(state, batch)
     pending = metrics_lib.merge(pending, step_metrics)
-    tokens += _num_tokens(batch)
     step += 1
     position = {"train_batches": position["train_batches"] + 1}
     last = step == train_steps
     if step % log_period == 0 or last or checkpointer.should_save(step):
       train_values = metrics_lib.values(pending)
       _check_finite(train_values, step, checkpointer)
+      tokens = float(jax.device_get(pending["loss"].count))  # real (weighted) target tokens, all hosts
       steps_per_s, tokens_per_s, step_time = progress.rates(step, tokens)
       train_writer.write(step, {**train_values, "steps_per_second": steps_per_s,
                                 "tokens_per_second": tokens_per_s, "step_time_s": step_time})
       if jax.process_index() == 0:
         print(progress.line(step, train_values["loss"], steps_per_s, tokens_per_s), flush=True)
-      pending, tokens = {}, 0.0
+      pending = {}
     if checkpointer.should_save(step) or last:
+      _check_finite(train_values, step, checkpointer, trainer.params_are_finite(state))
       checkpointer.save(state, position)
     if eval_dataset_cfg is not None and (step % eval_period == 0 or last):
       eval_values = evaluate(trainer, state, eval_dataset_cfg, eval_steps)

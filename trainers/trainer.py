@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from model_zoo import metrics as metrics_lib
@@ -112,11 +113,16 @@ class Trainer:
     grads, metrics = self._grads_and_metrics(state.params, batch, rng)
     metrics = dict(metrics)
     metrics["learning_rate"] = Average.of(self.schedule(state.step))
-    metrics["grad_norm"] = Average.of(optax.global_norm(grads))
+    metrics["grad_norm"] = Average.of(optax.tree.norm(grads))
     return state.apply_gradients(grads), metrics
 
   def _eval_step_fn(self, params, batch: Batch):
     return self.model.loss_fn(params, batch)[1]
+
+  def params_are_finite(self, state) -> bool:
+    """False if any parameter is NaN/Inf (checked before a checkpoint is written)."""
+    leaves = jax.tree.leaves(state.params)
+    return bool(jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in ls])))(leaves))
 
   def _batch_shardings(self, batch: Batch):
     return {k: self.partitioner.batch_sharding(np.ndim(v)) for k, v in batch.items()}
@@ -124,7 +130,12 @@ class Trainer:
   def train_step(self, state, batch: Batch):
     """One optimizer step on a global batch; returns (new state, metrics on device)."""
     if self._train_step is None:
-      self.partitioner.check_batch_size(len(next(iter(batch.values()))) * jax.process_count())
+      global_rows = len(next(iter(batch.values()))) * jax.process_count()
+      self.partitioner.check_batch_size(global_rows)
+      if global_rows % (self.num_microbatches * self.partitioner.data_parallel_size):
+        raise ValueError(
+            f"BATCH_SIZE={global_rows} must split into Trainer.num_microbatches={self.num_microbatches} "
+            f"microbatches that each divide over the data-parallel size {self.partitioner.data_parallel_size}.")
       shardings = jax.tree.map(lambda x: x.sharding, state)
       self._train_step = self.partitioner.compile(
           self._train_step_fn, (shardings, self._batch_shardings(batch)),
@@ -139,8 +150,24 @@ class Trainer:
     return self._eval_step(state.params, self.partitioner.shard_batch(batch))
 
   def evaluate(self, state, batches) -> dict[str, float]:
-    """Mean metrics over an iterable of host batches."""
+    """Mean metrics over an iterable of host batches.
+
+    With several processes each reads its own shard, and shards may hold different numbers
+    of batches: every step is collective, so a process that has run out keeps stepping on
+    a copy of its last batch with zero loss weights until all have run out.
+    """
     total: dict[str, Average] = {}
-    for batch in batches:
+    iterator, last = iter(batches), None
+    while True:
+      batch = next(iterator, None)
+      if jax.process_count() > 1:
+        any_left = multihost_utils.process_allgather(np.int32(batch is not None)).max() > 0
+        if batch is None and any_left and last is not None:
+          batch = {**last, "decoder_loss_weights": np.zeros_like(last["decoder_target_tokens"])}
+        if not any_left:
+          break
+      if batch is None:
+        break
+      last = batch
       total = metrics_lib.merge(total, self.eval_step(state, batch))
     return metrics_lib.values(total) if total else {}

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from model_zoo.layers import embeddings, linear, types
+from model_zoo.layers import embeddings, linear, masks, types
 
 _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
 
@@ -93,8 +93,9 @@ class Attention(nn.Module):
     cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-    if not initialized:  # the cache-creating call: plain attention over the given inputs
-      return k, v, mask
+    if not initialized:  # the cache-creating call: a plain causal forward over the given inputs
+      causal = masks.causal_mask(k.shape[1])
+      return k, v, causal if mask is None else jnp.logical_and(causal, mask)
     chunk, max_length = k.shape[1], cached_key.value.shape[1]
     start = cache_index.value
     cached_key.value = lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype), (0, start, 0, 0))

@@ -1,0 +1,43 @@
+"""A tiny fp32 DecoderOnlyLM shared by the model-level tests (initialised once per session)."""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax.core import meta
+
+from model_zoo import dense
+from model_zoo.config import TransformerConfig
+
+TINY = TransformerConfig(vocab_size=32, emb_dim=16, num_heads=4, num_kv_heads=2, head_dim=8,
+                         mlp_dim=32, num_layers=2, num_encoder_layers=2, dtype="float32",
+                         scan_layers=True, remat_policy="none")
+
+
+def config(**overrides) -> TransformerConfig:
+  return dataclasses.replace(TINY, **overrides)
+
+
+@functools.lru_cache(maxsize=None)
+def _scanned_params(seed: int):
+  module = dense.DecoderOnlyLM(TINY)
+  tokens = jnp.ones((1, 8), jnp.int32)
+  return meta.unbox(jax.jit(module.init)(jax.random.PRNGKey(seed), tokens, tokens))["params"]
+
+
+def unstack_layers(stacked_params, num_layers):
+  """Scanned params (leading 'layers' axis under decoder/layers) -> decoder/layers_{i}."""
+  params = dict(stacked_params)
+  decoder = dict(params["decoder"])
+  layers = decoder.pop("layers")
+  for i in range(num_layers):
+    decoder[f"layers_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], layers)
+  params["decoder"] = decoder
+  return params
+
+
+def params_for(cfg: TransformerConfig, seed: int = 0):
+  """The same weights, laid out for cfg.scan_layers (the layer count must be TINY's)."""
+  assert cfg.num_layers == TINY.num_layers
+  stacked = _scanned_params(seed)
+  return stacked if cfg.scan_layers else unstack_layers(stacked, cfg.num_layers)

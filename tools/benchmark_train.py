@@ -1,0 +1,441 @@
+"""Training-step benchmark: compile time, step time, tokens/s, model FLOPs, MFU, peak memory.
+
+  python -m tools.benchmark_train --gin_file=gin/models/decoder_only_tiny.gin \
+      [--gin_file=...] [--gin.NAME=VALUE ...] --batch_size 8 --seq_len 128 \
+      --steps 20 --warmup_steps 3 [--num_microbatches 1] [--encoder_seq_len N] \
+      [--json_out FILE] [--peak_tflops X]
+
+e.g. on a GPU: --gin_file=gin/models/decoder_only_1b.gin --batch_size 8 --seq_len 2048
+--gin.TransformerConfig.attention_impl="'cudnn'"; on a CPU add
+--gin.TransformerConfig.dtype="'float32'" (CPUs have no fast bf16).
+
+Only the core is used (jax, flax, optax, gin-config; no TensorFlow or SeqIO), so this runs
+on an accelerator machine without the [tasks] extra. The model comes from gin (the model
+config files and overrides; the macro MODEL names it), the mesh from `Partitioner` (default
+mesh_shape (-1, 1, 1, 1), i.e. pure data parallelism; override with
+--gin.Partitioner.mesh_shape="(...)"), and the step is the real `Trainer.train_step` with
+AdamW (trainers.optimizers.adamw; b1, b2, eps, weight decay from gin if bound) at a
+constant learning rate of 1e-4, on synthetic uniform random token batches (all loss
+weights 1). Encoder-decoder models (FEATURE_CONVERTER "encdec") also get
+`encoder_input_tokens` of length --encoder_seq_len (default --seq_len).
+
+Measured:
+  * first step: the first `train_step` call: tracing, XLA compilation and one execution;
+    `compile_s` = first step - median step is the compile (+ trace) estimate. State
+    initialisation (its own compiled program) is reported separately as `init_s`.
+  * step time: --warmup_steps untimed steps after the first, then --steps timed steps,
+    each ended by `jax.block_until_ready` on the new state and the metrics (so steps do
+    not overlap through async dispatch); median and p90 (linear interpolation).
+  * tokens/s = batch_size * seq_len / median step time (decoder/target tokens).
+  * peak memory: max over local devices of memory_stats()["peak_bytes_in_use"] where the
+    backend reports it (GPU, TPU); otherwise the process's maximum resident set size
+    (resource.getrusage), labelled "host RSS".
+
+Model FLOPs (PaLM, Chowdhery et al. 2022, appendix B; no rematerialisation counted):
+
+    training FLOPs per token = 6 * N + 12 * L * H * Q * T
+
+  N: parameters that do a multiply-add per token: all parameters except the input
+     embedding table when embeddings are untied; a tied embedding is counted once, as
+     the output projection. (Norm scales are included; they are negligible.)
+  L: layers, H: query heads, Q: head_dim, T: sequence length. The attention term counts
+     the full T x T score and value matmuls (causal masking does not halve it), forward
+     and backward (x3), for query heads (MQA/GQA do not shrink it).
+  FLOPs per step = batch_size * T * (6 N + 12 L H Q T).
+  Encoder-decoder: per encoder token 6 N_enc + 12 L_enc H Q T_enc, per decoder token
+     6 N_dec + 12 L_dec H Q (T_dec + T_enc) (self- plus cross-attention), where N_enc is
+     the encoder stack and its final norm and N_dec is the rest (decoder stack, output head).
+  Achieved TFLOP/s per device = FLOPs per step / median step time / device count / 1e12;
+  MFU = achieved / peak, peak from --peak_tflops or a table of dense bf16 peaks by
+  jax.devices()[0].device_kind (H100 SXM 989, H100 PCIe 756, H200 989, A100 312,
+  TPU v4 275, v5e 197, v5p 459); unknown devices (CPU) print MFU as "n/a". The peak is
+  the bf16 one whatever the activation dtype.
+
+The results go to --json_out as JSON (numbers and config), or to stdout after the table
+when --json_out is not given.
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from typing import Any, Optional, Sequence
+
+import gin
+import jax
+import numpy as np
+
+from model_zoo import metrics as metrics_lib
+from trainers import cli, distributed, gin_utils, optimizers, partitioning
+from trainers.trainer import Trainer
+
+LEARNING_RATE = 1e-4
+
+# (substring of the lower-cased device_kind, dense bf16 peak TFLOP/s per device); first match.
+PEAK_TFLOPS = (
+    ("h100 pcie", 756.0),
+    ("h100", 989.0),  # SXM
+    ("h200", 989.0),
+    ("a100", 312.0),
+    ("tpu v4", 275.0),
+    ("tpu v5 lite", 197.0),
+    ("tpu v5e", 197.0),
+    ("tpu v5p", 459.0),
+    ("tpu v5", 459.0),  # v5p reports itself as "TPU v5"
+)
+
+
+@gin.configurable("benchmark_train")
+def _configured_model(model=gin.REQUIRED):
+  return model
+
+
+def peak_tflops_for(device_kind: str) -> Optional[float]:
+  """Dense bf16 peak TFLOP/s of one device of this kind, or None if unknown (CPU)."""
+  kind = device_kind.lower()
+  for pattern, peak in PEAK_TFLOPS:
+    if pattern in kind:
+      return peak
+  return None
+
+
+# --- FLOPs -----------------------------------------------------------------------------------
+def _path_keys(path) -> tuple[str, ...]:
+  return tuple(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+
+
+def param_counts(params: Any, tie_embeddings: bool) -> dict[str, int]:
+  """Total parameters; the input embedding table; and N of the FLOP formula (enc/dec split)."""
+  total = embedding = encoder = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    keys, size = _path_keys(path), int(np.prod(leaf.shape))
+    total += size
+    if keys[0] == "token_embedder":
+      embedding += size
+    elif keys[0] in ("encoder", "encoder_norm"):
+      encoder += size
+  flops_params = total if tie_embeddings else total - embedding
+  return {"params_total": total, "params_input_embedding": embedding,
+          "params_flops": flops_params, "params_flops_encoder": encoder,
+          "params_flops_decoder": flops_params - encoder}
+
+
+def model_flops_per_step(cfg, counts: dict[str, int], batch_size: int, seq_len: int,
+                         encoder_seq_len: Optional[int] = None) -> float:
+  """PaLM training FLOPs of one step (see the module docstring)."""
+  hq = cfg.num_heads * cfg.head_dim
+  if encoder_seq_len is None:  # decoder-only
+    per_token = 6 * counts["params_flops"] + 12 * cfg.num_layers * hq * seq_len
+    return float(batch_size * seq_len * per_token)
+  encoder = 6 * counts["params_flops_encoder"] + 12 * cfg.num_encoder_layers * hq * encoder_seq_len
+  decoder = 6 * counts["params_flops_decoder"] + 12 * cfg.num_layers * hq * (seq_len + encoder_seq_len)
+  return float(batch_size * (encoder_seq_len * encoder + seq_len * decoder))
+
+
+# --- measurement helpers ---------------------------------------------------------------------
+def synthetic_batch(rng: np.random.Generator, rows: int, seq_len: int, vocab_size: int,
+                    encoder_seq_len: Optional[int] = None) -> dict[str, np.ndarray]:
+  """Uniform random tokens in [2, vocab) (0 is padding, 1 EOS); inputs are targets shifted right."""
+  low = 2 if vocab_size > 2 else 0
+  targets = rng.integers(low, vocab_size, size=(rows, seq_len), dtype=np.int32)
+  inputs = np.concatenate([np.zeros((rows, 1), np.int32), targets[:, :-1]], axis=1)
+  batch = {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
+           "decoder_loss_weights": np.ones((rows, seq_len), np.int32)}
+  if encoder_seq_len is not None:
+    batch["encoder_input_tokens"] = rng.integers(low, vocab_size, size=(rows, encoder_seq_len),
+                                                 dtype=np.int32)
+  return batch
+
+
+def peak_memory() -> tuple[Optional[int], str]:
+  """(bytes, label): device peak_bytes_in_use when reported, else the host's max RSS."""
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats()
+    except Exception:  # pylint: disable=broad-except  (backends without stats raise or return None)
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(int(stats["peak_bytes_in_use"]))
+  if peaks:
+    return max(peaks), "device peak_bytes_in_use (max over local devices)"
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  rss *= 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
+  return int(rss), "host RSS (process max)"
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+  return float(np.percentile(np.asarray(values, np.float64), q))
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+def run_benchmark(model, *, batch_size: int, seq_len: int, steps: int, warmup_steps: int,
+                  num_microbatches: int = 1, encoder_seq_len: Optional[int] = None,
+                  peak_tflops: Optional[float] = None, seed: int = 0) -> dict[str, Any]:
+  """Builds Partitioner + Trainer (AdamW, constant LR) around `model`, times steps, returns results."""
+  cfg = model.module.config
+  encdec = model.FEATURE_CONVERTER == "encdec"
+  if encdec:
+    encoder_seq_len = encoder_seq_len or seq_len
+  elif encoder_seq_len is not None:
+    raise ValueError(f"--encoder_seq_len={encoder_seq_len} was given but the model is "
+                     f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER!r}), "
+                     "which has no encoder.")
+  if batch_size % num_microbatches:
+    raise ValueError(f"--batch_size={batch_size} is not divisible by --num_microbatches="
+                     f"{num_microbatches}.")
+  if batch_size % jax.process_count():
+    raise ValueError(f"--batch_size={batch_size} is not divisible by the {jax.process_count()} "
+                     "processes.")
+
+  partitioner = partitioning.Partitioner()
+  partitioner.check_batch_size(batch_size, binding="--batch_size")
+  schedule = optimizers.constant_schedule(LEARNING_RATE)
+  trainer = Trainer(model=model, partitioner=partitioner, optimizer=optimizers.adamw(schedule=schedule),
+                    learning_rate_schedule=schedule, num_microbatches=num_microbatches, seed=seed)
+
+  rows = batch_size // jax.process_count()
+  rng = np.random.default_rng(seed + jax.process_index())
+  batches = [synthetic_batch(rng, rows, seq_len, cfg.vocab_size, encoder_seq_len) for _ in range(2)]
+  shapes = {k: (batch_size,) + v.shape[1:] for k, v in batches[0].items()}
+
+  t0 = time.perf_counter()
+  state = trainer.init_state(shapes)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - t0
+  counts = param_counts(state.params, cfg.tie_embeddings)
+
+  def step(i):
+    nonlocal state
+    start = time.perf_counter()
+    state, metrics = trainer.train_step(state, batches[i % len(batches)])
+    jax.block_until_ready((state, metrics))
+    return time.perf_counter() - start, metrics
+
+  first_step_s, _ = step(0)
+  for i in range(warmup_steps):
+    step(1 + i)
+  times, last_metrics = [], None
+  for i in range(steps):
+    dt, last_metrics = step(1 + warmup_steps + i)
+    times.append(dt)
+  final_loss = float(metrics_lib.values(last_metrics)["loss"])
+
+  median = _percentile(times, 50)
+  tokens_per_step = batch_size * seq_len
+  flops = model_flops_per_step(cfg, counts, batch_size, seq_len, encoder_seq_len)
+  num_devices = jax.device_count()
+  achieved = flops / median / num_devices / 1e12
+  device_kind = jax.devices()[0].device_kind
+  peak = peak_tflops if peak_tflops is not None else peak_tflops_for(device_kind)
+  memory, memory_label = peak_memory()
+  hq = cfg.num_heads * cfg.head_dim
+  return {
+      "model": type(model).__name__,
+      "module": type(model.module).__name__,
+      "feature_converter": model.FEATURE_CONVERTER,
+      "batch_size": batch_size,
+      "seq_len": seq_len,
+      "encoder_seq_len": encoder_seq_len,
+      "num_microbatches": num_microbatches,
+      "steps": steps,
+      "warmup_steps": warmup_steps,
+      "dtype": cfg.dtype,
+      "param_dtype": cfg.param_dtype,
+      "attention_impl": cfg.attention_impl,
+      "remat_policy": cfg.remat_policy,
+      "scan_layers": cfg.scan_layers,
+      "tie_embeddings": cfg.tie_embeddings,
+      "optimizer": f"adamw (constant learning rate {LEARNING_RATE})",
+      "mesh_shape": {k: int(v) for k, v in partitioner.mesh.shape.items()},
+      "platform": jax.devices()[0].platform,
+      "device_kind": device_kind,
+      "device_count": num_devices,
+      "process_count": jax.process_count(),
+      "jax_version": jax.__version__,
+      **counts,
+      "init_s": init_s,
+      "first_step_s": first_step_s,
+      "compile_s": first_step_s - median,
+      "step_time_median_s": median,
+      "step_time_p90_s": _percentile(times, 90),
+      "step_time_mean_s": float(np.mean(times)),
+      "step_time_min_s": float(np.min(times)),
+      "step_times_s": [float(t) for t in times],
+      "tokens_per_step": tokens_per_step,
+      "tokens_per_second": tokens_per_step / median,
+      "tokens_per_second_per_device": tokens_per_step / median / num_devices,
+      "flops_formula": ("6*N + 12*L*H*Q*T per token (PaLM appendix B)" if not encdec else
+                        "enc: 6*N_enc + 12*L_enc*H*Q*T_enc; dec: 6*N_dec + 12*L_dec*H*Q*(T_dec+T_enc) per token"),
+      "model_flops_per_token": flops / tokens_per_step,
+      "model_flops_per_step": flops,
+      "attention_flops_per_token": (12 * cfg.num_layers * hq * seq_len) if not encdec else None,
+      "achieved_tflops_per_device": achieved,
+      "peak_tflops_per_device": peak,
+      "peak_tflops_source": ("--peak_tflops" if peak_tflops is not None else
+                             "device table (dense bf16)" if peak is not None else "unknown device"),
+      "mfu": achieved / peak if peak else None,
+      "peak_memory_bytes": memory,
+      "peak_memory_source": memory_label,
+      "final_loss": final_loss,
+  }
+
+
+def _human(n: float, unit: str = "") -> str:
+  for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if abs(n) >= scale:
+      return f"{n / scale:.3f} {suffix}{unit}"
+  return f"{n:.3f} {unit}".rstrip()
+
+
+def format_table(r: dict[str, Any]) -> str:
+  mesh = " x ".join(f"{k}={v}" for k, v in r["mesh_shape"].items())
+  lengths = f"{r['seq_len']}" + (f" (encoder {r['encoder_seq_len']})" if r["encoder_seq_len"] else "")
+  rows = [
+      ("model", f"{r['model']} ({', '.join(os.path.basename(f) for f in r['gin_files'])})"),
+      ("overrides", "; ".join(r["gin_overrides"]) or "-"),
+      ("device", f"{r['device_count']} x {r['device_kind']} ({r['platform']}), jax {r['jax_version']}"),
+      ("mesh", mesh),
+      ("batch x seq_len", f"{r['batch_size']} x {lengths}, {r['num_microbatches']} microbatch(es)"),
+      ("dtype / params", f"{r['dtype']} / {r['param_dtype']}, attention {r['attention_impl']}, "
+                         f"remat {r['remat_policy']}"),
+      ("parameters", f"{r['params_total']:,} (N for FLOPs {r['params_flops']:,})"),
+      ("init (compile+run)", f"{r['init_s']:.3f} s"),
+      ("first step", f"{r['first_step_s']:.3f} s (compile ~{r['compile_s']:.3f} s)"),
+      ("step time median", f"{r['step_time_median_s'] * 1e3:.2f} ms over {r['steps']} steps"),
+      ("step time p90", f"{r['step_time_p90_s'] * 1e3:.2f} ms"),
+      ("tokens/s", f"{r['tokens_per_second']:,.0f} ({r['tokens_per_second_per_device']:,.0f} per device)"),
+      ("model FLOPs/step", f"{_human(r['model_flops_per_step'], 'FLOP')} [{r['flops_formula']}]"),
+      ("TFLOP/s per device", f"{r['achieved_tflops_per_device']:.4f}"),
+      ("MFU", "n/a (unknown peak; pass --peak_tflops)" if r["mfu"] is None else
+              f"{100 * r['mfu']:.2f}% of {r['peak_tflops_per_device']:g} TFLOP/s ({r['peak_tflops_source']})"),
+      ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.3f} GiB ({r['peak_memory_source']})"),
+      ("final loss", f"{r['final_loss']:.4f}"),
+  ]
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+
+
+# --- command line ----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m tools.benchmark_train", allow_abbrev=False,
+      description="Benchmark the training step of a gin-configured model on synthetic batches.",
+      epilog="Gin overrides: --gin.NAME=VALUE (repeatable), e.g. "
+             "--gin.TransformerConfig.dtype=\"'float32'\" --gin.Partitioner.mesh_shape=\"(-1,1,1,1)\".")
+  parser.add_argument("--gin_file", action="append", default=[], required=True,
+                      help="model config (repeatable), e.g. gin/models/decoder_only_tiny.gin")
+  parser.add_argument("--gin_search_paths", default="", help="comma-separated directories")
+  parser.add_argument("--batch_size", type=int, default=8, help="global batch size (rows)")
+  parser.add_argument("--seq_len", type=int, default=128, help="decoder (target) length")
+  parser.add_argument("--encoder_seq_len", type=int, default=None,
+                      help="encoder-decoder models: input length (default --seq_len)")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps")
+  parser.add_argument("--warmup_steps", type=int, default=3,
+                      help="untimed steps after the first (compiling) step")
+  parser.add_argument("--num_microbatches", type=int, default=1, help="gradient accumulation")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="peak TFLOP/s per device for MFU (default: by device kind)")
+  parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--multihost", action="store_true")
+  parser.add_argument("--coordinator_address", default=None)
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+  return parser
+
+
+def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+  parser = _parser()
+  args, rest = parser.parse_known_args(list(argv))
+  bindings, unknown = [], []
+  for arg in rest:
+    name, eq, value = arg.partition("=")
+    if name.startswith("--gin.") and eq:
+      bindings.append(f"{name[len('--gin.'):]} = {value}")
+    else:
+      unknown.append(arg)
+  if unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)} (gin overrides are --gin.NAME=VALUE)")
+  for name in ("batch_size", "seq_len", "steps", "num_microbatches"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  if args.warmup_steps < 0:
+    parser.error(f"--warmup_steps={args.warmup_steps} must be >= 0")
+  if args.encoder_seq_len is not None and args.encoder_seq_len < 1:
+    parser.error(f"--encoder_seq_len={args.encoder_seq_len} must be >= 1")
+  return args, bindings
+
+
+def _load_model(args: argparse.Namespace, bindings: list[str]):
+  flags = gin_utils.Flags(gin_files=list(args.gin_file),
+                          gin_search_paths=[p for p in args.gin_search_paths.split(",") if p],
+                          gin_bindings=["benchmark_train.model = %MODEL"] + bindings)
+  cli.import_configurables()  # pylint: disable=protected-access  (the core's registry; no TensorFlow)
+  try:
+    gin_utils.parse_gin(flags)
+  except ValueError as e:
+    if "'MODEL/gin.macro'" in str(e):
+      raise gin_utils.FlagError(
+          f"The gin files {args.gin_file} define no MODEL macro; pass a model config such as "
+          "--gin_file=gin/models/decoder_only_tiny.gin.") from e
+    raise
+  return _configured_model()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  args, bindings = _parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
+  try:
+    distributed.initialize(args.multihost, args.coordinator_address, args.num_processes,
+                           args.process_id)
+    model = _load_model(args, bindings)
+    results = run_benchmark(
+        model, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
+        warmup_steps=args.warmup_steps, num_microbatches=args.num_microbatches,
+        encoder_seq_len=args.encoder_seq_len, peak_tflops=args.peak_tflops, seed=args.seed)
+  except cli.USER_ERRORS as e:  # pylint: disable=protected-access
+    if os.environ.get("PODZOO_DEBUG"):
+      traceback.print_exc()
+    print(f"ERROR: {e}", file=sys.stderr, flush=True)
+    return 1
+  results = {"gin_files": list(args.gin_file),
+             "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
+             "flax_version": _version("flax"), "optax_version": _version("optax"),
+             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             **results}
+  if jax.process_index() != 0:
+    return 0
+  print(format_table(results), flush=True)
+  text = json.dumps(results, indent=2, default=_json_default)
+  if args.json_out:
+    directory = os.path.dirname(os.path.abspath(args.json_out))
+    os.makedirs(directory, exist_ok=True)
+    with open(args.json_out, "w", encoding="utf-8") as f:
+      f.write(text + "\n")
+    print(f"wrote {args.json_out}", flush=True)
+  else:
+    print(text, flush=True)
+  return 0
+
+
+def _version(package: str) -> Optional[str]:
+  try:
+    return __import__(package).__version__
+  except (ImportError, AttributeError):
+    return None
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer, np.floating)):
+    return x.item()
+  raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,65 @@
+"""`python -m trainers.eval --gin_file=... --gin.MODEL_DIR=...`: evaluate the latest checkpoint.
+
+Prints a table of the metrics and appends them to MODEL_DIR/eval_metrics.jsonl (and
+TensorBoard) at the checkpoint's step.
+"""
+import os
+import sys
+from typing import Optional, Sequence
+
+import gin
+import jax
+
+from trainers import checkpoints, cli, data, metrics_writer, partitioning
+from trainers.trainer import Trainer
+
+
+def _batch_shapes(cfg: data.DatasetConfig, feature_converter: str) -> dict[str, tuple[int, ...]]:
+  first = next(data.batch_iterator(cfg, feature_converter))
+  return {k: (cfg.batch_size,) + v.shape[1:] for k, v in first.items()}
+
+
+@gin.configurable
+def evaluate(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED,
+             eval_dataset_cfg: data.DatasetConfig = gin.REQUIRED,
+             eval_steps: Optional[int] = None) -> dict[str, float]:
+  """Restores the newest checkpoint of MODEL_DIR and evaluates it on `eval_dataset_cfg`."""
+  partitioner = partitioning.Partitioner()
+  trainer = Trainer(model=model, partitioner=partitioner)
+  partitioner.check_batch_size(eval_dataset_cfg.batch_size)
+  data.check_vocab_fits(eval_dataset_cfg, model.vocab_size)
+  checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
+  abstract, _ = trainer.abstract_state(_batch_shapes(eval_dataset_cfg, model.FEATURE_CONVERTER))
+  restored = checkpointer.restore_latest(abstract)
+  if restored is None:
+    raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first or set --gin.MODEL_DIR "
+                            "to a directory holding one.")
+  state, _ = restored
+  step = int(jax.device_get(state.step))
+  batches = data.batch_iterator(eval_dataset_cfg, model.FEATURE_CONVERTER)
+  if eval_steps is not None:
+    batches = (b for _, b in zip(range(eval_steps), batches))
+  values = trainer.evaluate(state, batches)
+  writer = metrics_writer.MetricsWriter(model_dir, "eval")
+  writer.write(step, values)
+  writer.close()
+  checkpointer.close()
+  if jax.process_index() == 0:
+    print(f"Evaluated checkpoint step {step} of {model_dir} on {eval_dataset_cfg.mixture_or_task_name}/"
+          f"{eval_dataset_cfg.split}")
+    print(f"{'metric':<16}{'value':>12}")
+    for name, value in sorted(values.items()):
+      print(f"{name:<16}{value:>12.4f}")
+  return values
+
+
+def main(argv: Sequence[str]) -> int:
+  return cli.run(lambda: evaluate(), argv, "eval")
+
+
+def console_main() -> None:
+  sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+  console_main()
