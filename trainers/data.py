@@ -4,6 +4,7 @@ The core stays free of TensorFlow: `tasks.pipeline` (SeqIO, tf.data) is imported
 when a dataset is actually built.
 """
 import dataclasses
+import itertools
 from typing import Iterator, Mapping, Optional
 
 import gin
@@ -36,6 +37,17 @@ def batch_iterator(cfg: DatasetConfig, feature_converter: str, start_batch: int 
       feature_converter=feature_converter, pack=cfg.pack, shuffle=cfg.shuffle, seed=cfg.seed,
       num_epochs=cfg.num_epochs, shard_index=jax.process_index(), num_shards=jax.process_count(),
       start_batch=start_batch, module=cfg.module)
+
+
+def global_batch_shapes(cfg: DatasetConfig, feature_converter: str) -> dict[str, tuple[int, ...]]:
+  """Shapes of one global batch (what the model is initialised and compiled for)."""
+  first = next(batch_iterator(cfg, feature_converter))
+  return {k: (cfg.batch_size,) + v.shape[1:] for k, v in first.items()}
+
+
+def take(batches: Iterator[dict], max_batches: Optional[int]) -> Iterator[dict]:
+  """At most `max_batches` batches (all of them when None)."""
+  return batches if max_batches is None else itertools.islice(batches, max_batches)
 
 
 def vocabulary(cfg: DatasetConfig, feature: str = "targets"):

@@ -14,11 +14,6 @@ from trainers import checkpoints, cli, data, metrics_writer, partitioning
 from trainers.trainer import Trainer
 
 
-def _batch_shapes(cfg: data.DatasetConfig, feature_converter: str) -> dict[str, tuple[int, ...]]:
-  first = next(data.batch_iterator(cfg, feature_converter))
-  return {k: (cfg.batch_size,) + v.shape[1:] for k, v in first.items()}
-
-
 @gin.configurable
 def evaluate(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED,
              eval_dataset_cfg: data.DatasetConfig = gin.REQUIRED,
@@ -29,17 +24,15 @@ def evaluate(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED,
   partitioner.check_batch_size(eval_dataset_cfg.batch_size)
   data.check_vocab_fits(eval_dataset_cfg, model.vocab_size)
   checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
-  abstract, _ = trainer.abstract_state(_batch_shapes(eval_dataset_cfg, model.FEATURE_CONVERTER))
+  abstract, _ = trainer.abstract_state(data.global_batch_shapes(eval_dataset_cfg, model.FEATURE_CONVERTER))
   restored = checkpointer.restore_latest(abstract)
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first or set --gin.MODEL_DIR "
                             "to a directory holding one.")
   state, _ = restored
   step = int(jax.device_get(state.step))
-  batches = data.batch_iterator(eval_dataset_cfg, model.FEATURE_CONVERTER)
-  if eval_steps is not None:
-    batches = (b for _, b in zip(range(eval_steps), batches))
-  values = trainer.evaluate(state, batches)
+  values = trainer.evaluate(
+      state, data.take(data.batch_iterator(eval_dataset_cfg, model.FEATURE_CONVERTER), eval_steps))
   writer = metrics_writer.MetricsWriter(model_dir, "eval")
   writer.write(step, values)
   writer.close()
