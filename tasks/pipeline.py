@@ -6,6 +6,7 @@ in a run config (a misspelt task, a module that does not import, a batch size th
 not split over the processes, a split too small for one batch) fail here with a
 `DataError` that names the setting to change.
 """
+
 import difflib
 import importlib
 import itertools
@@ -26,49 +27,48 @@ FEATURE_CONVERTERS = {
 
 
 class DataError(ValueError):
-    """A task, split, batch size or module that cannot produce the requested batches."""
+  """A task, split, batch size or module that cannot produce the requested batches."""
 
 
 def import_task_module(module: str | None) -> None:
-    """Imports a user's task module (like T5X's MIXTURE_OR_TASK_MODULE) so its tasks register."""
-    if not module:
-        return
-    try:
-        importlib.import_module(module)
-    except ImportError as e:
-        raise DataError(
-            f"could not import the task module {module!r} (set by MIXTURE_OR_TASK_MODULE / "
-            f"the `module` argument): {e}. Expected an importable module name such as "
-            "'my_project.tasks'; check the spelling and that it is on PYTHONPATH."
-        ) from e
+  """Imports a user's task module (like T5X's MIXTURE_OR_TASK_MODULE) so its tasks register."""
+  if not module:
+    return
+  try:
+    importlib.import_module(module)
+  except ImportError as e:
+    raise DataError(
+        f"could not import the task module {module!r} (set by MIXTURE_OR_TASK_MODULE / "
+        f"the `module` argument): {e}. Expected an importable module name such as "
+        "'my_project.tasks'; check the spelling and that it is on PYTHONPATH."
+    ) from e
 
 
 def get_task_or_mixture(name: str, *, module: str | None = None) -> seqio.Task | seqio.Mixture:
-    """The registered task or mixture `name`, after importing `module`."""
-    import_task_module(module)
-    known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
-    if name not in known:
-        close = difflib.get_close_matches(name, sorted(known), n=5)
-        hint = f"Did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise DataError(
-            f"no SeqIO task or mixture named {name!r} (MIXTURE_OR_TASK_NAME). {hint}"
-            f"{len(known)} are registered. If it is defined in your own module, pass that "
-            "module as MIXTURE_OR_TASK_MODULE so it is imported first."
-        )
-    return seqio.get_mixture_or_task(name)
+  """The registered task or mixture `name`, after importing `module`."""
+  import_task_module(module)
+  known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+  if name not in known:
+    close = difflib.get_close_matches(name, sorted(known), n=5)
+    hint = f"Did you mean {', '.join(map(repr, close))}? " if close else ""
+    raise DataError(
+        f"no SeqIO task or mixture named {name!r} (MIXTURE_OR_TASK_NAME). {hint}"
+        f"{len(known)} are registered. If it is defined in your own module, pass that "
+        "module as MIXTURE_OR_TASK_MODULE so it is imported first."
+    )
+  return seqio.get_mixture_or_task(name)
 
 
 def vocab_size(
     mixture_or_task_name: str, feature: str = "targets", *, module: str | None = None
 ) -> int:
-    """Vocabulary size of an output feature; the model's embedding must be at least this big."""
-    features = get_task_or_mixture(mixture_or_task_name, module=module).output_features
-    if feature not in features:
-        raise DataError(
-            f"{mixture_or_task_name!r} has no output feature {feature!r}; "
-            f"it has {sorted(features)}"
-        )
-    return features[feature].vocabulary.vocab_size
+  """Vocabulary size of an output feature; the model's embedding must be at least this big."""
+  features = get_task_or_mixture(mixture_or_task_name, module=module).output_features
+  if feature not in features:
+    raise DataError(
+        f"{mixture_or_task_name!r} has no output feature {feature!r}; " f"it has {sorted(features)}"
+    )
+  return features[feature].vocabulary.vocab_size
 
 
 def get_batch_iterator(
@@ -87,59 +87,59 @@ def get_batch_iterator(
     start_batch: int = 0,
     module: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """This process's share of the global batches, from `start_batch` on.
+  """This process's share of the global batches, from `start_batch` on.
 
-    `batch_size` is global: each of the `num_shards` processes gets a disjoint shard of the
-    examples (seqio.ShardInfo: whole files where the source has enough of them, else every
-    num_shards-th example) and yields `batch_size // num_shards` rows. Given `seed`,
-    the stream is deterministic, and skipping `start_batch` batches makes a resumed run
-    see exactly the batches an uninterrupted one would. `num_epochs=None` repeats forever.
-    The first batch is built before returning, so an empty split fails here, not later.
-    """
-    if feature_converter not in FEATURE_CONVERTERS:
-        raise DataError(
-            f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
-            "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets."
-        )
-    if batch_size <= 0 or batch_size % num_shards:
-        raise DataError(
-            f"BATCH_SIZE={batch_size} (the global batch size) must be a positive multiple of "
-            f"the number of processes ({num_shards}), which each get an equal share; "
-            f"set BATCH_SIZE to a multiple of {num_shards}."
-        )
-    if not 0 <= shard_index < num_shards:
-        raise DataError(
-            f"shard_index={shard_index} must be in [0, num_shards={num_shards}); it is this "
-            "process's index (jax.process_index()) among num_shards (jax.process_count())."
-        )
-    provider = get_task_or_mixture(mixture_or_task_name, module=module)
-    if split not in provider.splits:
-        raise DataError(
-            f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"
-        )
-    local_batch = batch_size // num_shards
-    ds = seqio.get_dataset(
-        provider,
-        task_feature_lengths=dict(task_feature_lengths),
-        feature_converter=FEATURE_CONVERTERS[feature_converter](pack=pack),
-        dataset_split=split,
-        shuffle=shuffle,
-        seed=seed,
-        num_epochs=num_epochs,
-        shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
-        verbose=False,
+  `batch_size` is global: each of the `num_shards` processes gets a disjoint shard of the
+  examples (seqio.ShardInfo: whole files where the source has enough of them, else every
+  num_shards-th example) and yields `batch_size // num_shards` rows. Given `seed`,
+  the stream is deterministic, and skipping `start_batch` batches makes a resumed run
+  see exactly the batches an uninterrupted one would. `num_epochs=None` repeats forever.
+  The first batch is built before returning, so an empty split fails here, not later.
+  """
+  if feature_converter not in FEATURE_CONVERTERS:
+    raise DataError(
+        f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
+        "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets."
     )
-    batches = ds.batch(local_batch, drop_remainder=True).skip(start_batch).as_numpy_iterator()
-    first = next(batches, None)
-    if first is None:
-        raise DataError(
-            f"{mixture_or_task_name!r} split {split!r} with lengths {dict(task_feature_lengths)} "
-            f"gives no full batch of {local_batch} rows (BATCH_SIZE={batch_size} over "
-            f"{num_shards} process(es), pack={pack}, num_epochs={num_epochs}, "
-            f"start_batch={start_batch}). Expected shard {shard_index} of the split to fill at least "
-            "one batch; check that the split has data, or lower BATCH_SIZE."
-        )
-    return (
-        {k: np.asarray(v, np.int32) for k, v in batch.items()}
-        for batch in itertools.chain([first], batches)
+  if batch_size <= 0 or batch_size % num_shards:
+    raise DataError(
+        f"BATCH_SIZE={batch_size} (the global batch size) must be a positive multiple of "
+        f"the number of processes ({num_shards}), which each get an equal share; "
+        f"set BATCH_SIZE to a multiple of {num_shards}."
     )
+  if not 0 <= shard_index < num_shards:
+    raise DataError(
+        f"shard_index={shard_index} must be in [0, num_shards={num_shards}); it is this "
+        "process's index (jax.process_index()) among num_shards (jax.process_count())."
+    )
+  provider = get_task_or_mixture(mixture_or_task_name, module=module)
+  if split not in provider.splits:
+    raise DataError(
+        f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"
+    )
+  local_batch = batch_size // num_shards
+  ds = seqio.get_dataset(
+      provider,
+      task_feature_lengths=dict(task_feature_lengths),
+      feature_converter=FEATURE_CONVERTERS[feature_converter](pack=pack),
+      dataset_split=split,
+      shuffle=shuffle,
+      seed=seed,
+      num_epochs=num_epochs,
+      shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
+      verbose=False,
+  )
+  batches = ds.batch(local_batch, drop_remainder=True).skip(start_batch).as_numpy_iterator()
+  first = next(batches, None)
+  if first is None:
+    raise DataError(
+        f"{mixture_or_task_name!r} split {split!r} with lengths {dict(task_feature_lengths)} "
+        f"gives no full batch of {local_batch} rows (BATCH_SIZE={batch_size} over "
+        f"{num_shards} process(es), pack={pack}, num_epochs={num_epochs}, "
+        f"start_batch={start_batch}). Expected shard {shard_index} of the split to fill at least "
+        "one batch; check that the split has data, or lower BATCH_SIZE."
+    )
+  return (
+      {k: np.asarray(v, np.int32) for k, v in batch.items()}
+      for batch in itertools.chain([first], batches)
+  )

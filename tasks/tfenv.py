@@ -5,6 +5,7 @@ must be set before TensorFlow's C++ side loads, and device and thread settings o
 effect before TensorFlow runs its first op. If TensorFlow was already started by someone
 else, its settings are kept.
 """
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,15 +14,15 @@ import tensorflow as tf  # noqa: E402  (must follow the log level)
 
 
 def _configure() -> None:
-    tf.get_logger().setLevel("ERROR")
-    threads = max(1, (os.cpu_count() or 2) // 2)
-    try:
-        # JAX owns the accelerators; TensorFlow would otherwise reserve all GPU memory.
-        tf.config.set_visible_devices([], "GPU")
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError:  # TensorFlow already initialised its runtime.
-        pass
+  tf.get_logger().setLevel("ERROR")
+  threads = max(1, (os.cpu_count() or 2) // 2)
+  try:
+    # JAX owns the accelerators; TensorFlow would otherwise reserve all GPU memory.
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+  except RuntimeError:  # TensorFlow already initialised its runtime.
+    pass
 
 
 _configure()

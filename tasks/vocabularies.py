@@ -4,6 +4,7 @@ podzoo downloads nothing: a task's vocabulary is trained from its own text the f
 it is needed and reused afterwards. Ids follow the T5/SeqIO convention (0 pad, 1 EOS,
 2 UNK, no BOS), which `seqio.SentencePieceVocabulary` and the feature converters assume.
 """
+
 import hashlib
 import io
 import json
@@ -30,42 +31,42 @@ def train_sentencepiece(
     byte_fallback: bool = True,
     user_defined_symbols: Sequence[str] = (),
 ) -> str:
-    """Trains a model on `text_paths` (one sentence a line); returns `<model_prefix>.model`.
+  """Trains a model on `text_paths` (one sentence a line); returns `<model_prefix>.model`.
 
-    Training is deterministic: one thread, every input sentence used (no sampling), and
-    the model is built in memory, so no temporary path is recorded in it; the same text
-    and options give the same bytes anywhere. `<prefix>.model` and `<prefix>.vocab`
-    (piece, score) are each written atomically, the model last.
-    """
-    if not text_paths:
-        raise ValueError("train_sentencepiece needs at least one text file; got none")
-    for path in text_paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"train_sentencepiece: text file {str(path)!r} does not exist")
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        input=[os.fspath(p) for p in text_paths],
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        byte_fallback=byte_fallback,
-        user_defined_symbols=list(user_defined_symbols),
-        num_threads=1,
-        input_sentence_size=0,
-        shuffle_input_sentence=False,
-        minloglevel=2,
-        **_IDS,
-    )
-    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    vocab = "".join(
-        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
-        for i in range(processor.get_piece_size())
-    )
-    prefix = os.fspath(model_prefix)
-    pathlib.Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-    cache.atomic_write(prefix + ".vocab", vocab.encode("utf-8"))
-    cache.atomic_write(prefix + ".model", model.getvalue())
-    return prefix + ".model"
+  Training is deterministic: one thread, every input sentence used (no sampling), and
+  the model is built in memory, so no temporary path is recorded in it; the same text
+  and options give the same bytes anywhere. `<prefix>.model` and `<prefix>.vocab`
+  (piece, score) are each written atomically, the model last.
+  """
+  if not text_paths:
+    raise ValueError("train_sentencepiece needs at least one text file; got none")
+  for path in text_paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"train_sentencepiece: text file {str(path)!r} does not exist")
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      input=[os.fspath(p) for p in text_paths],
+      model_writer=model,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      byte_fallback=byte_fallback,
+      user_defined_symbols=list(user_defined_symbols),
+      num_threads=1,
+      input_sentence_size=0,
+      shuffle_input_sentence=False,
+      minloglevel=2,
+      **_IDS,
+  )
+  processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+  vocab = "".join(
+      f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
+      for i in range(processor.get_piece_size())
+  )
+  prefix = os.fspath(model_prefix)
+  pathlib.Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+  cache.atomic_write(prefix + ".vocab", vocab.encode("utf-8"))
+  cache.atomic_write(prefix + ".model", model.getvalue())
+  return prefix + ".model"
 
 
 def cached_sentencepiece_vocabulary(
@@ -75,22 +76,22 @@ def cached_sentencepiece_vocabulary(
     cache_dir: str | os.PathLike | None = None,
     **kw,
 ) -> seqio.SentencePieceVocabulary:
-    """A SeqIO vocabulary trained on `text_paths`, trained only if not already cached.
+  """A SeqIO vocabulary trained on `text_paths`, trained only if not already cached.
 
-    The cache key hashes the files' contents (in order), `vocab_size`, the options `kw`
-    (those of `train_sentencepiece`) and the sentencepiece version, so editing the text or
-    an option trains a new model and nothing stale is reused. The default cache is
-    `$PODZOO_CACHE/vocab` (`~/.cache/podzoo/vocab`).
-    """
-    key = hashlib.sha256()
-    for path in text_paths:
-        data = pathlib.Path(path).read_bytes()
-        key.update(len(data).to_bytes(8, "little") + data)
-    options = {"vocab_size": vocab_size, "sentencepiece": spm.__version__, **kw}
-    key.update(json.dumps(options, sort_keys=True).encode())
-    directory = pathlib.Path(cache_dir) if cache_dir is not None else cache.cache_dir("vocab")
-    prefix = directory / f"spm{vocab_size}_{key.hexdigest()[:16]}"
-    model_path = str(prefix) + ".model"
-    if not os.path.exists(model_path):
-        model_path = train_sentencepiece(text_paths, prefix, vocab_size, **kw)
-    return seqio.SentencePieceVocabulary(model_path)
+  The cache key hashes the files' contents (in order), `vocab_size`, the options `kw`
+  (those of `train_sentencepiece`) and the sentencepiece version, so editing the text or
+  an option trains a new model and nothing stale is reused. The default cache is
+  `$PODZOO_CACHE/vocab` (`~/.cache/podzoo/vocab`).
+  """
+  key = hashlib.sha256()
+  for path in text_paths:
+    data = pathlib.Path(path).read_bytes()
+    key.update(len(data).to_bytes(8, "little") + data)
+  options = {"vocab_size": vocab_size, "sentencepiece": spm.__version__, **kw}
+  key.update(json.dumps(options, sort_keys=True).encode())
+  directory = pathlib.Path(cache_dir) if cache_dir is not None else cache.cache_dir("vocab")
+  prefix = directory / f"spm{vocab_size}_{key.hexdigest()[:16]}"
+  model_path = str(prefix) + ".model"
+  if not os.path.exists(model_path):
+    model_path = train_sentencepiece(text_paths, prefix, vocab_size, **kw)
+  return seqio.SentencePieceVocabulary(model_path)
