@@ -34,13 +34,19 @@ class TransformerConfig:
   tie_embeddings: bool = True
   scan_layers: bool = True
   remat_policy: str = "none"  # one of REMAT_POLICIES
+  position_encoding: str = "rope"  # rope | relative_bias (T5's bucketed relative biases)
   rope_max_wavelength: float = 10_000.0
+  relpos_num_buckets: int = 32
+  relpos_max_distance: int = 128
   attention_impl: str = "einsum"  # einsum | xla | cudnn
 
   def __post_init__(self):
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"TransformerConfig.remat_policy={self.remat_policy!r}; "
                        f"expected one of {sorted(REMAT_POLICIES)}.")
+    if self.position_encoding not in ("rope", "relative_bias"):
+      raise ValueError(f"TransformerConfig.position_encoding={self.position_encoding!r}; expected "
+                       "'rope' or 'relative_bias'.")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"TransformerConfig.num_heads={self.num_heads} must be a multiple of "
                        f"TransformerConfig.num_kv_heads={self.num_kv_heads}.")

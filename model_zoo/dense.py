@@ -11,7 +11,7 @@ import gin
 import jax.numpy as jnp
 
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
-from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, types
+from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, relative_position, types
 
 _ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 
@@ -43,12 +43,12 @@ class TransformerLayer(nn.Module):
     return nn.Dropout(self.config.dropout_rate, broadcast_dims=(-2,))(x, deterministic=self.deterministic)
 
   @nn.compact
-  def __call__(self, x, mask, positions, encoded=None, cross_mask=None):
+  def __call__(self, x, mask, positions, encoded=None, cross_mask=None, bias=None):
     cfg = self.config
     x = _constrain(x)
     h = self._norm("pre_self_attention_norm")(x)
-    h = self._attention("self_attention")(
-        h, h, mask, q_positions=positions, kv_positions=positions,
+    h = self._attention("self_attention", use_rope=cfg.position_encoding == "rope")(
+        h, h, mask, q_positions=positions, kv_positions=positions, bias=bias,
         decode=self.causal_cache, deterministic=self.deterministic)
     x = x + self._dropout(h)
     if encoded is not None:
@@ -67,11 +67,25 @@ class LayerStack(nn.Module):
 
   config: TransformerConfig
   num_layers: int
+  bidirectional: bool = False  # relative position buckets for both directions (encoders)
+
+  def _relative_bias(self, length: int):
+    cfg = self.config
+    return relative_position.RelativePositionBiases(
+        cfg.num_heads, cfg.relpos_num_buckets, cfg.relpos_max_distance, dtype=jnp.float32,
+        param_dtype=cfg.parameter_dtype, name="relpos_bias")(length, length, bidirectional=self.bidirectional)
 
   @nn.compact
   def __call__(self, x, mask, positions, encoded=None, cross_mask=None, *,
-               decode: bool = False, deterministic: bool = True):
+               decode: bool = False, deterministic: bool = True,
+               max_decode_length: Optional[int] = None):
+    """`max_decode_length` (the cache length) is needed when decoding with relative biases."""
     cfg = self.config
+    bias = None
+    if cfg.position_encoding == "relative_bias":
+      if decode and max_decode_length is None:
+        raise ValueError("Decoding with relative position biases needs max_decode_length.")
+      bias = self._relative_bias(max_decode_length if decode else x.shape[1])
     layer_cls = TransformerLayer
     policy = REMAT_POLICIES[cfg.remat_policy]
     if cfg.remat_policy != "none":
@@ -82,10 +96,10 @@ class LayerStack(nn.Module):
           layer_cls, variable_axes={"params": 0, "cache": 0, "aux_loss": 0, "intermediates": 0},
           split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
           length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(**kwargs, name="layers")(x, mask, positions, encoded, cross_mask)
+      x, _ = scanned(**kwargs, name="layers")(x, mask, positions, encoded, cross_mask, bias)
       return x
     for i in range(self.num_layers):
-      x, _ = layer_cls(**kwargs, name=f"layers_{i}")(x, mask, positions, encoded, cross_mask)
+      x, _ = layer_cls(**kwargs, name=f"layers_{i}")(x, mask, positions, encoded, cross_mask, bias)
     return x
 
 
@@ -123,14 +137,16 @@ class DecoderOnlyLM(nn.Module):
                decoder_segment_ids: Optional[types.Array] = None,
                decoder_positions: Optional[types.Array] = None,
                decoder_causal_attention: Optional[types.Array] = None, *,
-               decode: bool = False, deterministic: bool = True) -> types.Array:
+               decode: bool = False, deterministic: bool = True,
+               max_decode_length: Optional[int] = None) -> types.Array:
     cfg = self.config
     embed = _embed(cfg, "token_embedder")
     mask = None if decode else masks.decoder_self_attention_mask(
         decoder_target_tokens, decoder_segment_ids, decoder_causal_attention)
     x = nn.Dropout(cfg.dropout_rate)(embed(decoder_input_tokens), deterministic=deterministic)
     x = LayerStack(cfg, cfg.num_layers, name="decoder")(
-        x, mask, None if decode else decoder_positions, decode=decode, deterministic=deterministic)
+        x, mask, None if decode else decoder_positions, decode=decode, deterministic=deterministic,
+        max_decode_length=max_decode_length)
     return _LogitsHead(cfg, name="head")(x, embed)
 
 
@@ -143,7 +159,7 @@ class EncoderDecoder(nn.Module):
   def setup(self):
     cfg = self.config
     self.token_embedder = _embed(cfg, "token_embedder")
-    self.encoder = LayerStack(cfg, cfg.num_encoder_layers, name="encoder")
+    self.encoder = LayerStack(cfg, cfg.num_encoder_layers, bidirectional=True, name="encoder")
     self.decoder = LayerStack(cfg, cfg.num_layers, name="decoder")
     self.encoder_norm = norms.RMSNorm(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
     self.head = _LogitsHead(cfg)
@@ -158,7 +174,7 @@ class EncoderDecoder(nn.Module):
 
   def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
              encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
-             decode: bool = False, deterministic: bool = True):
+             decode: bool = False, deterministic: bool = True, max_decode_length: Optional[int] = None):
     if decode:
       self_mask = None
       cross_mask = masks.bidirectional_mask(jnp.ones_like(decoder_input_tokens), encoder_input_tokens)
@@ -168,7 +184,7 @@ class EncoderDecoder(nn.Module):
                                             decoder_segment_ids, encoder_segment_ids)
     x = self.token_embedder(decoder_input_tokens)
     x = self.decoder(x, self_mask, None if decode else decoder_positions, encoded, cross_mask,
-                     decode=decode, deterministic=deterministic)
+                     decode=decode, deterministic=deterministic, max_decode_length=max_decode_length)
     return self.head(x, self.token_embedder)
 
   def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,

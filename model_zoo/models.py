@@ -141,11 +141,13 @@ class DecoderOnlyModel(BaseModel):
     # Input t+1 is target t; the leading input (BOS) is not a token to force.
     num_forced = jnp.maximum(jnp.sum(prefix, axis=-1) - 1, 0).astype(jnp.int32)
     forced = jnp.concatenate([inputs[:, 1:], jnp.zeros_like(inputs[:, :1])], axis=1)
-    _, state = self.module.apply({"params": params}, inputs, inputs, decode=True, mutable=["cache"])
+    length = inputs.shape[1]
+    _, state = self.module.apply({"params": params}, inputs, inputs, decode=True,
+                                 max_decode_length=length, mutable=["cache"])
 
     def tokens_to_logits(token, cache):
       logits, state = self.module.apply({"params": params, "cache": cache}, token, token,
-                                        decode=True, mutable=["cache"])
+                                        decode=True, max_decode_length=length, mutable=["cache"])
       return logits[:, -1], state["cache"]
 
     return tokens_to_logits, state["cache"], forced, num_forced
@@ -170,12 +172,15 @@ class EncoderDecoderModel(BaseModel):
     encoder_tokens = batch["encoder_input_tokens"]
     targets = batch["decoder_target_tokens"]
     encoded = self.module.apply({"params": params}, encoder_tokens, method="encode")
+    length = targets.shape[1]
     _, state = self.module.apply({"params": params}, encoded, encoder_tokens, targets, targets,
-                                 decode=True, mutable=["cache"], method="decode")
+                                 decode=True, max_decode_length=length, mutable=["cache"],
+                                 method="decode")
 
     def tokens_to_logits(token, cache):
       logits, state = self.module.apply({"params": params, "cache": cache}, encoded, encoder_tokens,
-                                        token, token, decode=True, mutable=["cache"], method="decode")
+                                        token, token, decode=True, max_decode_length=length,
+                                        mutable=["cache"], method="decode")
       return logits[:, -1], state["cache"]
 
     batch_size = targets.shape[0]

@@ -38,6 +38,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("kv_heads", "tensor"),
     ("kv", None),
     ("norm", None),
+    ("relpos_buckets", None),
     ("layers", None),
     ("expert", "expert"),
 )

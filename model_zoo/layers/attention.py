@@ -13,12 +13,14 @@ _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform,
 
 def dot_product_attention(q: types.Array, k: types.Array, v: types.Array,
                           mask: Optional[types.Array] = None,
-                          implementation: str = "einsum") -> types.Array:
+                          implementation: str = "einsum",
+                          bias: Optional[types.Array] = None) -> types.Array:
   """softmax(q k^T) v with fp32 logits and softmax.
 
   q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, kv_heads, head_dim] where
   kv_heads divides heads (kv_heads == 1 is multi-query, == heads is multi-head).
-  mask: bool, broadcastable to [batch, 1, q_len, kv_len]. q must already be scaled.
+  mask: bool, broadcastable to [batch, 1, q_len, kv_len]; bias: added to the logits,
+  broadcastable to [batch, heads, q_len, kv_len]. q must already be scaled.
   `implementation` "einsum" is plain XLA everywhere; "xla" / "cudnn" go through
   jax.nn.dot_product_attention (cuDNN flash attention on GPU; lengths multiple of 64).
   """
@@ -27,11 +29,15 @@ def dot_product_attention(q: types.Array, k: types.Array, v: types.Array,
   if heads % kv_heads:
     raise ValueError(f"num_heads={heads} is not a multiple of num_kv_heads={kv_heads}.")
   if implementation in ("xla", "cudnn"):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0, implementation=implementation)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
+                                        implementation=implementation)
   if implementation != "einsum":
     raise ValueError(f"Unknown attention implementation {implementation!r}; use einsum, xla or cudnn.")
   q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim)
   logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
+  if bias is not None:
+    bias = jnp.broadcast_to(bias, (bias.shape[0], heads) + bias.shape[2:])
+    logits = logits + bias.reshape(bias.shape[0], kv_heads, heads // kv_heads, *bias.shape[2:])
   if mask is not None:
     logits = jnp.where(mask[:, :, None], logits, _MASKED)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
@@ -67,6 +73,7 @@ class Attention(nn.Module):
                mask: Optional[types.Array] = None, *,
                q_positions: Optional[types.Array] = None,
                kv_positions: Optional[types.Array] = None,
+               bias: Optional[types.Array] = None,
                decode: bool = False, deterministic: bool = True) -> types.Array:
     q = self._project(inputs_q, self.num_heads, ("embed", "heads", "kv"), "query")
     k = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "key")
@@ -80,22 +87,23 @@ class Attention(nn.Module):
       q = embeddings.apply_rope(q, _default_positions(q, q_positions), self.rope_max_wavelength)
       k = embeddings.apply_rope(k, _default_positions(k, kv_positions), self.rope_max_wavelength)
     if decode:
-      k, v, mask = self._use_cache(k, v, mask)
+      k, v, mask, bias = self._use_cache(k, v, mask, bias)
     q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
     q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
-    out = dot_product_attention(q, k, v, mask, self.implementation)
+    out = dot_product_attention(q, k, v, mask, self.implementation, bias)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
     return linear.DenseGeneral(inputs_q.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1),
                                dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
 
-  def _use_cache(self, k, v, mask):
+  def _use_cache(self, k, v, mask, bias):
+    """Appends k, v to the cache; returns the cached k, v and the mask and bias rows of this chunk."""
     initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
     if not initialized:  # the cache-creating call: a plain causal forward over the given inputs
       causal = masks.causal_mask(k.shape[1])
-      return k, v, causal if mask is None else jnp.logical_and(causal, mask)
+      return k, v, causal if mask is None else jnp.logical_and(causal, mask), bias
     chunk, max_length = k.shape[1], cached_key.value.shape[1]
     start = cache_index.value
     cached_key.value = lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype), (0, start, 0, 0))
@@ -104,7 +112,9 @@ class Attention(nn.Module):
     query_pos = start + jnp.arange(chunk)
     causal = (jnp.arange(max_length)[None, :] <= query_pos[:, None])[None, None]
     mask = causal if mask is None else jnp.logical_and(causal, mask)
-    return cached_key.value, cached_value.value, mask
+    if bias is not None:  # bias covers the whole cache: keep this chunk's query rows
+      bias = lax.dynamic_slice_in_dim(bias, start, chunk, axis=2)
+    return cached_key.value, cached_value.value, mask, bias
 
 
 def _default_positions(x: types.Array, positions: Optional[types.Array]) -> types.Array:
