@@ -67,7 +67,7 @@ def test_eval_metrics_match_a_numpy_cross_entropy():
 def test_encoder_decoder_learns_to_copy_and_predicts():
   import dataclasses
   from model_zoo import dense, models
-  model = models.EncoderDecoderModel(dense.EncoderDecoder(dataclasses.replace(helpers.TINY, tie_embeddings=False)))
+  model = models.EncoderDecoderModel(dense.EncoderDecoder(dataclasses.replace(helpers.TINY, tie_embeddings=False, position_encoding="relative_bias")))
   tr = helpers.make_trainer(num_devices=2, model=model, learning_rate=3e-3)
 
   def copy_batch(i):
