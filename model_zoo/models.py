@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from model_zoo import losses
 from model_zoo.metrics import Average
-from trainers.decoding import greedy
+from trainers.decoding import base as decoding
+from trainers.decoding import sampling
 
 Batch = Mapping[str, jax.Array]
 Params = Any
@@ -41,10 +42,6 @@ class BaseModel:
 
   # --- subclasses -----------------------------------------------------------------------
   def _apply(self, variables, batch: Batch, *, rngs=None, deterministic=True, mutable=False):
-    raise NotImplementedError
-
-  def _decode_inputs(self, params: Params, batch: Batch):
-    """Returns (tokens_to_logits, initial cache, forced tokens, number forced per row)."""
     raise NotImplementedError
 
   # --- the API ---------------------------------------------------------------------------
@@ -107,12 +104,38 @@ class BaseModel:
     return (scores, per_token) if return_per_token else scores
 
   def predict_batch(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
-                    decoder: Callable = greedy.greedy_decode) -> tuple[jax.Array, jax.Array]:
-    """Decoded continuations [batch, length] (prompt removed, 0 after EOS) and their log-probs."""
-    del rng  # greedy decoding is deterministic; sampling decoders take it
-    tokens_to_logits, cache, forced, num_forced = self._decode_inputs(params, batch)
-    sequences, scores = decoder(tokens_to_logits, cache, forced, num_forced, eos_id=self.eos_id)
-    return greedy.strip_prompt(sequences, num_forced), scores
+                    decoder: Optional[Callable] = None,
+                    return_all_decodes: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Decoded continuations (prompt removed, 0 after EOS) and their log-probs, best first.
+
+    `decoder` is a trainers.decoding decoder (default greedy). Shapes: [batch, length] and
+    [batch], or [batch, decodes, length] and [batch, decodes] with `return_all_decodes`.
+    """
+    decoder = decoder or sampling.greedy()
+    per_example = decoder.rows_per_example
+    expanded = jax.tree.map(lambda x: jnp.repeat(x, per_example, axis=0), dict(batch))
+    inputs = self.decode_inputs(params, expanded)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    sequences, scores = decoder(inputs, rng=rng, eos_id=self.eos_id)
+    num_forced = inputs.num_forced.reshape(-1, per_example)[:, :1]
+    sequences = decoding.strip_prompt(sequences, num_forced)
+    return (sequences, scores) if return_all_decodes else (sequences[:, 0], scores[:, 0])
+
+  def predict_batch_with_aux(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
+                             decoder: Optional[Callable] = None,
+                             return_all_decodes: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """As predict_batch, with the scores in an aux dict (T5X's shape of this API)."""
+    sequences, scores = self.predict_batch(params, batch, rng, decoder, return_all_decodes)
+    return sequences, {"scores": scores}
+
+  def decode_inputs(self, params: Params, batch: Batch) -> decoding.DecodeInputs:
+    """The step function, initial cache and prompt of `batch` (one row per decoded sequence)."""
+    raise NotImplementedError
+
+  def _reorder_cache(self, cache, rows: jax.Array):
+    """Gathers cache rows; the batch axis follows the layer axis when layers are scanned."""
+    batch_axis = 1 if self.module.config.scan_layers else 0
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=batch_axis) if x.ndim > batch_axis + 1 else x, cache)
 
 
 @gin.configurable
@@ -134,7 +157,7 @@ class DecoderOnlyModel(BaseModel):
     return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
                              rngs=rngs, mutable=mutable)
 
-  def _decode_inputs(self, params, batch):
+  def decode_inputs(self, params, batch):
     """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1."""
     inputs = batch["decoder_input_tokens"]
     prefix = batch.get("decoder_causal_attention", jnp.zeros_like(inputs))
@@ -150,7 +173,7 @@ class DecoderOnlyModel(BaseModel):
                                         decode=True, max_decode_length=length, mutable=["cache"])
       return logits[:, -1], state["cache"]
 
-    return tokens_to_logits, state["cache"], forced, num_forced
+    return decoding.DecodeInputs(tokens_to_logits, state["cache"], forced, num_forced, self._reorder_cache)
 
 
 @gin.configurable
@@ -168,7 +191,7 @@ class EncoderDecoderModel(BaseModel):
     return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
                              rngs=rngs, mutable=mutable)
 
-  def _decode_inputs(self, params, batch):
+  def decode_inputs(self, params, batch):
     encoder_tokens = batch["encoder_input_tokens"]
     targets = batch["decoder_target_tokens"]
     encoded = self.module.apply({"params": params}, encoder_tokens, method="encode")
@@ -183,5 +206,5 @@ class EncoderDecoderModel(BaseModel):
                                         mutable=["cache"], method="decode")
       return logits[:, -1], state["cache"]
 
-    batch_size = targets.shape[0]
-    return tokens_to_logits, state["cache"], jnp.zeros_like(targets), jnp.zeros((batch_size,), jnp.int32)
+    return decoding.DecodeInputs(tokens_to_logits, state["cache"], jnp.zeros_like(targets),
+                                 jnp.zeros((targets.shape[0],), jnp.int32), self._reorder_cache)
