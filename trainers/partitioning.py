@@ -28,6 +28,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("activation_length", None),
     ("activation_embed", None),
     ("activation_heads", "tensor"),
+    ("activation_kv_heads", "tensor"),
     ("activation_kv", None),
     ("activation_mlp", "tensor"),
     ("activation_vocab", "tensor"),

@@ -78,6 +78,8 @@ class Attention(nn.Module):
     q = self._project(inputs_q, self.num_heads, ("embed", "heads", "kv"), "query")
     k = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "key")
     v = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "value")
+    kv_axes = ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv")
+    k, v = nn.with_logical_constraint(k, kv_axes), nn.with_logical_constraint(v, kv_axes)
     if decode and self.has_variable("cache", "cache_index"):
       offset = self.get_variable("cache", "cache_index")
       chunk_positions = jnp.broadcast_to(offset + jnp.arange(q.shape[1]), q.shape[:2])
