@@ -43,7 +43,9 @@ def bleu(
 ) -> dict[str, float]:
   """sacrebleu corpus BLEU (one reference each); `tokenize="zh"`/`"ja-mecab"` etc. per language."""
   _check_pairs(targets, predictions, "predictions")
-  return {"bleu": sacrebleu.corpus_bleu(list(predictions), [list(targets)], tokenize=tokenize).score}
+  return {
+      "bleu": sacrebleu.corpus_bleu(list(predictions), [list(targets)], tokenize=tokenize).score
+  }
 
 
 def chrf(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
