@@ -16,6 +16,9 @@ TASKS = [
     "tensorflow>=2.21,<2.22",
     "tensorflow-text>=2.21,<2.22",
     "tensorflow-datasets>=4.9",
+    "sacrebleu>=2.4,<3",
+    "jiwer>=3.0,<5",
+    "rouge-score>=0.1.2,<0.2",
 ]
 TEST = ["pytest>=8"]
 
@@ -32,6 +35,7 @@ setuptools.setup(
         "console_scripts": [
             "podzoo-train=trainers.train:console_main",
             "podzoo-eval=trainers.eval:console_main",
+            "podzoo-infer=trainers.infer:console_main",
         ]
     },
 )

@@ -56,9 +56,7 @@ when --json_out is not given.
 """
 import argparse
 import datetime
-import json
 import os
-import resource
 import sys
 import time
 import traceback
@@ -69,7 +67,9 @@ import jax
 import numpy as np
 
 from model_zoo import metrics as metrics_lib
-from trainers import cli, distributed, gin_utils, optimizers, partitioning
+from tools import benchmark_common
+from tools.benchmark_common import peak_memory
+from trainers import cli, distributed, optimizers, partitioning
 from trainers.trainer import Trainer
 
 LEARNING_RATE = 1e-4
@@ -88,9 +88,7 @@ PEAK_TFLOPS = (
 )
 
 
-@gin.configurable("benchmark_train")
-def _configured_model(model=gin.REQUIRED):
-  return model
+_configured_model = benchmark_common.model_configurable("benchmark_train")
 
 
 def peak_tflops_for(device_kind: str) -> Optional[float]:
@@ -150,25 +148,7 @@ def synthetic_batch(rng: np.random.Generator, rows: int, seq_len: int, vocab_siz
   return batch
 
 
-def peak_memory() -> tuple[Optional[int], str]:
-  """(bytes, label): device peak_bytes_in_use when reported, else the host's max RSS."""
-  peaks = []
-  for device in jax.local_devices():
-    try:
-      stats = device.memory_stats()
-    except Exception:  # pylint: disable=broad-except  (backends without stats raise or return None)
-      stats = None
-    if stats and "peak_bytes_in_use" in stats:
-      peaks.append(int(stats["peak_bytes_in_use"]))
-  if peaks:
-    return max(peaks), "device peak_bytes_in_use (max over local devices)"
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  rss *= 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
-  return int(rss), "host RSS (process max)"
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-  return float(np.percentile(np.asarray(values, np.float64), q))
+_percentile = benchmark_common.percentile
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -351,15 +331,7 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = _parser()
   args, rest = parser.parse_known_args(list(argv))
-  bindings, unknown = [], []
-  for arg in rest:
-    name, eq, value = arg.partition("=")
-    if name.startswith("--gin.") and eq:
-      bindings.append(f"{name[len('--gin.'):]} = {value}")
-    else:
-      unknown.append(arg)
-  if unknown:
-    parser.error(f"unrecognized arguments: {' '.join(unknown)} (gin overrides are --gin.NAME=VALUE)")
+  bindings = benchmark_common.split_gin_overrides(parser, rest)
   for name in ("batch_size", "seq_len", "steps", "num_microbatches"):
     if getattr(args, name) < 1:
       parser.error(f"--{name}={getattr(args, name)} must be >= 1")
@@ -371,19 +343,8 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def _load_model(args: argparse.Namespace, bindings: list[str]):
-  flags = gin_utils.Flags(gin_files=list(args.gin_file),
-                          gin_search_paths=[p for p in args.gin_search_paths.split(",") if p],
-                          gin_bindings=["benchmark_train.model = %MODEL"] + bindings)
-  cli.import_configurables()  # pylint: disable=protected-access  (the core's registry; no TensorFlow)
-  try:
-    gin_utils.parse_gin(flags)
-  except ValueError as e:
-    if "'MODEL/gin.macro'" in str(e):
-      raise gin_utils.FlagError(
-          f"The gin files {args.gin_file} define no MODEL macro; pass a model config such as "
-          "--gin_file=gin/models/decoder_only_tiny.gin.") from e
-    raise
-  return _configured_model()
+  return benchmark_common.load_model(args.gin_file, args.gin_search_paths, bindings,
+                                     _configured_model, "benchmark_train")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -406,35 +367,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1
   results = {"gin_files": list(args.gin_file),
              "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
-             "flax_version": _version("flax"), "optax_version": _version("optax"),
+             "flax_version": benchmark_common.version("flax"),
+             "optax_version": benchmark_common.version("optax"),
              "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              **results}
   if jax.process_index() != 0:
     return 0
-  print(format_table(results), flush=True)
-  text = json.dumps(results, indent=2, default=_json_default)
-  if args.json_out:
-    directory = os.path.dirname(os.path.abspath(args.json_out))
-    os.makedirs(directory, exist_ok=True)
-    with open(args.json_out, "w", encoding="utf-8") as f:
-      f.write(text + "\n")
-    print(f"wrote {args.json_out}", flush=True)
-  else:
-    print(text, flush=True)
+  benchmark_common.emit(results, format_table(results), args.json_out)
   return 0
-
-
-def _version(package: str) -> Optional[str]:
-  try:
-    return __import__(package).__version__
-  except (ImportError, AttributeError):
-    return None
-
-
-def _json_default(x):
-  if isinstance(x, (np.integer, np.floating)):
-    return x.item()
-  raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 if __name__ == "__main__":

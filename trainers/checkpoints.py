@@ -53,14 +53,18 @@ class Checkpointer:
     self.manager.wait_until_finished()
     return step
 
-  def restore_latest(self, abstract_state: train_state.TrainState) -> Optional[tuple[train_state.TrainState, dict]]:
-    """The newest readable checkpoint restored into `abstract_state`'s shapes and shardings.
+  def restore_latest(self, abstract_state: train_state.TrainState, only_step: Optional[int] = None
+                     ) -> Optional[tuple[train_state.TrainState, dict]]:
+    """The newest readable checkpoint (or `only_step`) restored into `abstract_state`'s shapes
+    and shardings.
 
     Raises CheckpointShapeError when the checkpoint's parameters have other shapes than
     the model's (a different model in MODEL_DIR); returns None when there is none.
     """
     target = _to_tree(abstract_state)
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    newest_first = sorted(self.manager.all_steps(), reverse=True)
+    candidates = newest_first if only_step is None else [only_step]
+    for step in candidates:
       self._check_shapes(step, target)
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -75,9 +79,9 @@ class Checkpointer:
       state = abstract_state.replace(step=tree["step"], params=tree["params"],
                                      opt_state=tree["opt_state"], rng=tree["rng"])
       return state, dict(restored["data"] or {})
-    if self.manager.all_steps():
+    if candidates:
       raise CheckpointShapeError(
-          f"None of the checkpoints in {self.directory} (steps {sorted(self.manager.all_steps())}) can be "
+          f"None of the checkpoints in {self.directory} (steps {sorted(candidates)}) can be "
           "read; move them away to start afresh, or point --gin.MODEL_DIR at another run.")
     return None
 

@@ -46,6 +46,8 @@ def import_configurables() -> None:
   import model_zoo.models
   import trainers.checkpoints
   import trainers.data
+  import trainers.decoding.beam_search
+  import trainers.decoding.sampling
   import trainers.optimizers
   import trainers.partitioning
   import trainers.trainer

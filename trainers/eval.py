@@ -3,14 +3,14 @@
 Prints a table of the metrics and appends them to MODEL_DIR/eval_metrics.jsonl (and
 TensorBoard) at the checkpoint's step.
 """
-import os
 import sys
 from typing import Optional, Sequence
 
 import gin
 import jax
 
-from trainers import checkpoints, cli, data, metrics_writer, partitioning
+from trainers import cli, data, metrics_writer, partitioning, restore
+from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
 from trainers.trainer import Trainer
 
 
@@ -23,20 +23,14 @@ def evaluate(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED,
   trainer = Trainer(model=model, partitioner=partitioner)
   partitioner.check_batch_size(eval_dataset_cfg.batch_size)
   data.check_vocab_fits(eval_dataset_cfg, model.vocab_size)
-  checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
-  abstract, _ = trainer.abstract_state(data.global_batch_shapes(eval_dataset_cfg, model.FEATURE_CONVERTER))
-  restored = checkpointer.restore_latest(abstract)
-  if restored is None:
-    raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first or set --gin.MODEL_DIR "
-                            "to a directory holding one.")
-  state, _ = restored
+  state = restore.restore_state(
+      trainer, model_dir, data.global_batch_shapes(eval_dataset_cfg, model.FEATURE_CONVERTER))
   step = int(jax.device_get(state.step))
   values = trainer.evaluate(
       state, data.take(data.batch_iterator(eval_dataset_cfg, model.FEATURE_CONVERTER), eval_steps))
   writer = metrics_writer.MetricsWriter(model_dir, "eval")
   writer.write(step, values)
   writer.close()
-  checkpointer.close()
   if jax.process_index() == 0:
     print(f"Evaluated checkpoint step {step} of {model_dir} on {eval_dataset_cfg.mixture_or_task_name}/"
           f"{eval_dataset_cfg.split}")

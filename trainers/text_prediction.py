@@ -32,4 +32,9 @@ def continue_prompts(model, params, partitioner: partitioning.Partitioner, vocab
   with partitioner.context():
     tokens, _ = jax.jit(model.predict_batch)(params, partitioner.shard_batch(local))
   tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
-  return [vocab.decode([int(t) for t in row if t > 0 and t != model.eos_id]) for row in tokens[: len(prompts)]]
+  return [decode_tokens(vocab, row, model.eos_id) for row in tokens[: len(prompts)]]
+
+
+def decode_tokens(vocab, ids: Sequence[int], eos_id: int) -> str:
+  """Text of a token row, without padding (0) and EOS."""
+  return vocab.decode([int(t) for t in ids if t > 0 and t != eos_id])

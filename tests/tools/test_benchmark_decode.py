@@ -1,0 +1,272 @@
+"""tools/benchmark_decode: cached and no-cache greedy decoding agree; JSON keys and rates."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+import pytest
+
+from tools import benchmark_decode
+from trainers.text_prediction import prompt_batch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_GIN = os.path.join(REPO_ROOT, "gin/models/decoder_only_tiny.gin")
+F32 = "--gin.TransformerConfig.dtype='float32'"
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def test_tiny_run_writes_consistent_json(tmp_path):
+  out = tmp_path / "sub" / "decode.json"
+  prompt_len, gen_len = 4, 8
+  rc = benchmark_decode.main(
+      [
+          f"--gin_file={TINY_GIN}",
+          F32,
+          "--batch_sizes",
+          "1,2",
+          "--prompt_len",
+          str(prompt_len),
+          "--gen_len",
+          str(gen_len),
+          "--repeats",
+          "1",
+          "--json_out",
+          str(out),
+      ]
+  )
+  assert rc == 0
+  r = json.loads(out.read_text())
+  for key in (
+      "gin_files",
+      "gin_overrides",
+      "model",
+      "dtype",
+      "params_total",
+      "device_kind",
+      "jax_version",
+      "batch_sizes",
+      "prompt_len",
+      "gen_len",
+      "sequence_length",
+      "repeats",
+      "warmup",
+      "eos_suppressed",
+      "match_tol",
+      "min_speedup",
+      "all_outputs_match",
+      "any_mismatch_beyond_float_noise",
+      "results",
+  ):
+    assert key in r, key
+  assert r["gin_files"] == [TINY_GIN] and r["gin_overrides"] == [
+      "TransformerConfig.dtype='float32'"
+  ]
+  assert r["dtype"] == "float32" and r["params_total"] == 885_888
+  assert (r["batch_sizes"], r["prompt_len"], r["gen_len"]) == ([1, 2], prompt_len, gen_len)
+  assert r["sequence_length"] == prompt_len + gen_len
+  assert [row["batch_size"] for row in r["results"]] == [1, 2]
+  for row in r["results"]:
+    for key in (
+        "cached_time_median_s",
+        "cached_tokens_per_second",
+        "cached_compile_s",
+        "cached_program_bytes",
+        "nocache_time_median_s",
+        "nocache_tokens_per_second",
+        "nocache_compile_s",
+        "nocache_program_bytes",
+        "speedup",
+        "peak_memory_bytes",
+        "peak_memory_source",
+        "outputs_match",
+        "match_verdict",
+        "cached_greedy_max_gap",
+        "cached_score_error_per_token",
+    ):
+      assert key in row, key
+    assert len(row["cached_times_s"]) == len(row["nocache_times_s"]) == 1
+    assert len(row["cached_warmup_times_s"]) == len(row["nocache_warmup_times_s"]) == 1
+    cached_s, nocache_s = row["cached_time_median_s"], row["nocache_time_median_s"]
+    assert cached_s > 0 and nocache_s > 0
+    assert row["speedup"] == pytest.approx(nocache_s / cached_s, rel=1e-12)
+    generated = row["batch_size"] * gen_len
+    assert row["generated_tokens"] == generated
+    assert row["cached_tokens_per_second"] == pytest.approx(generated / cached_s, rel=1e-12)
+    assert row["nocache_tokens_per_second"] == pytest.approx(generated / nocache_s, rel=1e-12)
+    assert row["outputs_match"] and row["match_verdict"] == "identical"
+    assert row["matching_rows"] == row["batch_size"] and row["first_mismatch_step"] is None
+    assert row["cached_greedy_max_gap"] <= 1e-3 and row["cached_score_error_per_token"] <= 1e-3
+    assert row["peak_memory_bytes"] > 0
+  assert r["all_outputs_match"] and not r["any_mismatch_beyond_float_noise"]
+  assert r["min_speedup"] == min(row["speedup"] for row in r["results"])
+
+
+def test_json_goes_to_stdout_without_json_out(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  args = [
+      f"--gin_file={TINY_GIN}",
+      F32,
+      "--batch_sizes",
+      "1",
+      "--prompt_len",
+      "2",
+      "--gen_len",
+      "3",
+  ]
+  assert benchmark_decode.main(args + ["--repeats", "1", "--warmup", "0"]) == 0
+  assert not os.listdir(tmp_path)  # no files unless asked
+  text = capsys.readouterr().out
+  assert "cached tok/s" in text and "no-cache tok/s" in text
+  r = json.loads(text[text.index("\n{") + 1 :])
+  assert r["results"][0]["outputs_match"] and r["results"][0]["cached_warmup_times_s"] == []
+
+
+def _tiny_model_and_params(length):
+  args, bindings = benchmark_decode._parse_args([f"--gin_file={TINY_GIN}", F32])
+  model = benchmark_decode._load_model(args, bindings)
+  example = {
+      "decoder_input_tokens": np.zeros((1, length), np.int32),
+      "decoder_target_tokens": np.ones((1, length), np.int32),
+  }
+  return model, nn.unbox(model.init(jax.random.PRNGKey(0), example))
+
+
+def _outputs(score_fn, params, prompts, tokens, scores):
+  tokens = np.asarray(tokens)
+  gaps, log_probs = score_fn(params, prompts, tokens)
+  return {
+      "tokens": tokens,
+      "scores": np.asarray(scores),
+      "gaps": np.asarray(gaps),
+      "log_probs": np.asarray(log_probs),
+  }
+
+
+def test_decoders_agree_and_a_wrong_history_is_caught():
+  prompt_len, gen_len, rows = 5, 6, 3
+  length = prompt_len + gen_len
+  model, params = _tiny_model_and_params(length)
+  prompts = benchmark_decode.random_prompts(
+      np.random.default_rng(1), rows, prompt_len, model.vocab_size
+  )
+  cached, cached_scores = jax.jit(benchmark_decode.cached_decoder(model))(
+      params, prompt_batch(prompts, length, rows)
+  )
+  nocache, nocache_scores = jax.jit(benchmark_decode.nocache_decoder(model, gen_len))(
+      params, prompts
+  )
+  cached = np.asarray(cached)
+  assert cached.shape == (rows, length) and not cached[:, gen_len:].any()  # prompt stripped
+  np.testing.assert_array_equal(cached[:, :gen_len], nocache)
+  assert not (nocache == model.eos_id).any()
+  np.testing.assert_allclose(cached_scores, nocache_scores, atol=1e-4)
+
+  score_fn = jax.jit(benchmark_decode.teacher_forced(model))
+  check = benchmark_decode.compare_outputs(
+      _outputs(score_fn, params, prompts, cached[:, :gen_len], cached_scores),
+      _outputs(score_fn, params, prompts, nocache, nocache_scores),
+      tol=1e-3,
+  )
+  assert check["match_verdict"] == "identical", check
+  # The same tokens and scores judged against another history (all but the last prompt token
+  # changed): what a cache that lost the earlier keys would look like. The random tiny model
+  # mostly repeats the last token, so the tokens may still be greedy; the scores are not.
+  other = prompts.copy()
+  other[:, :-1] = prompts[::-1, :-1] + 1
+  wrong = benchmark_decode.compare_outputs(
+      _outputs(score_fn, params, other, cached[:, :gen_len], cached_scores),
+      _outputs(score_fn, params, prompts, nocache, nocache_scores),
+      tol=1e-3,
+  )
+  assert wrong["match_verdict"] == "MISMATCH" and wrong["cached_score_error_per_token"] > 1e-2
+
+
+def test_compare_outputs_verdicts():
+  tokens = np.array([[5, 6, 7], [8, 9, 10]])
+  zeros = np.zeros((2, 3))
+
+  def outputs(tokens, gaps=zeros, score_shift=0.0):
+    return {
+        "tokens": tokens,
+        "gaps": gaps,
+        "log_probs": zeros - 1.0,
+        "scores": np.full((2,), -3.0 + score_shift),
+    }
+
+  same = benchmark_decode.compare_outputs(outputs(tokens), outputs(tokens.copy()), tol=1e-3)
+  assert same["outputs_match"] and same["match_verdict"] == "identical"
+  assert same["matching_tokens_fraction"] == 1.0 and same["first_mismatch_step"] is None
+  parted = tokens.copy()
+  parted[1, 1:] = [3, 4]
+  noise = benchmark_decode.compare_outputs(outputs(tokens, zeros + 1e-4), outputs(parted), tol=1e-3)
+  assert not noise["outputs_match"] and noise["match_verdict"] == "differ within float noise"
+  assert noise["matching_rows"] == 1 and noise["first_mismatch_step"] == 1
+  assert noise["matching_tokens_fraction"] == pytest.approx(4 / 6)
+  far = benchmark_decode.compare_outputs(outputs(tokens, zeros + 0.5), outputs(parted), tol=1e-3)
+  assert far["match_verdict"] == "MISMATCH"
+  scores_off = benchmark_decode.compare_outputs(
+      outputs(tokens, score_shift=0.3), outputs(tokens), tol=1e-3
+  )
+  assert scores_off["outputs_match"] and scores_off["match_verdict"] == "MISMATCH"
+  assert scores_off["cached_score_error_per_token"] == pytest.approx(0.1)
+
+
+def test_encoder_decoder_model_is_refused(capsys):
+  path = os.path.join(REPO_ROOT, "gin/models/encoder_decoder_tiny.gin")
+  assert benchmark_decode.main([f"--gin_file={path}", "--batch_sizes", "1", "--gen_len", "2"]) == 1
+  assert "decoder-only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--batch_sizes", "1,0"),
+        ("--batch_sizes", "1,x"),
+        ("--gen_len", "0"),
+        ("--prompt_len", "0"),
+        ("--repeats", "0"),
+        ("--warmup", "-1"),
+        ("--gin_typo", "1"),
+    ],
+)
+def test_bad_flags_fail_with_usage(flag, value, capsys):
+  with pytest.raises(SystemExit) as e:
+    benchmark_decode.main([f"--gin_file={TINY_GIN}", flag, value])
+  assert e.value.code == 2
+  assert flag.lstrip("-") in capsys.readouterr().err
+
+
+def test_runs_without_tensorflow_or_seqio():
+  """The GPU machine has no TensorFlow/SeqIO: the tool must not import them."""
+  script = textwrap.dedent(f"""
+      import importlib.abc, sys
+      BLOCKED = ("tensorflow", "seqio", "tensorflow_text", "tensorflow_datasets")
+      class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+          if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked: " + name)
+      sys.meta_path.insert(0, Block())
+      from tools import benchmark_decode
+      rc = benchmark_decode.main(["--gin_file={TINY_GIN}", "--batch_sizes", "1", "--prompt_len", "2",
+                                  "--gen_len", "2", "--repeats", "1", "--warmup", "0"])
+      assert rc == 0, rc
+      assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
+      print("ok")
+  """)
+  result = subprocess.run(
+      [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip().endswith("ok")

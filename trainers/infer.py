@@ -1,0 +1,568 @@
+"""`python -m trainers.infer --gin_file=... --gin.MODEL_DIR=...`: predict or score with a run.
+
+Examples come from `infer.input_file` or, when it is None, from the split of
+`infer.dataset_cfg` (read unpacked, in order, once):
+  - a `.jsonl` file: one object per line, {"input": prompt}, plus "target" (text) for
+    mode="score" (passed through as a reference by the predict modes);
+  - any other file: one prompt per line; blank lines are skipped.
+`infer.dataset_cfg` also names the task whose vocabularies encode and decode text; EOS
+is appended where the task's feature adds one (a decoder-only LM's prompt gets none).
+A prompt is the prefix of a decoder-only model (as text_prediction.prompt_batch marks
+it) or the encoder input of an encoder-decoder; `max_length` is the decode length,
+prompt included.
+
+Writes OUTPUT_DIR/<mode>-<step>.jsonl atomically, one object per example, in input order:
+  predict           {"input", "output", "score"} (+ "target" when given; + "outputs" and
+                    "scores", every decode best first, with infer.return_all_decodes=True)
+  predict_with_aux  predict's fields + "aux": the model's aux outputs for every decode
+  score             {"input", "target", "score"}: log p(target | input)
+A prediction's score is the decoder's: the log-probability of the output (EOS included)
+for greedy and sampling, length-penalised for beam search with alpha > 0.
+"""
+
+import dataclasses
+import functools
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import gin
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from trainers import cli, data, partitioning, restore, text_prediction
+from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
+from trainers.decoding import sampling
+from trainers.trainer import Trainer
+
+MODES = ("predict", "score", "predict_with_aux")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """Token ids of one example; `index` orders the output and `where` names it in messages."""
+
+  index: int
+  prompt: list[int]
+  target: list[int]
+  where: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+  """Text <-> ids as the task's features do it, so prompts look like the training data."""
+
+  prompt_vocab: Any
+  target_vocab: Any
+  prompt_eos: bool  # only a task's "inputs" feature ends a prompt with EOS
+  target_eos: bool
+
+  @classmethod
+  def of_task(cls, cfg: data.DatasetConfig) -> "Codec":
+    features = _task_features(cfg)
+    prompt = features.get("inputs")
+    target = features["targets"]
+    return cls(
+        prompt.vocabulary if prompt else target.vocabulary,
+        target.vocabulary,
+        bool(prompt and prompt.add_eos),
+        target.add_eos,
+    )
+
+  def encode_prompt(self, text: str) -> list[int]:
+    return _encode(self.prompt_vocab, text, self.prompt_eos)
+
+  def encode_target(self, text: str) -> list[int]:
+    return _encode(self.target_vocab, text, self.target_eos)
+
+  def decode_prompt(self, ids: Sequence[int]) -> str:
+    return text_prediction.decode_tokens(self.prompt_vocab, ids, self.prompt_vocab.eos_id)
+
+  def decode_target(self, ids: Sequence[int]) -> str:
+    return text_prediction.decode_tokens(self.target_vocab, ids, self.target_vocab.eos_id)
+
+
+def _task_features(cfg: data.DatasetConfig) -> dict:
+  """The output features (vocabulary, add_eos) of the task or mixture `cfg` names."""
+  from tasks import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow, on demand)
+
+  return dict(
+      pipeline.get_task_or_mixture(cfg.mixture_or_task_name, module=cfg.module).output_features
+  )
+
+
+def _encode(vocab, text: str, eos: bool) -> list[int]:
+  ids = [int(t) for t in vocab.encode(text)]
+  return ids + [vocab.eos_id] if eos else ids
+
+
+# --- reading examples ---------------------------------------------------------------------
+def read_input_file(path: str, mode: str) -> list[tuple[str, Optional[str], str]]:
+  """(input, target or None, where) of each example of a JSONL or plain text file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"infer.input_file={path!r} does not exist; give a text file with one "
+        "prompt per line or a .jsonl file, or None to read the task's split."
+    )
+  with open(path, encoding="utf-8") as f:
+    lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+  if path.endswith(".jsonl"):
+    items = [_json_example(line, f"{path} line {number}", mode) for number, line in lines]
+  elif mode == "score":
+    raise ValueError(
+        f"infer.mode='score' needs targets, which the text file {path} cannot hold; give a "
+        '.jsonl file with lines like {"input": "...", "target": "..."} as infer.input_file.'
+    )
+  else:
+    items = [(line.rstrip("\r\n"), None, f"{path} line {number}") for number, line in lines]
+  if not items:
+    raise ValueError(
+        f"infer.input_file={path} holds no examples (blank lines are skipped); write one "
+        'prompt per line, or one {"input": ...} object per line of a .jsonl file.'
+    )
+  return items
+
+
+def _json_example(line: str, where: str, mode: str) -> tuple[str, Optional[str], str]:
+  needed = ("input", "target") if mode == "score" else ("input",)
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(
+        f"{where} is not JSON ({e.msg}); each line of a .jsonl input_file must be an "
+        'object like {"input": "...", "target": "..."}.'
+    ) from e
+  if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in needed):
+    raise ValueError(
+        f"{where}: expected an object with the string field(s) {list(needed)} "
+        f"(mode={mode!r}); got {line.strip()[:100]}"
+    )
+  target = record.get("target")
+  return record["input"], target if isinstance(target, str) else None, where
+
+
+def file_examples(
+    items: Sequence[tuple[str, Optional[str], str]], codec: Codec, mode: str
+) -> list[Example]:
+  """This process's share of the file's examples: every process_count-th one."""
+  p, n = jax.process_index(), jax.process_count()
+  return [
+      Example(
+          i,
+          codec.encode_prompt(text),
+          codec.encode_target(target) if mode == "score" else [],
+          where,
+      )
+      for i, (text, target, where) in enumerate(items)
+      if i % n == p
+  ]
+
+
+def split_examples(
+    cfg: data.DatasetConfig, converter: str, max_examples: Optional[int]
+) -> Iterator[Example]:
+  """This process's share of the split, in order; a bad task or split fails here, not later."""
+  p, n = jax.process_index(), jax.process_count()
+  # One row per process and batch, so drop_remainder drops nothing.
+  one_row = dataclasses.replace(cfg, batch_size=n, shuffle=False, pack=False, num_epochs=1)
+  batches = data.take(
+      data.batch_iterator(one_row, converter),
+      None if max_examples is None else -(-max_examples // n),
+  )
+  name = f"{cfg.mixture_or_task_name}/{cfg.split}"
+  return (
+      Example(
+          j * n + p,
+          *_row_tokens({k: v[0] for k, v in batch.items()}, converter),
+          f"{name} example {j * n + p}",
+      )
+      for j, batch in enumerate(batches)
+  )
+
+
+def _row_tokens(row: dict[str, np.ndarray], converter: str) -> tuple[list[int], list[int]]:
+  """(prompt, target) ids of one unpacked row of SeqIO's `converter` features."""
+  targets = row["decoder_target_tokens"]
+  weights = row.get("decoder_loss_weights", targets > 0)
+  target = [int(t) for t, w in zip(targets, weights) if w > 0]
+  if converter == "encdec":
+    return [int(t) for t in row["encoder_input_tokens"] if t > 0], target
+  if converter == "prefix_lm":  # inputs sit after BOS, where causal attention is 1
+    return [
+        int(t) for t in row["decoder_input_tokens"][1 : int(row["decoder_causal_attention"].sum())]
+    ], target
+  return [], target
+
+
+def fit_length(
+    example: Example, *, mode: str, length: int, encdec: bool, truncate: bool
+) -> Example:
+  """The example if it fits `length`; else an error, or its prompt's last tokens if `truncate`."""
+  if mode == "score" and len(example.target) > length:
+    raise ValueError(
+        f"The target of {example.where} has {len(example.target)} tokens but "
+        f"infer.max_length={length}; raise --gin.infer.max_length (targets are never truncated)."
+    )
+  if encdec:
+    room, why = length, "the encoder input"
+  elif mode == "score":
+    room, why = (
+        length - len(example.target),
+        f"the prompt and its {len(example.target)}-token target share it",
+    )
+  else:
+    room, why = length - 1, "the prompt and at least one generated token share it"
+  size = len(example.prompt)
+  if size <= room:
+    return example
+  if not truncate:
+    raise ValueError(
+        f"The prompt of {example.where} has {size} tokens but infer.max_length={length} leaves "
+        f"room for {room} ({why}); raise --gin.infer.max_length, shorten the prompt, or set "
+        f"--gin.infer.truncate_prompts=True to keep its last {room} tokens."
+    )
+  print(
+      f"Truncated the prompt of {example.where} from {size} to its last {room} tokens "
+      "(infer.truncate_prompts=True).",
+      flush=True,
+  )
+  return dataclasses.replace(example, prompt=example.prompt[size - room :])
+
+
+# --- batches ------------------------------------------------------------------------------
+def _pad(rows_of_ids: Sequence[Sequence[int]], rows: int, length: int) -> np.ndarray:
+  out = np.zeros((rows, length), np.int32)
+  for i, ids in enumerate(rows_of_ids):
+    out[i, : len(ids)] = ids
+  return out
+
+
+def _shift_right(targets: np.ndarray) -> np.ndarray:
+  return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+
+
+def model_batch(
+    converter: str, mode: str, examples: Sequence[Example], rows: int, length: int
+) -> dict[str, np.ndarray]:
+  """The model's batch of `examples` padded to `rows`: prompts to continue, or to score targets."""
+  prompts = [e.prompt for e in examples]
+  if converter == "encdec":
+    targets = _pad([e.target for e in examples] if mode == "score" else [], rows, length)
+    return {
+        "encoder_input_tokens": _pad(prompts, rows, length),
+        "decoder_input_tokens": _shift_right(targets),
+        "decoder_target_tokens": targets,
+    }
+  if mode != "score":
+    return text_prediction.prompt_batch(prompts, length, rows)
+  return _scoring_batch(examples, rows, length, bidirectional_prefix=converter == "prefix_lm")
+
+
+def _scoring_batch(
+    examples: Sequence[Example], rows: int, length: int, bidirectional_prefix: bool
+) -> dict[str, np.ndarray]:
+  """Prompt then target in one decoder sequence; only the target carries loss weight."""
+  targets = _pad([e.prompt + e.target for e in examples], rows, length)
+  weights, prefix = np.zeros_like(targets), np.zeros_like(targets)
+  for i, e in enumerate(examples):
+    weights[i, len(e.prompt) : len(e.prompt) + len(e.target)] = 1
+    prefix[i, : len(e.prompt) + 1] = 1  # BOS and the prompt, as SeqIO's prefix-LM converter
+  batch = {
+      "decoder_input_tokens": _shift_right(targets),
+      "decoder_target_tokens": targets,
+      "decoder_loss_weights": weights,
+  }
+  if bidirectional_prefix:  # a prefix LM attends to its whole prompt, as in training
+    batch["decoder_causal_attention"] = prefix
+  return batch
+
+
+def _meta(examples: Sequence[Example], rows: int, width: int) -> dict[str, np.ndarray]:
+  """What each row is (index, -1 for padding) and its ids, to turn into text after the gather.
+
+  `width` holds any prompt or target: a split's reference target may be longer than max_length.
+  """
+  index = np.full((rows,), -1, np.int32)
+  index[: len(examples)] = [e.index for e in examples]
+  return {
+      "index": index,
+      "prompt": _pad([e.prompt for e in examples], rows, width),
+      "target": _pad([e.target for e in examples], rows, width),
+  }
+
+
+def _chunks(examples: Iterable[Example], rows: int) -> Iterator[list[Example]]:
+  """`rows` examples at a time. Steps are collective, so every process yields as many chunks,
+  empty ones once its own share has run out."""
+  iterator = iter(examples)
+  while True:
+    chunk = list(itertools.islice(iterator, rows))
+    if not _on_any_process(bool(chunk)):
+      return
+    yield chunk
+
+
+def _on_any_process(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.int32(flag)).max())
+
+
+# --- running ------------------------------------------------------------------------------
+def _model_fn(model, mode: str, decoder: Callable) -> Callable:
+  """(params, batch, rng) -> the outputs of `mode`; predictions keep every decode, best first."""
+
+  def run(params, batch, rng):
+    if mode == "score":
+      return {"scores": model.score_batch(params, batch)}
+    if mode == "predict":
+      sequences, scores = model.predict_batch(
+          params, batch, rng, decoder=decoder, return_all_decodes=True
+      )
+      return {"sequences": sequences, "scores": scores}
+    sequences, aux = model.predict_batch_with_aux(
+        params, batch, rng, decoder=decoder, return_all_decodes=True
+    )
+    return {"sequences": sequences, "scores": aux["scores"], "aux": aux}
+
+  return run
+
+
+def _run_batches(
+    model_fn: Callable,
+    params,
+    partitioner: partitioning.Partitioner,
+    batches: Iterable[tuple[dict, dict]],
+    seed: int,
+) -> Iterator[tuple[dict, dict]]:
+  """(outputs, meta) of each global batch, gathered to every process as numpy."""
+  jitted = jax.jit(lambda params, batch, meta, rng: (model_fn(params, batch, rng), meta))
+  key = jax.random.PRNGKey(seed)
+  for number, (batch, meta) in enumerate(batches):
+    with partitioner.context():
+      result = jitted(
+          params,
+          partitioner.shard_batch(batch),
+          partitioner.shard_batch(meta),
+          jax.random.fold_in(key, number),
+      )
+    yield jax.tree.map(np.asarray, multihost_utils.process_allgather(result, tiled=True))
+
+
+def _records(
+    mode: str,
+    outputs: dict,
+    meta: dict,
+    texts: Optional[dict],
+    codec: Codec,
+    return_all_decodes: bool,
+) -> list[tuple[int, dict]]:
+  """(index, JSON record) of each real row of a gathered batch."""
+  records = []
+  for i in np.flatnonzero(meta["index"] >= 0):
+    index = int(meta["index"][i])
+    text, target = (
+        texts[index]
+        if texts is not None
+        else (codec.decode_prompt(meta["prompt"][i]), codec.decode_target(meta["target"][i]))
+    )
+    record = {"input": text} if target is None else {"input": text, "target": target}
+    if mode == "score":
+      record["score"] = float(outputs["scores"][i])
+    else:
+      sequences, scores = outputs["sequences"][i], outputs["scores"][i]
+      record.update(output=codec.decode_target(sequences[0]), score=float(scores[0]))
+      if return_all_decodes:
+        record.update(outputs=[codec.decode_target(s) for s in sequences], scores=scores.tolist())
+      if "aux" in outputs:
+        record["aux"] = {k: v[i].tolist() for k, v in outputs["aux"].items()}
+    records.append((index, record))
+  return records
+
+
+class _Progress:
+  """'done/total examples | examples/s | ETA' from process 0, every `period_s` and at the end."""
+
+  def __init__(self, total: Optional[int], period_s: float = 5.0):
+    self.total, self.period_s = total, period_s
+    self._start = self._printed = time.time()
+
+  def update(self, done: int, final: bool = False) -> None:
+    now = time.time()
+    if jax.process_index() or not (final or now - self._printed >= self.period_s):
+      return
+    self._printed = now
+    done = min(done, self.total) if self.total else done  # processes may overshoot max_examples
+    rate = done / max(now - self._start, 1e-9)
+    of = f"/{self.total}" if self.total else ""
+    eta = f" | ETA {(self.total - done) / max(rate, 1e-9):.0f}s" if self.total and not final else ""
+    print(f"infer: {done}{of} examples | {rate:.1f} examples/s{eta}", flush=True)
+
+
+def _write_jsonl(path: str, records: Iterable[dict]) -> None:
+  """All or nothing: a reader never sees a half-written file."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for record in records:
+      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+  os.replace(tmp, path)
+
+
+# --- the entry point ----------------------------------------------------------------------
+def _check_args(
+    mode: str,
+    dataset_cfg: Optional[data.DatasetConfig],
+    batch_size: int,
+    decoder,
+    max_decode_rows: int,
+) -> None:
+  if mode not in MODES:
+    raise ValueError(f"infer.mode={mode!r} is not one of {MODES}.")
+  if dataset_cfg is None:
+    raise ValueError(
+        "infer.dataset_cfg is None; it names the task whose vocabulary encodes prompts and "
+        "decodes outputs (and whose split is read without infer.input_file): bind it, e.g. "
+        "infer.dataset_cfg = @validation/DatasetConfig()."
+    )
+  per_example = getattr(decoder, "rows_per_example", 1)
+  rows = batch_size * per_example
+  if mode != "score" and rows > max_decode_rows:
+    raise ValueError(
+        f"infer.batch_size={batch_size} x {per_example} decodes per example "
+        f"({type(decoder).__name__}.rows_per_example: num_decodes or beam_size) = {rows} decode "
+        f"rows, over infer.max_decode_rows={max_decode_rows} (the memory budget); lower "
+        f"--gin.infer.batch_size to "
+        f"{max(max_decode_rows // per_example, 1)} or less, use fewer decodes, or raise "
+        "--gin.infer.max_decode_rows."
+    )
+
+
+def _default_length(converter: str, cfg: data.DatasetConfig) -> int:
+  """The task's lengths: a decoder-only model holds prompt and continuation in one sequence."""
+  lengths = cfg.task_feature_lengths.values()
+  return max(lengths) if converter == "encdec" else sum(lengths)
+
+
+def _examples(
+    model,
+    mode: str,
+    dataset_cfg: data.DatasetConfig,
+    input_file: Optional[str],
+    codec: Codec,
+    fit: Callable[[Example], Example],
+    max_examples: Optional[int],
+):
+  """(this process's examples, texts by index or None, total or None). A file is read and
+  checked here, before any checkpoint is restored; a split is streamed."""
+  if input_file is None:
+    return (
+        map(fit, split_examples(dataset_cfg, model.FEATURE_CONVERTER, max_examples)),
+        None,
+        max_examples,
+    )
+  items = read_input_file(input_file, mode)[:max_examples]
+  examples = [fit(e) for e in file_examples(items, codec, mode)]
+  return examples, {i: item[:2] for i, item in enumerate(items)}, len(items)
+
+
+@gin.configurable
+def infer(
+    *,
+    model=gin.REQUIRED,
+    model_dir: str = gin.REQUIRED,
+    mode: str = "predict",
+    dataset_cfg: Optional[data.DatasetConfig] = None,
+    input_file: Optional[str] = None,
+    decoder: Optional[Callable] = None,
+    return_all_decodes: bool = False,
+    batch_size: int = 8,
+    max_length: Optional[int] = None,
+    truncate_prompts: bool = False,
+    max_examples: Optional[int] = None,
+    output_dir: Optional[str] = None,
+    seed: int = 0,
+    checkpoint_step: Optional[int] = None,
+    max_decode_rows: int = 4096,
+) -> str:
+  """Runs `mode` (see the module doc) with a checkpoint of MODEL_DIR; returns the file written.
+
+  `decoder` is a trainers.decoding decoder (default greedy); `max_length` defaults to the
+  dataset config's feature lengths; `batch_size` is global and `max_decode_rows` bounds
+  batch_size x the decoder's rows per example, a memory budget; `output_dir` defaults to
+  MODEL_DIR/inference; `checkpoint_step` to the newest checkpoint.
+  """
+  decoder = decoder or sampling.greedy()
+  _check_args(mode, dataset_cfg, batch_size, decoder, max_decode_rows)
+  partitioner = partitioning.Partitioner()
+  partitioner.check_batch_size(batch_size, "infer.batch_size")
+  data.check_vocab_fits(dataset_cfg, model.vocab_size)
+  converter = model.FEATURE_CONVERTER
+  length = _default_length(converter, dataset_cfg) if max_length is None else max_length
+  codec = Codec.of_task(dataset_cfg)
+  fit = functools.partial(
+      fit_length, mode=mode, length=length, encdec=converter == "encdec", truncate=truncate_prompts
+  )
+  examples, texts, total = _examples(model, mode, dataset_cfg, input_file, codec, fit, max_examples)
+  shapes = {k: v.shape for k, v in model_batch(converter, mode, [], batch_size, length).items()}
+  state = restore.restore_state(
+      Trainer(model=model, partitioner=partitioner), model_dir, shapes, checkpoint_step
+  )
+  step, params = int(jax.device_get(state.step)), state.params
+  del state  # the optimizer state is not needed
+  _say(
+      f"Restored checkpoint step {step} of {model_dir}; mode {mode}, max_length {length}"
+      + ("" if mode == "score" else f", decoder {decoder}")
+  )
+  rows = batch_size // jax.process_count()
+  width = max(length, *dataset_cfg.task_feature_lengths.values())
+  batches = (
+      (model_batch(converter, mode, chunk, rows, length), _meta(chunk, rows, width))
+      for chunk in _chunks(examples, rows)
+  )
+  results = _run_batches(_model_fn(model, mode, decoder), params, partitioner, batches, seed)
+  records = _collect(results, _Progress(total), mode, texts, codec, return_all_decodes)
+  path = os.path.join(output_dir or os.path.join(model_dir, "inference"), f"{mode}-{step}.jsonl")
+  if jax.process_index() == 0:
+    _write_jsonl(path, records[:max_examples])
+    print(f"Wrote {len(records[:max_examples])} {mode} results to {path}", flush=True)
+  return path
+
+
+def _collect(
+    results: Iterable[tuple[dict, dict]],
+    progress: "_Progress",
+    mode: str,
+    texts: Optional[dict],
+    codec: Codec,
+    return_all_decodes: bool,
+) -> list[dict]:
+  """Process 0's JSON records of every batch in input order (other processes: none)."""
+  records = []
+  for outputs, meta in results:
+    if jax.process_index() == 0:
+      records += _records(mode, outputs, meta, texts, codec, return_all_decodes)
+      progress.update(len(records))
+  progress.update(len(records), final=True)
+  return [record for _, record in sorted(records, key=lambda r: r[0])]
+
+
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def main(argv: Sequence[str]) -> int:
+  return cli.run(lambda: infer(), argv, "infer")
+
+
+def console_main() -> None:
+  sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+  console_main()

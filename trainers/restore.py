@@ -1,0 +1,45 @@
+"""Restoring a finished run's checkpoint for evaluation and inference (nothing is initialised)."""
+
+import os
+from typing import Mapping, Optional
+
+from trainers import checkpoints, train_state
+from trainers.trainer import Trainer
+
+
+def restore_state(
+    trainer: Trainer,
+    model_dir: str,
+    batch_shapes: Mapping[str, tuple[int, ...]],
+    step: Optional[int] = None,
+) -> train_state.TrainState:
+  """Checkpoint `step` of MODEL_DIR (default: the newest readable one) on the trainer's mesh.
+
+  Fails with a message naming MODEL_DIR when it holds no checkpoint, and creates no
+  directory on the way, so a mistyped MODEL_DIR leaves nothing behind.
+  """
+  directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+  if not os.path.isdir(directory):
+    raise _no_checkpoint(directory)
+  checkpointer = checkpoints.Checkpointer(directory)
+  try:
+    steps = sorted(checkpointer.manager.all_steps())
+    if not steps:
+      raise _no_checkpoint(directory)
+    if step is not None and step not in steps:
+      raise FileNotFoundError(
+          f"No checkpoint at step {step} in {directory}; it holds steps {steps}. "
+          "Pick one of them, or None for the newest."
+      )
+    abstract, _ = trainer.abstract_state(batch_shapes)
+    state, _ = checkpointer.restore_latest(abstract, step)
+  finally:
+    checkpointer.close()
+  return state
+
+
+def _no_checkpoint(directory: str) -> FileNotFoundError:
+  return FileNotFoundError(
+      f"No checkpoint in {directory}; train first or set --gin.MODEL_DIR to a "
+      "directory holding one."
+  )
