@@ -141,11 +141,17 @@ class DecoderOnlyLM(nn.Module):
                max_decode_length: Optional[int] = None) -> types.Array:
     cfg = self.config
     embed = _embed(cfg, "token_embedder")
-    mask = None if decode else masks.decoder_self_attention_mask(
-        decoder_target_tokens, decoder_segment_ids, decoder_causal_attention)
+    if not decode:
+      mask = masks.decoder_self_attention_mask(decoder_target_tokens, decoder_segment_ids,
+                                               decoder_causal_attention)
+    elif decoder_causal_attention is not None:  # prefilling a prefix-LM prompt into the cache
+      mask = masks.decoder_self_attention_mask(jnp.ones_like(decoder_input_tokens), None,
+                                               decoder_causal_attention)
+    else:  # the cache attends causally
+      mask = None
     x = nn.Dropout(cfg.dropout_rate)(embed(decoder_input_tokens), deterministic=deterministic)
     x = LayerStack(cfg, cfg.num_layers, name="decoder")(
-        x, mask, None if decode else decoder_positions, decode=decode, deterministic=deterministic,
+        x, mask, decoder_positions, decode=decode, deterministic=deterministic,
         max_decode_length=max_decode_length)
     return _LogitsHead(cfg, name="head")(x, embed)
 
@@ -183,7 +189,7 @@ class EncoderDecoder(nn.Module):
       cross_mask = masks.bidirectional_mask(decoder_target_tokens, encoder_input_tokens,
                                             decoder_segment_ids, encoder_segment_ids)
     x = self.token_embedder(decoder_input_tokens)
-    x = self.decoder(x, self_mask, None if decode else decoder_positions, encoded, cross_mask,
+    x = self.decoder(x, self_mask, decoder_positions, encoded, cross_mask,
                      decode=decode, deterministic=deterministic, max_decode_length=max_decode_length)
     return self.head(x, self.token_embedder)
 

@@ -5,6 +5,7 @@ Batches use the layout of SeqIO's feature converters: `FEATURE_CONVERTER` names 
 Layers may `sow` scalars into the "aux_loss" collection (MoE balancing, router z-loss);
 `loss_fn` adds them to the loss and reports each as a metric.
 """
+import functools
 from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
@@ -135,12 +136,12 @@ class BaseModel:
   def _reorder_cache(self, cache, rows: jax.Array):
     """Gathers cache rows; the batch axis follows the layer axis when layers are scanned."""
     batch_axis = 1 if self.module.config.scan_layers else 0
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=batch_axis) if x.ndim > batch_axis + 1 else x, cache)
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=batch_axis) if x.ndim > batch_axis else x, cache)
 
 
 @gin.configurable
 class DecoderOnlyModel(BaseModel):
-  """Decoder-only LM; with `decoder_causal_attention` in the batch it is a prefix LM."""
+  """Decoder-only LM; with feature_converter="prefix_lm" a prefix LM (bidirectional over inputs)."""
 
   FEATURE_CONVERTER = "decoder"
   REQUIRED_FEATURES = ("decoder_input_tokens", "decoder_target_tokens")
@@ -150,30 +151,52 @@ class DecoderOnlyModel(BaseModel):
     self.FEATURE_CONVERTER = feature_converter
 
   def _feature_names(self):
-    return ("decoder_input_tokens", "decoder_target_tokens", "decoder_segment_ids",
-            "decoder_positions", "decoder_causal_attention")
+    features = ("decoder_input_tokens", "decoder_target_tokens", "decoder_segment_ids", "decoder_positions")
+    # Only a prefix LM attends both ways over its inputs; a causal LM ignores the marker.
+    return features + (("decoder_causal_attention",) if self.FEATURE_CONVERTER == "prefix_lm" else ())
 
   def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
     return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
                              rngs=rngs, mutable=mutable)
 
   def decode_inputs(self, params, batch):
-    """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1."""
+    """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1.
+
+    The prompt is prefilled into the cache in one pass (with bidirectional attention over
+    it when the model is a prefix LM), so decoding sees exactly what training saw.
+    """
     inputs = batch["decoder_input_tokens"]
+    rows, length = inputs.shape
     prefix = batch.get("decoder_causal_attention", jnp.zeros_like(inputs))
+    prefill_length = jnp.sum(prefix, axis=-1).astype(jnp.int32)  # BOS + prompt
     # Input t+1 is target t; the leading input (BOS) is not a token to force.
-    num_forced = jnp.maximum(jnp.sum(prefix, axis=-1) - 1, 0).astype(jnp.int32)
+    num_forced = jnp.maximum(prefill_length - 1, 0)
     forced = jnp.concatenate([inputs[:, 1:], jnp.zeros_like(inputs[:, :1])], axis=1)
-    length = inputs.shape[1]
-    _, state = self.module.apply({"params": params}, inputs, inputs, decode=True,
-                                 max_decode_length=length, mutable=["cache"])
+    positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
+    apply = functools.partial(self.module.apply, decode=True, max_decode_length=length, mutable=["cache"])
+    _, state = apply({"params": params}, inputs, inputs)
+    _, state = apply({"params": params, "cache": state["cache"]}, inputs, inputs,
+                     decoder_positions=positions,
+                     decoder_causal_attention=prefix if self.FEATURE_CONVERTER == "prefix_lm" else None)
+    cache = _set_cache_index(state["cache"], prefill_length)
 
     def tokens_to_logits(token, cache):
-      logits, state = self.module.apply({"params": params, "cache": cache}, token, token,
-                                        decode=True, max_decode_length=length, mutable=["cache"])
-      return logits[:, -1], state["cache"]
+      step_positions = jnp.broadcast_to(cache["step"], (rows, 1))
+      logits, state = apply({"params": params, "cache": cache["model"]}, token, token,
+                            decoder_positions=step_positions)
+      return logits[:, -1], {"model": state["cache"], "step": cache["step"] + 1}
 
-    return decoding.DecodeInputs(tokens_to_logits, state["cache"], forced, num_forced, self._reorder_cache)
+    return decoding.DecodeInputs(tokens_to_logits, {"model": cache, "step": jnp.array(0, jnp.int32)},
+                                 forced, num_forced, self._reorder_cache)
+
+
+def _set_cache_index(cache, index: jax.Array):
+  """Marks positions below `index` [rows] as cached (the prefilled prompt) in every layer."""
+  def reset(path, leaf):
+    if getattr(path[-1], "key", None) == "cache_index":
+      return jnp.broadcast_to(index, leaf.shape).astype(leaf.dtype)
+    return leaf
+  return jax.tree_util.tree_map_with_path(reset, cache)
 
 
 @gin.configurable

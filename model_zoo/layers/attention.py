@@ -49,9 +49,9 @@ class Attention(nn.Module):
   """Self- or cross-attention. With `decode=True` self-attention keeps a KV cache.
 
   Decoding convention (as in T5X): a first call with `decode=True` on full-length inputs
-  creates a zero cache of that length; each later call appends its chunk of tokens at
-  `cache_index` and attends causally over everything cached so far, so a prompt can be
-  prefilled in one call and then extended one token at a time.
+  creates a zero cache of that length; each later call writes its chunk of tokens at their
+  positions (by default where each row's cache ends) and attends over everything cached up
+  to them, so a prompt can be prefilled in one call and then extended one token at a time.
   """
 
   num_heads: int
@@ -81,15 +81,15 @@ class Attention(nn.Module):
     kv_axes = ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv")
     k, v = nn.with_logical_constraint(k, kv_axes), nn.with_logical_constraint(v, kv_axes)
     if decode and self.has_variable("cache", "cache_index"):
-      offset = self.get_variable("cache", "cache_index")
-      chunk_positions = jnp.broadcast_to(offset + jnp.arange(q.shape[1]), q.shape[:2])
-      q_positions = chunk_positions if q_positions is None else q_positions
-      kv_positions = chunk_positions if kv_positions is None else kv_positions
+      if q_positions is None:  # continue each row where its cache ends
+        offset = self.get_variable("cache", "cache_index")
+        q_positions = offset[:, None] + jnp.arange(q.shape[1])[None, :]
+      kv_positions = q_positions
     if self.use_rope:  # keys are cached already rotated
       q = embeddings.apply_rope(q, _default_positions(q, q_positions), self.rope_max_wavelength)
       k = embeddings.apply_rope(k, _default_positions(k, kv_positions), self.rope_max_wavelength)
     if decode:
-      k, v, mask, bias = self._use_cache(k, v, mask, bias)
+      k, v, mask, bias = self._use_cache(k, v, mask, bias, q_positions)
     q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
     q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
     out = dot_product_attention(q, k, v, mask, self.implementation, bias)
@@ -97,26 +97,42 @@ class Attention(nn.Module):
     return linear.DenseGeneral(inputs_q.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1),
                                dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
 
-  def _use_cache(self, k, v, mask, bias):
-    """Appends k, v to the cache; returns the cached k, v and the mask and bias rows of this chunk."""
+  def _use_cache(self, k, v, mask, bias, positions):
+    """Writes this chunk's new keys/values into the cache; returns the cached keys/values and
+    the mask and bias rows of the chunk's queries.
+
+    Row b's tokens sit at `positions[b]` (contiguous). Positions below the row's
+    `cache_index` are already cached (e.g. a prompt prefilled with bidirectional
+    attention) and are left as they are. Without an explicit mask a query attends to every
+    cached key at or before its position; a given mask [batch, 1, chunk, cache_length]
+    replaces that rule (prefilling a prefix-LM prompt).
+    """
     initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
-    cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    cache_index = self.variable("cache", "cache_index", jnp.zeros, (k.shape[0],), jnp.int32)
     if not initialized:  # the cache-creating call: a plain causal forward over the given inputs
       causal = masks.causal_mask(k.shape[1])
       return k, v, causal if mask is None else jnp.logical_and(causal, mask), bias
     chunk, max_length = k.shape[1], cached_key.value.shape[1]
-    start = cache_index.value
-    cached_key.value = lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype), (0, start, 0, 0))
-    cached_value.value = lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype), (0, start, 0, 0))
-    cache_index.value = start + chunk
-    query_pos = start + jnp.arange(chunk)
-    causal = (jnp.arange(max_length)[None, :] <= query_pos[:, None])[None, None]
-    mask = causal if mask is None else jnp.logical_and(causal, mask)
-    if bias is not None:  # bias covers the whole cache: keep this chunk's query rows
-      bias = lax.dynamic_slice_in_dim(bias, start, chunk, axis=2)
+    start = positions[:, 0]
+    is_new = positions >= cache_index.value[:, None]  # [batch, chunk]
+    cached_key.value = _write_rows(cached_key.value, k, start, is_new)
+    cached_value.value = _write_rows(cached_value.value, v, start, is_new)
+    cache_index.value = jnp.maximum(cache_index.value, jnp.max(jnp.where(is_new, positions + 1, 0), axis=1))
+    if mask is None:
+      mask = (jnp.arange(max_length)[None, None, :] <= positions[:, :, None])[:, None]
+    if bias is not None:  # bias [1, heads, L, L] covers the whole cache: keep the queries' rows
+      bias = jnp.moveaxis(jnp.take(bias[0], positions, axis=1), 1, 0)
     return cached_key.value, cached_value.value, mask, bias
+
+
+def _write_rows(cache: types.Array, chunk: types.Array, start: types.Array, is_new: types.Array) -> types.Array:
+  """cache[b, start[b]:start[b]+c] = chunk[b] where is_new, else unchanged (in place per row)."""
+  length = chunk.shape[1]
+  old = jax.vmap(lambda row, s: lax.dynamic_slice_in_dim(row, s, length, axis=0))(cache, start)
+  update = jnp.where(is_new[:, :, None, None], chunk.astype(cache.dtype), old)
+  return jax.vmap(lambda row, u, s: lax.dynamic_update_slice_in_dim(row, u, s, axis=0))(cache, update, start)
 
 
 def _default_positions(x: types.Array, positions: Optional[types.Array]) -> types.Array:

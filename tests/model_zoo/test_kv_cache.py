@@ -54,12 +54,12 @@ def test_cache_shapes_and_index(scan_layers):
   if scan_layers:
     attn = cache["layers"]["self_attention"]
     kv_shape = (cfg.num_layers, 2, LENGTH, cfg.num_kv_heads, cfg.head_dim)
-    np.testing.assert_array_equal(np.asarray(attn["cache_index"]), np.zeros(cfg.num_layers))
+    np.testing.assert_array_equal(np.asarray(attn["cache_index"]), np.zeros((cfg.num_layers, 2)))  # per row
   else:
     assert set(cache) == {f"layers_{i}" for i in range(cfg.num_layers)}
     attn = cache["layers_0"]["self_attention"]
     kv_shape = (2, LENGTH, cfg.num_kv_heads, cfg.head_dim)
-    assert int(attn["cache_index"]) == 0
+    np.testing.assert_array_equal(np.asarray(attn["cache_index"]), np.zeros(2))  # per row
   assert attn["cached_key"].shape == kv_shape and attn["cached_value"].shape == kv_shape
   assert not np.any(np.asarray(attn["cached_key"]))  # created zero
   _, cache = _decode_in_chunks(scan_layers, [3, 1])

@@ -83,7 +83,8 @@ class BeamSearch:
       rows_index = (jnp.arange(batch)[:, None] * k + live_beam).reshape(-1)
       # Hypotheses that end here join the finished set.
       generated = (t + 1 - num_forced)[:, None]
-      ended = jnp.where(ends, scores / length_penalty(generated, self.alpha), NEG_INF)
+      real = scores > NEG_INF / 2  # candidates grown from empty beam slots stay empty
+      ended = jnp.where(jnp.logical_and(ends, real), scores / length_penalty(generated, self.alpha), NEG_INF)
       finished_scores, finished_sequences = _top(
           jnp.concatenate([state.finished_scores, ended], axis=1), k,
           jnp.concatenate([state.finished_sequences, sequences], axis=1))

@@ -1,0 +1,158 @@
+"""Logit and state callbacks, and the decoders' argument checks."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.decoding import common
+from trainers.decoding import beam_search, sampling
+
+LENGTH = common.ED_LENGTH
+
+
+@functools.lru_cache(maxsize=None)
+def _setup():
+  model, batch, params = common.ed16()
+  greedy, _ = common.greedy_reference(model, params, batch, np.zeros(8, int), LENGTH)
+  # The token to forbid: the one greedy outputs use most (EOS and pad aside).
+  counts = np.bincount(greedy.reshape(-1), minlength=16)
+  counts[[common.PAD, common.EOS]] = 0
+  return model, batch, params, int(np.argmax(counts))
+
+
+_STEPS = []  # one entry per decoding-loop iteration of the latest run
+
+
+def _count_step():
+  _STEPS.append(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(kind):
+  """predict_batch with a logit callback adding `penalty` [V] and, for the loops with a `done`
+  flag, a state callback marking every row done once `stop_at` positions are written.
+
+  Both are arguments of one compiled function, so the runs with and without them (a zero
+  penalty, stop_at past the end) share one compilation.
+  """
+  model, _, _, _ = _setup()
+
+  def run(params, batch, rng, penalty, stop_at):
+    def logit_callback(log_probs, state):
+      jax.debug.callback(_count_step)
+      return log_probs + penalty
+
+    def state_callback(state):
+      return state.replace(done=jnp.logical_or(state.done, state.step >= stop_at))
+
+    if kind == "greedy":
+      decoder = sampling.greedy(logit_callback=logit_callback, state_callback=state_callback)
+    elif kind == "sampling":
+      decoder = sampling.Sampling(
+          temperature=1.5,
+          num_decodes=16,
+          logit_callback=logit_callback,
+          state_callback=state_callback,
+      )
+    else:
+      decoder = beam_search.BeamSearch(beam_size=8, alpha=0.6, logit_callback=logit_callback)
+    return model.predict_batch(params, batch, rng, decoder=decoder, return_all_decodes=True)
+
+  return jax.jit(run)
+
+
+def _predict(kind, forbid=None, stop_at=LENGTH + 1, seed=0):
+  """Decodes; returns sequences [B, E, L], scores [B, E] and the number of loop iterations."""
+  _, batch, params, _ = _setup()
+  penalty = np.zeros(16, np.float32)
+  if forbid is not None:
+    penalty[forbid] = -1e30
+  _STEPS.clear()
+  sequences, scores = _compiled(kind)(params, batch, jax.random.PRNGKey(seed), penalty, stop_at)
+  jax.effects_barrier()
+  return np.asarray(sequences), np.asarray(scores), len(_STEPS)
+
+
+def test_forbidden_token_never_appears_in_greedy_outputs():
+  model, batch, params, token = _setup()
+  free, _, _ = _predict("greedy")
+  assert np.any(free == token)  # without the callback it does appear
+  sequences, scores, _ = _predict("greedy", forbid=token)
+  assert not np.any(sequences == token)
+
+  # Exactly the NumPy greedy loop over the callback-adjusted log-probs.
+  def adjusted(targets):
+    lp = common.full_forward_log_probs(model, params, batch, targets)
+    lp[..., token] = -1e30
+    return lp
+
+  expected, expected_scores = common.greedy_reference(
+      None, None, {}, np.zeros(8, int), LENGTH, step_log_probs=adjusted
+  )
+  np.testing.assert_array_equal(sequences[:, 0], expected)
+  np.testing.assert_allclose(scores[:, 0], expected_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sampling", "beam"])
+def test_forbidden_token_never_appears_in_sampled_or_beam_outputs(kind):
+  _, _, _, token = _setup()
+  free, free_scores, _ = _predict(kind, seed=5)
+  assert np.any(free[free_scores > -1e29] == token)  # without the callback it does appear
+  sequences, scores, _ = _predict(kind, forbid=token, seed=5)
+  valid = scores > -1e29  # beam slots that hold a finished hypothesis
+  assert valid.any() and not np.any(sequences[valid] == token)
+
+
+@pytest.mark.parametrize("kind", ["greedy", "sampling"])
+def test_state_callback_that_marks_rows_done_stops_decoding(kind):
+  model, batch, params, _ = _setup()
+  free, _, free_steps = _predict(kind, seed=7)
+  assert free_steps > 2 and np.any(free[:, :, 2:])  # would go on without the callback
+  sequences, scores, steps = _predict(kind, stop_at=2, seed=7)
+  assert steps == 2  # the loop stopped, it did not just write zeros
+  assert not sequences[:, :, 2:].any()
+  # The same first two tokens (same rng); decodes are sorted by score, so compare as sets.
+  for got, want in zip(sequences[:, :, :2], free[:, :, :2]):
+    assert sorted(map(tuple, got)) == sorted(map(tuple, want))
+  rows, per_example = scores.shape
+  flat = sequences.reshape(rows * per_example, LENGTH)
+  repeated = {k: np.repeat(v, per_example, axis=0) for k, v in batch.items()}
+  expected = common.sequence_log_probs(
+      model,
+      params,
+      repeated,
+      flat,
+      np.zeros(len(flat), int),
+      np.minimum(common.generated_length(flat), 2),
+  )
+  np.testing.assert_allclose(scores.reshape(-1), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(top_p=0.0), "Sampling.top_p"),
+        (dict(top_p=1.5), "Sampling.top_p"),
+        (dict(top_p=-0.1), "Sampling.top_p"),
+        (dict(temperature=-1.0), "Sampling.temperature"),
+        (dict(top_k=-1), "Sampling.top_k"),
+        (dict(num_decodes=0), "Sampling.num_decodes"),
+    ],
+)
+def test_invalid_sampling_arguments_are_rejected_by_name(kwargs, field):
+  with pytest.raises(ValueError, match=field):
+    sampling.Sampling(**kwargs)
+
+
+def test_valid_extremes_are_accepted():
+  sampling.Sampling(top_p=1.0, temperature=0.0, top_k=0, num_decodes=1)
+  beam_search.BeamSearch(beam_size=1, alpha=0.0)
+
+
+@pytest.mark.parametrize("beam_size", [0, -2])
+def test_invalid_beam_size_is_rejected_by_name(beam_size):
+  with pytest.raises(ValueError, match="BeamSearch.beam_size"):
+    beam_search.BeamSearch(beam_size=beam_size)
