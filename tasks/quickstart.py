@@ -59,7 +59,8 @@ def _register() -> None:
   if TASK_NAME in seqio.TaskRegistry.names():
     return
   # Run configs print it as the baseline the quickstart must beat.
-  gin.external_configurable(unigram_entropy_nats, module="tasks.quickstart")
+  with gin.unlock_config():  # the task may be imported after a run's config is final
+    gin.external_configurable(unigram_entropy_nats, module="tasks.quickstart")
   seqio.TaskRegistry.add(
       TASK_NAME,
       source=seqio.FunctionDataSource(

@@ -13,7 +13,7 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
@@ -155,6 +155,12 @@ class Partitioner:
     """Builds global arrays from each process's rows of the batch (its shard of the data)."""
     return {k: jax.make_array_from_process_local_data(self.batch_sharding(np.ndim(v)), np.asarray(v))
             for k, v in host_batch.items()}
+
+  def apply_gathered(self, jitted: Callable, params: Any, local_batch: dict[str, np.ndarray]) -> Any:
+    """Runs `jitted(params, global batch)` on each process's rows; every process gets all outputs."""
+    with self.context():
+      outputs = jitted(params, self.shard_batch(local_batch))
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(outputs, tiled=True))
 
   def check_batch_size(self, global_batch_size: int, binding: str = "BATCH_SIZE") -> None:
     if global_batch_size % self.data_parallel_size:

@@ -3,7 +3,6 @@ from typing import Sequence
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from trainers import partitioning
 
@@ -29,9 +28,7 @@ def continue_prompts(model, params, partitioner: partitioning.Partitioner, vocab
   per_process = rows // jax.process_count()
   local = {k: v[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
            for k, v in batch.items()}
-  with partitioner.context():
-    tokens, _ = jax.jit(model.predict_batch)(params, partitioner.shard_batch(local))
-  tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
+  tokens = partitioner.apply_gathered(jax.jit(lambda p, b: model.predict_batch(p, b)[0]), params, local)
   return [decode_tokens(vocab, row, model.eos_id) for row in tokens[: len(prompts)]]
 
 

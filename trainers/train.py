@@ -8,13 +8,14 @@ a clear message, keeping the last good checkpoint, if the loss becomes NaN or In
 import math
 import os
 import sys
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import gin
 import jax
 
 from model_zoo import metrics as metrics_lib
-from trainers import checkpoints, cli, data, gin_utils, metrics_writer, partitioning, text_prediction
+from trainers import (checkpoints, cli, data, gin_utils, metrics_writer, partitioning, seqio_evaluation,
+                      text_prediction)
 from trainers.errors import TrainingDivergedError
 from trainers.trainer import Trainer
 
@@ -71,12 +72,16 @@ def train(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED, train_steps: int
           eval_dataset_cfg: Optional[data.DatasetConfig] = None,
           eval_period: int = 100, eval_steps: Optional[int] = None, log_period: int = 10,
           eval_baselines: Optional[Mapping[str, float]] = None,
+          infer_eval_dataset_cfg: Optional[data.DatasetConfig] = None,
+          eval_decoder: Optional[Callable] = None,
           predict_prompts: Sequence[str] = (), predict_length: int = 64) -> dict[str, float]:
   """Trains `model` for `train_steps` steps in total (counting any resumed ones).
 
   `eval_baselines` (name -> nats per token) are printed beside each eval's cross entropy,
-  e.g. the unigram entropy of the corpus that a useful LM must beat. Returns the last
-  train (and `eval_`-prefixed) metrics.
+  e.g. the unigram entropy of the corpus that a useful LM must beat. With
+  `infer_eval_dataset_cfg`, each eval also decodes that split with `eval_decoder` (default
+  greedy) and runs the tasks' SeqIO metric functions. Returns the last train (and
+  `eval_`-prefixed) metrics.
   """
   os.makedirs(model_dir, exist_ok=True)
   if jax.process_index() == 0:
@@ -117,8 +122,13 @@ def train(*, model=gin.REQUIRED, model_dir: str = gin.REQUIRED, train_steps: int
       checkpointer.save(state, position)
     if eval_dataset_cfg is not None and (step % eval_period == 0 or last):
       eval_values = trainer.evaluate(state, data.take(data.batch_iterator(eval_dataset_cfg, converter), eval_steps))
-      eval_writer.write(step, eval_values)
       _report_eval(step, eval_values, eval_baselines)
+      if infer_eval_dataset_cfg is not None:
+        task_metrics = seqio_evaluation.evaluate(model, state.params, partitioner, infer_eval_dataset_cfg,
+                                                 eval_decoder)
+        eval_values.update(seqio_evaluation.flatten(task_metrics))
+        _say(seqio_evaluation.report(task_metrics))
+      eval_writer.write(step, eval_values)
       results.update({f"eval_{k}": v for k, v in eval_values.items()})
   if predict_prompts:
     outputs = text_prediction.continue_prompts(model, state.params, partitioner,
