@@ -1,4 +1,5 @@
 """podzoo: a JAX/Flax, TPU-first model zoo and T5X-style training framework."""
+
 import setuptools
 
 CORE = [

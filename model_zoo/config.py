@@ -1,4 +1,5 @@
 """Hyper-parameters of the dense transformers, one gin-configurable record."""
+
 import dataclasses
 from typing import Sequence
 
@@ -42,14 +43,20 @@ class TransformerConfig:
 
   def __post_init__(self):
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"TransformerConfig.remat_policy={self.remat_policy!r}; "
-                       f"expected one of {sorted(REMAT_POLICIES)}.")
+      raise ValueError(
+          f"TransformerConfig.remat_policy={self.remat_policy!r}; "
+          f"expected one of {sorted(REMAT_POLICIES)}."
+      )
     if self.position_encoding not in ("rope", "relative_bias"):
-      raise ValueError(f"TransformerConfig.position_encoding={self.position_encoding!r}; expected "
-                       "'rope' or 'relative_bias'.")
+      raise ValueError(
+          f"TransformerConfig.position_encoding={self.position_encoding!r}; expected "
+          "'rope' or 'relative_bias'."
+      )
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"TransformerConfig.num_heads={self.num_heads} must be a multiple of "
-                       f"TransformerConfig.num_kv_heads={self.num_kv_heads}.")
+      raise ValueError(
+          f"TransformerConfig.num_heads={self.num_heads} must be a multiple of "
+          f"TransformerConfig.num_kv_heads={self.num_kv_heads}."
+      )
     if self.head_dim % 2:
       raise ValueError(f"TransformerConfig.head_dim={self.head_dim} must be even for RoPE.")
 

@@ -4,6 +4,7 @@ Pre-RMSNorm residual blocks, RoPE, gated MLPs, MQA/GQA, no biases. Layers are st
 `nn.scan` (one compiled layer, a leading "layers" parameter axis) or unrolled, and wrapped
 in `nn.remat` with a named policy.
 """
+
 from typing import Optional
 
 import flax.linen as nn
@@ -29,18 +30,28 @@ class TransformerLayer(nn.Module):
 
   def _attention(self, name: str, use_rope: bool = True) -> attention.Attention:
     cfg = self.config
-    return attention.Attention(use_rope=use_rope,
-        num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-        dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype,
-        rope_max_wavelength=cfg.rope_max_wavelength, dropout_rate=cfg.dropout_rate,
-        implementation=cfg.attention_impl, name=name)
+    return attention.Attention(
+        use_rope=use_rope,
+        num_heads=cfg.num_heads,
+        num_kv_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        dtype=cfg.activation_dtype,
+        param_dtype=cfg.parameter_dtype,
+        rope_max_wavelength=cfg.rope_max_wavelength,
+        dropout_rate=cfg.dropout_rate,
+        implementation=cfg.attention_impl,
+        name=name,
+    )
 
   def _norm(self, name: str) -> norms.RMSNorm:
-    return norms.RMSNorm(dtype=self.config.activation_dtype, param_dtype=self.config.parameter_dtype,
-                         name=name)
+    return norms.RMSNorm(
+        dtype=self.config.activation_dtype, param_dtype=self.config.parameter_dtype, name=name
+    )
 
   def _dropout(self, x):
-    return nn.Dropout(self.config.dropout_rate, broadcast_dims=(-2,))(x, deterministic=self.deterministic)
+    return nn.Dropout(self.config.dropout_rate, broadcast_dims=(-2,))(
+        x, deterministic=self.deterministic
+    )
 
   @nn.compact
   def __call__(self, x, mask, positions, encoded=None, cross_mask=None, bias=None):
@@ -48,16 +59,29 @@ class TransformerLayer(nn.Module):
     x = _constrain(x)
     h = self._norm("pre_self_attention_norm")(x)
     h = self._attention("self_attention", use_rope=cfg.position_encoding == "rope")(
-        h, h, mask, q_positions=positions, kv_positions=positions, bias=bias,
-        decode=self.causal_cache, deterministic=self.deterministic)
+        h,
+        h,
+        mask,
+        q_positions=positions,
+        kv_positions=positions,
+        bias=bias,
+        decode=self.causal_cache,
+        deterministic=self.deterministic,
+    )
     x = x + self._dropout(h)
     if encoded is not None:
       h = self._norm("pre_cross_attention_norm")(x)
       cross = self._attention("cross_attention", use_rope=False)
       x = x + self._dropout(cross(h, encoded, cross_mask, deterministic=self.deterministic))
     h = self._norm("pre_mlp_norm")(x)
-    h = mlp.MlpBlock(cfg.mlp_dim, cfg.activations, cfg.dropout_rate, dtype=cfg.activation_dtype,
-                     param_dtype=cfg.parameter_dtype, name="mlp")(h, deterministic=self.deterministic)
+    h = mlp.MlpBlock(
+        cfg.mlp_dim,
+        cfg.activations,
+        cfg.dropout_rate,
+        dtype=cfg.activation_dtype,
+        param_dtype=cfg.parameter_dtype,
+        name="mlp",
+    )(h, deterministic=self.deterministic)
     x = _constrain(x + self._dropout(h))
     return x, None  # (carry, per-layer output) as nn.scan expects
 
@@ -72,13 +96,27 @@ class LayerStack(nn.Module):
   def _relative_bias(self, length: int):
     cfg = self.config
     return relative_position.RelativePositionBiases(
-        cfg.num_heads, cfg.relpos_num_buckets, cfg.relpos_max_distance, dtype=jnp.float32,
-        param_dtype=cfg.parameter_dtype, name="relpos_bias")(length, length, bidirectional=self.bidirectional)
+        cfg.num_heads,
+        cfg.relpos_num_buckets,
+        cfg.relpos_max_distance,
+        dtype=jnp.float32,
+        param_dtype=cfg.parameter_dtype,
+        name="relpos_bias",
+    )(length, length, bidirectional=self.bidirectional)
 
   @nn.compact
-  def __call__(self, x, mask, positions, encoded=None, cross_mask=None, *,
-               decode: bool = False, deterministic: bool = True,
-               max_decode_length: Optional[int] = None):
+  def __call__(
+      self,
+      x,
+      mask,
+      positions,
+      encoded=None,
+      cross_mask=None,
+      *,
+      decode: bool = False,
+      deterministic: bool = True,
+      max_decode_length: Optional[int] = None,
+  ):
     """`max_decode_length` (the cache length) is needed when decoding with relative biases."""
     cfg = self.config
     bias = None
@@ -93,9 +131,13 @@ class LayerStack(nn.Module):
     kwargs = dict(config=cfg, causal_cache=decode, deterministic=deterministic)
     if cfg.scan_layers:
       scanned = nn.scan(
-          layer_cls, variable_axes={"params": 0, "cache": 0, "aux_loss": 0, "intermediates": 0},
-          split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
-          length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+          layer_cls,
+          variable_axes={"params": 0, "cache": 0, "aux_loss": 0, "intermediates": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=nn.broadcast,
+          length=self.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"},
+      )
       x, _ = scanned(**kwargs, name="layers")(x, mask, positions, encoded, cross_mask, bias)
       return x
     for i in range(self.num_layers):
@@ -104,8 +146,13 @@ class LayerStack(nn.Module):
 
 
 def _embed(cfg: TransformerConfig, name: str) -> embeddings.Embed:
-  return embeddings.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.activation_dtype,
-                          param_dtype=cfg.parameter_dtype, name=name)
+  return embeddings.Embed(
+      cfg.vocab_size,
+      cfg.emb_dim,
+      dtype=cfg.activation_dtype,
+      param_dtype=cfg.parameter_dtype,
+      name=name,
+  )
 
 
 class _LogitsHead(nn.Module):
@@ -116,13 +163,22 @@ class _LogitsHead(nn.Module):
   @nn.compact
   def __call__(self, x, embed: embeddings.Embed):
     cfg = self.config
-    x = norms.RMSNorm(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="final_norm")(x)
+    x = norms.RMSNorm(
+        dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="final_norm"
+    )(x)
     if cfg.tie_embeddings:
       logits = embed.attend(x) / jnp.sqrt(cfg.emb_dim).astype(cfg.activation_dtype)
     else:
-      logits = linear.DenseGeneral(cfg.vocab_size, ("embed", "vocab"), dtype=cfg.activation_dtype,
-                                   param_dtype=cfg.parameter_dtype, name="logits_dense")(x)
-    logits = nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
+      logits = linear.DenseGeneral(
+          cfg.vocab_size,
+          ("embed", "vocab"),
+          dtype=cfg.activation_dtype,
+          param_dtype=cfg.parameter_dtype,
+          name="logits_dense",
+      )(x)
+    logits = nn.with_logical_constraint(
+        logits, ("activation_batch", "activation_length", "activation_vocab")
+    )
     return logits.astype(jnp.float32)
 
 
@@ -133,26 +189,39 @@ class DecoderOnlyLM(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, decoder_input_tokens: types.Array, decoder_target_tokens: types.Array,
-               decoder_segment_ids: Optional[types.Array] = None,
-               decoder_positions: Optional[types.Array] = None,
-               decoder_causal_attention: Optional[types.Array] = None, *,
-               decode: bool = False, deterministic: bool = True,
-               max_decode_length: Optional[int] = None) -> types.Array:
+  def __call__(
+      self,
+      decoder_input_tokens: types.Array,
+      decoder_target_tokens: types.Array,
+      decoder_segment_ids: Optional[types.Array] = None,
+      decoder_positions: Optional[types.Array] = None,
+      decoder_causal_attention: Optional[types.Array] = None,
+      *,
+      decode: bool = False,
+      deterministic: bool = True,
+      max_decode_length: Optional[int] = None,
+  ) -> types.Array:
     cfg = self.config
     embed = _embed(cfg, "token_embedder")
     if not decode:
-      mask = masks.decoder_self_attention_mask(decoder_target_tokens, decoder_segment_ids,
-                                               decoder_causal_attention)
+      mask = masks.decoder_self_attention_mask(
+          decoder_target_tokens, decoder_segment_ids, decoder_causal_attention
+      )
     elif decoder_causal_attention is not None:  # prefilling a prefix-LM prompt into the cache
-      mask = masks.decoder_self_attention_mask(jnp.ones_like(decoder_input_tokens), None,
-                                               decoder_causal_attention)
+      mask = masks.decoder_self_attention_mask(
+          jnp.ones_like(decoder_input_tokens), None, decoder_causal_attention
+      )
     else:  # the cache attends causally
       mask = None
     x = nn.Dropout(cfg.dropout_rate)(embed(decoder_input_tokens), deterministic=deterministic)
     x = LayerStack(cfg, cfg.num_layers, name="decoder")(
-        x, mask, decoder_positions, decode=decode, deterministic=deterministic,
-        max_decode_length=max_decode_length)
+        x,
+        mask,
+        decoder_positions,
+        decode=decode,
+        deterministic=deterministic,
+        max_decode_length=max_decode_length,
+    )
     return _LogitsHead(cfg, name="head")(x, embed)
 
 
@@ -170,33 +239,81 @@ class EncoderDecoder(nn.Module):
     self.encoder_norm = norms.RMSNorm(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
     self.head = _LogitsHead(cfg)
 
-  def encode(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
-             deterministic: bool = True):
-    mask = masks.bidirectional_mask(encoder_input_tokens, encoder_input_tokens,
-                                    encoder_segment_ids, encoder_segment_ids)
+  def encode(
+      self,
+      encoder_input_tokens,
+      encoder_segment_ids=None,
+      encoder_positions=None,
+      deterministic: bool = True,
+  ):
+    mask = masks.bidirectional_mask(
+        encoder_input_tokens, encoder_input_tokens, encoder_segment_ids, encoder_segment_ids
+    )
     x = self.token_embedder(encoder_input_tokens)
     x = self.encoder(x, mask, encoder_positions, deterministic=deterministic)
     return self.encoder_norm(x)
 
-  def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-             encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
-             decode: bool = False, deterministic: bool = True, max_decode_length: Optional[int] = None):
+  def decode(
+      self,
+      encoded,
+      encoder_input_tokens,
+      decoder_input_tokens,
+      decoder_target_tokens,
+      encoder_segment_ids=None,
+      decoder_segment_ids=None,
+      decoder_positions=None,
+      *,
+      decode: bool = False,
+      deterministic: bool = True,
+      max_decode_length: Optional[int] = None,
+  ):
     if decode:
       self_mask = None
-      cross_mask = masks.bidirectional_mask(jnp.ones_like(decoder_input_tokens), encoder_input_tokens)
+      cross_mask = masks.bidirectional_mask(
+          jnp.ones_like(decoder_input_tokens), encoder_input_tokens
+      )
     else:
       self_mask = masks.decoder_self_attention_mask(decoder_target_tokens, decoder_segment_ids)
-      cross_mask = masks.bidirectional_mask(decoder_target_tokens, encoder_input_tokens,
-                                            decoder_segment_ids, encoder_segment_ids)
+      cross_mask = masks.bidirectional_mask(
+          decoder_target_tokens, encoder_input_tokens, decoder_segment_ids, encoder_segment_ids
+      )
     x = self.token_embedder(decoder_input_tokens)
-    x = self.decoder(x, self_mask, decoder_positions, encoded, cross_mask,
-                     decode=decode, deterministic=deterministic, max_decode_length=max_decode_length)
+    x = self.decoder(
+        x,
+        self_mask,
+        decoder_positions,
+        encoded,
+        cross_mask,
+        decode=decode,
+        deterministic=deterministic,
+        max_decode_length=max_decode_length,
+    )
     return self.head(x, self.token_embedder)
 
-  def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-               encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
-               decoder_positions=None, *, decode: bool = False, deterministic: bool = True):
-    encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions, deterministic)
-    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-                       encoder_segment_ids, decoder_segment_ids, decoder_positions,
-                       decode=decode, deterministic=deterministic)
+  def __call__(
+      self,
+      encoder_input_tokens,
+      decoder_input_tokens,
+      decoder_target_tokens,
+      encoder_segment_ids=None,
+      decoder_segment_ids=None,
+      encoder_positions=None,
+      decoder_positions=None,
+      *,
+      decode: bool = False,
+      deterministic: bool = True,
+  ):
+    encoded = self.encode(
+        encoder_input_tokens, encoder_segment_ids, encoder_positions, deterministic
+    )
+    return self.decode(
+        encoded,
+        encoder_input_tokens,
+        decoder_input_tokens,
+        decoder_target_tokens,
+        encoder_segment_ids,
+        decoder_segment_ids,
+        decoder_positions,
+        decode=decode,
+        deterministic=deterministic,
+    )

@@ -1,12 +1,14 @@
 """Token-level losses: cross entropy with label smoothing and z-loss, in fp32."""
+
 import jax
 import jax.numpy as jnp
 
 from model_zoo.layers import types
 
 
-def cross_entropy_with_logits(logits: types.Array, targets: types.Array, *, z_loss: float = 0.0,
-                              label_smoothing: float = 0.0) -> tuple[types.Array, types.Array]:
+def cross_entropy_with_logits(
+    logits: types.Array, targets: types.Array, *, z_loss: float = 0.0, label_smoothing: float = 0.0
+) -> tuple[types.Array, types.Array]:
   """Per-token loss and its z-loss part (T5X's formulation).
 
   loss = -sum_v q_v log p_v - H(q) + z_loss * logsumexp(logits)^2, where q is the one-hot

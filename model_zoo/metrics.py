@@ -1,4 +1,5 @@
 """Metrics as (total, count) pairs, so microbatches, steps and hosts can be summed exactly."""
+
 from typing import Mapping
 
 import flax

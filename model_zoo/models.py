@@ -5,6 +5,7 @@ Batches use the layout of SeqIO's feature converters: `FEATURE_CONVERTER` names 
 Layers may `sow` scalars into the "aux_loss" collection (MoE balancing, router z-loss);
 `loss_fn` adds them to the loss and reports each as a metric.
 """
+
 import functools
 from typing import Any, Callable, Mapping, Optional
 
@@ -30,8 +31,14 @@ class BaseModel:
   # Features a batch must hold; the rest of the converter's features are optional.
   REQUIRED_FEATURES: tuple[str, ...] = ()
 
-  def __init__(self, module: nn.Module, *, z_loss: float = 1e-4, label_smoothing: float = 0.0,
-               eos_id: int = 1):
+  def __init__(
+      self,
+      module: nn.Module,
+      *,
+      z_loss: float = 1e-4,
+      label_smoothing: float = 0.0,
+      eos_id: int = 1,
+  ):
     self.module = module
     self.z_loss = z_loss
     self.label_smoothing = label_smoothing
@@ -53,8 +60,10 @@ class BaseModel:
   def _module_inputs(self, batch: Batch) -> dict:
     missing = [k for k in self.REQUIRED_FEATURES if k not in batch]
     if missing:
-      raise ValueError(f"{type(self).__name__} needs batch features {missing}; got {sorted(batch)}. "
-                       f"Use SeqIO's {self.FEATURE_CONVERTER!r} feature converter for this model.")
+      raise ValueError(
+          f"{type(self).__name__} needs batch features {missing}; got {sorted(batch)}. "
+          f"Use SeqIO's {self.FEATURE_CONVERTER!r} feature converter for this model."
+      )
     return {k: batch[k] for k in self._feature_names() if k in batch}
 
   def _feature_names(self) -> tuple[str, ...]:
@@ -62,12 +71,18 @@ class BaseModel:
 
   def _logits(self, params, batch, rng=None):
     rngs = None if rng is None else {"dropout": rng}
-    logits, state = self._apply({"params": params}, batch, rngs=rngs, deterministic=rng is None,
-                                mutable=[AUX_LOSS])
+    logits, state = self._apply(
+        {"params": params}, batch, rngs=rngs, deterministic=rng is None, mutable=[AUX_LOSS]
+    )
     return logits, state.get(AUX_LOSS, {})
 
-  def loss_fn(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
-              normalizer: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, Average]]:
+  def loss_fn(
+      self,
+      params: Params,
+      batch: Batch,
+      rng: Optional[jax.Array] = None,
+      normalizer: Optional[jax.Array] = None,
+  ) -> tuple[jax.Array, dict[str, Average]]:
     """Weighted mean token loss (+ auxiliary losses) and metrics.
 
     `normalizer` (default: this batch's loss-weight sum) lets gradient accumulation divide
@@ -77,14 +92,17 @@ class BaseModel:
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
     token_loss, token_z_loss = losses.cross_entropy_with_logits(
-        logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing)
+        logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
+    )
     weight_sum = jnp.sum(weights)
     normalizer = weight_sum if normalizer is None else normalizer
     loss = jnp.sum(token_loss * weights) / normalizer
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     metrics = {
         "loss": Average.of(jnp.sum(token_loss * weights), weight_sum),
-        "cross_entropy": Average.of(-jnp.sum(losses.target_log_probs(logits, targets) * weights), weight_sum),
+        "cross_entropy": Average.of(
+            -jnp.sum(losses.target_log_probs(logits, targets) * weights), weight_sum
+        ),
         "z_loss": Average.of(jnp.sum(token_z_loss * weights), weight_sum),
         "accuracy": Average.of(jnp.sum(correct * weights), weight_sum),
     }
@@ -104,9 +122,14 @@ class BaseModel:
     scores = jnp.sum(per_token, axis=-1)
     return (scores, per_token) if return_per_token else scores
 
-  def predict_batch(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
-                    decoder: Optional[Callable] = None,
-                    return_all_decodes: bool = False) -> tuple[jax.Array, jax.Array]:
+  def predict_batch(
+      self,
+      params: Params,
+      batch: Batch,
+      rng: Optional[jax.Array] = None,
+      decoder: Optional[Callable] = None,
+      return_all_decodes: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Decoded continuations (prompt removed, 0 after EOS) and their log-probs, best first.
 
     `decoder` is a trainers.decoding decoder (default greedy). Shapes: [batch, length] and
@@ -122,9 +145,14 @@ class BaseModel:
     sequences = decoding.strip_prompt(sequences, num_forced)
     return (sequences, scores) if return_all_decodes else (sequences[:, 0], scores[:, 0])
 
-  def predict_batch_with_aux(self, params: Params, batch: Batch, rng: Optional[jax.Array] = None,
-                             decoder: Optional[Callable] = None,
-                             return_all_decodes: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def predict_batch_with_aux(
+      self,
+      params: Params,
+      batch: Batch,
+      rng: Optional[jax.Array] = None,
+      decoder: Optional[Callable] = None,
+      return_all_decodes: bool = False,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """As predict_batch, with the scores in an aux dict (T5X's shape of this API)."""
     sequences, scores = self.predict_batch(params, batch, rng, decoder, return_all_decodes)
     return sequences, {"scores": scores}
@@ -136,7 +164,9 @@ class BaseModel:
   def _reorder_cache(self, cache, rows: jax.Array):
     """Gathers cache rows; the batch axis follows the layer axis when layers are scanned."""
     batch_axis = 1 if self.module.config.scan_layers else 0
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=batch_axis) if x.ndim > batch_axis else x, cache)
+    return jax.tree.map(
+        lambda x: jnp.take(x, rows, axis=batch_axis) if x.ndim > batch_axis else x, cache
+    )
 
 
 @gin.configurable
@@ -151,13 +181,25 @@ class DecoderOnlyModel(BaseModel):
     self.FEATURE_CONVERTER = feature_converter
 
   def _feature_names(self):
-    features = ("decoder_input_tokens", "decoder_target_tokens", "decoder_segment_ids", "decoder_positions")
+    features = (
+        "decoder_input_tokens",
+        "decoder_target_tokens",
+        "decoder_segment_ids",
+        "decoder_positions",
+    )
     # Only a prefix LM attends both ways over its inputs; a causal LM ignores the marker.
-    return features + (("decoder_causal_attention",) if self.FEATURE_CONVERTER == "prefix_lm" else ())
+    return features + (
+        ("decoder_causal_attention",) if self.FEATURE_CONVERTER == "prefix_lm" else ()
+    )
 
   def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
-    return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
-                             rngs=rngs, mutable=mutable)
+    return self.module.apply(
+        variables,
+        **self._module_inputs(batch),
+        deterministic=deterministic,
+        rngs=rngs,
+        mutable=mutable,
+    )
 
   def decode_inputs(self, params, batch):
     """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1.
@@ -173,29 +215,46 @@ class DecoderOnlyModel(BaseModel):
     num_forced = jnp.maximum(prefill_length - 1, 0)
     forced = jnp.concatenate([inputs[:, 1:], jnp.zeros_like(inputs[:, :1])], axis=1)
     positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
-    apply = functools.partial(self.module.apply, decode=True, max_decode_length=length, mutable=["cache"])
+    apply = functools.partial(
+        self.module.apply, decode=True, max_decode_length=length, mutable=["cache"]
+    )
     _, state = apply({"params": params}, inputs, inputs)
-    _, state = apply({"params": params, "cache": state["cache"]}, inputs, inputs,
-                     decoder_positions=positions,
-                     decoder_causal_attention=prefix if self.FEATURE_CONVERTER == "prefix_lm" else None)
+    _, state = apply(
+        {"params": params, "cache": state["cache"]},
+        inputs,
+        inputs,
+        decoder_positions=positions,
+        decoder_causal_attention=prefix if self.FEATURE_CONVERTER == "prefix_lm" else None,
+    )
     cache = _set_cache_index(state["cache"], prefill_length)
 
     def tokens_to_logits(token, cache):
       step_positions = jnp.broadcast_to(cache["step"], (rows, 1))
-      logits, state = apply({"params": params, "cache": cache["model"]}, token, token,
-                            decoder_positions=step_positions)
+      logits, state = apply(
+          {"params": params, "cache": cache["model"]},
+          token,
+          token,
+          decoder_positions=step_positions,
+      )
       return logits[:, -1], {"model": state["cache"], "step": cache["step"] + 1}
 
-    return decoding.DecodeInputs(tokens_to_logits, {"model": cache, "step": jnp.array(0, jnp.int32)},
-                                 forced, num_forced, self._reorder_cache)
+    return decoding.DecodeInputs(
+        tokens_to_logits,
+        {"model": cache, "step": jnp.array(0, jnp.int32)},
+        forced,
+        num_forced,
+        self._reorder_cache,
+    )
 
 
 def _set_cache_index(cache, index: jax.Array):
   """Marks positions below `index` [rows] as cached (the prefilled prompt) in every layer."""
+
   def reset(path, leaf):
     if getattr(path[-1], "key", None) == "cache_index":
       return jnp.broadcast_to(index, leaf.shape).astype(leaf.dtype)
     return leaf
+
   return jax.tree_util.tree_map_with_path(reset, cache)
 
 
@@ -207,27 +266,60 @@ class EncoderDecoderModel(BaseModel):
   REQUIRED_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
 
   def _feature_names(self):
-    return ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-            "encoder_segment_ids", "decoder_segment_ids", "encoder_positions", "decoder_positions")
+    return (
+        "encoder_input_tokens",
+        "decoder_input_tokens",
+        "decoder_target_tokens",
+        "encoder_segment_ids",
+        "decoder_segment_ids",
+        "encoder_positions",
+        "decoder_positions",
+    )
 
   def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
-    return self.module.apply(variables, **self._module_inputs(batch), deterministic=deterministic,
-                             rngs=rngs, mutable=mutable)
+    return self.module.apply(
+        variables,
+        **self._module_inputs(batch),
+        deterministic=deterministic,
+        rngs=rngs,
+        mutable=mutable,
+    )
 
   def decode_inputs(self, params, batch):
     encoder_tokens = batch["encoder_input_tokens"]
     targets = batch["decoder_target_tokens"]
     encoded = self.module.apply({"params": params}, encoder_tokens, method="encode")
     length = targets.shape[1]
-    _, state = self.module.apply({"params": params}, encoded, encoder_tokens, targets, targets,
-                                 decode=True, max_decode_length=length, mutable=["cache"],
-                                 method="decode")
+    _, state = self.module.apply(
+        {"params": params},
+        encoded,
+        encoder_tokens,
+        targets,
+        targets,
+        decode=True,
+        max_decode_length=length,
+        mutable=["cache"],
+        method="decode",
+    )
 
     def tokens_to_logits(token, cache):
-      logits, state = self.module.apply({"params": params, "cache": cache}, encoded, encoder_tokens,
-                                        token, token, decode=True, max_decode_length=length,
-                                        mutable=["cache"], method="decode")
+      logits, state = self.module.apply(
+          {"params": params, "cache": cache},
+          encoded,
+          encoder_tokens,
+          token,
+          token,
+          decode=True,
+          max_decode_length=length,
+          mutable=["cache"],
+          method="decode",
+      )
       return logits[:, -1], state["cache"]
 
-    return decoding.DecodeInputs(tokens_to_logits, state["cache"], jnp.zeros_like(targets),
-                                 jnp.zeros((targets.shape[0],), jnp.int32), self._reorder_cache)
+    return decoding.DecodeInputs(
+        tokens_to_logits,
+        state["cache"],
+        jnp.zeros_like(targets),
+        jnp.zeros((targets.shape[0],), jnp.int32),
+        self._reorder_cache,
+    )

@@ -54,6 +54,7 @@ Model FLOPs (PaLM, Chowdhery et al. 2022, appendix B; no rematerialisation count
 The results go to --json_out as JSON (numbers and config), or to stdout after the table
 when --json_out is not given.
 """
+
 import argparse
 import datetime
 import os
@@ -116,35 +117,55 @@ def param_counts(params: Any, tie_embeddings: bool) -> dict[str, int]:
     elif keys[0] in ("encoder", "encoder_norm"):
       encoder += size
   flops_params = total if tie_embeddings else total - embedding
-  return {"params_total": total, "params_input_embedding": embedding,
-          "params_flops": flops_params, "params_flops_encoder": encoder,
-          "params_flops_decoder": flops_params - encoder}
+  return {
+      "params_total": total,
+      "params_input_embedding": embedding,
+      "params_flops": flops_params,
+      "params_flops_encoder": encoder,
+      "params_flops_decoder": flops_params - encoder,
+  }
 
 
-def model_flops_per_step(cfg, counts: dict[str, int], batch_size: int, seq_len: int,
-                         encoder_seq_len: Optional[int] = None) -> float:
+def model_flops_per_step(
+    cfg,
+    counts: dict[str, int],
+    batch_size: int,
+    seq_len: int,
+    encoder_seq_len: Optional[int] = None,
+) -> float:
   """PaLM training FLOPs of one step (see the module docstring)."""
   hq = cfg.num_heads * cfg.head_dim
   if encoder_seq_len is None:  # decoder-only
     per_token = 6 * counts["params_flops"] + 12 * cfg.num_layers * hq * seq_len
     return float(batch_size * seq_len * per_token)
   encoder = 6 * counts["params_flops_encoder"] + 12 * cfg.num_encoder_layers * hq * encoder_seq_len
-  decoder = 6 * counts["params_flops_decoder"] + 12 * cfg.num_layers * hq * (seq_len + encoder_seq_len)
+  decoder = 6 * counts["params_flops_decoder"] + 12 * cfg.num_layers * hq * (
+      seq_len + encoder_seq_len
+  )
   return float(batch_size * (encoder_seq_len * encoder + seq_len * decoder))
 
 
 # --- measurement helpers ---------------------------------------------------------------------
-def synthetic_batch(rng: np.random.Generator, rows: int, seq_len: int, vocab_size: int,
-                    encoder_seq_len: Optional[int] = None) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    rng: np.random.Generator,
+    rows: int,
+    seq_len: int,
+    vocab_size: int,
+    encoder_seq_len: Optional[int] = None,
+) -> dict[str, np.ndarray]:
   """Uniform random tokens in [2, vocab) (0 is padding, 1 EOS); inputs are targets shifted right."""
   low = 2 if vocab_size > 2 else 0
   targets = rng.integers(low, vocab_size, size=(rows, seq_len), dtype=np.int32)
   inputs = np.concatenate([np.zeros((rows, 1), np.int32), targets[:, :-1]], axis=1)
-  batch = {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
-           "decoder_loss_weights": np.ones((rows, seq_len), np.int32)}
+  batch = {
+      "decoder_input_tokens": inputs,
+      "decoder_target_tokens": targets,
+      "decoder_loss_weights": np.ones((rows, seq_len), np.int32),
+  }
   if encoder_seq_len is not None:
-    batch["encoder_input_tokens"] = rng.integers(low, vocab_size, size=(rows, encoder_seq_len),
-                                                 dtype=np.int32)
+    batch["encoder_input_tokens"] = rng.integers(
+        low, vocab_size, size=(rows, encoder_seq_len), dtype=np.int32
+    )
   return batch
 
 
@@ -152,30 +173,49 @@ _percentile = benchmark_common.percentile
 
 
 # --- the benchmark ---------------------------------------------------------------------------
-def run_benchmark(model, *, batch_size: int, seq_len: int, steps: int, warmup_steps: int,
-                  num_microbatches: int = 1, encoder_seq_len: Optional[int] = None,
-                  peak_tflops: Optional[float] = None, seed: int = 0) -> dict[str, Any]:
+def run_benchmark(
+    model,
+    *,
+    batch_size: int,
+    seq_len: int,
+    steps: int,
+    warmup_steps: int,
+    num_microbatches: int = 1,
+    encoder_seq_len: Optional[int] = None,
+    peak_tflops: Optional[float] = None,
+    seed: int = 0,
+) -> dict[str, Any]:
   """Builds Partitioner + Trainer (AdamW, constant LR) around `model`, times steps, returns results."""
   cfg = model.module.config
   encdec = model.FEATURE_CONVERTER == "encdec"
   if encdec:
     encoder_seq_len = encoder_seq_len or seq_len
   elif encoder_seq_len is not None:
-    raise ValueError(f"--encoder_seq_len={encoder_seq_len} was given but the model is "
-                     f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER!r}), "
-                     "which has no encoder.")
+    raise ValueError(
+        f"--encoder_seq_len={encoder_seq_len} was given but the model is "
+        f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER!r}), "
+        "which has no encoder."
+    )
   if batch_size % num_microbatches:
-    raise ValueError(f"--batch_size={batch_size} is not divisible by --num_microbatches="
-                     f"{num_microbatches}.")
+    raise ValueError(
+        f"--batch_size={batch_size} is not divisible by --num_microbatches=" f"{num_microbatches}."
+    )
   if batch_size % jax.process_count():
-    raise ValueError(f"--batch_size={batch_size} is not divisible by the {jax.process_count()} "
-                     "processes.")
+    raise ValueError(
+        f"--batch_size={batch_size} is not divisible by the {jax.process_count()} " "processes."
+    )
 
   partitioner = partitioning.Partitioner()
   partitioner.check_batch_size(batch_size, binding="--batch_size")
   schedule = optimizers.constant_schedule(LEARNING_RATE)
-  trainer = Trainer(model=model, partitioner=partitioner, optimizer=optimizers.adamw(schedule=schedule),
-                    learning_rate_schedule=schedule, num_microbatches=num_microbatches, seed=seed)
+  trainer = Trainer(
+      model=model,
+      partitioner=partitioner,
+      optimizer=optimizers.adamw(schedule=schedule),
+      learning_rate_schedule=schedule,
+      num_microbatches=num_microbatches,
+      seed=seed,
+  )
 
   rows = batch_size // jax.process_count()
   rng = np.random.default_rng(seed + jax.process_index())
@@ -248,15 +288,23 @@ def run_benchmark(model, *, batch_size: int, seq_len: int, steps: int, warmup_st
       "tokens_per_step": tokens_per_step,
       "tokens_per_second": tokens_per_step / median,
       "tokens_per_second_per_device": tokens_per_step / median / num_devices,
-      "flops_formula": ("6*N + 12*L*H*Q*T per token (PaLM appendix B)" if not encdec else
-                        "enc: 6*N_enc + 12*L_enc*H*Q*T_enc; dec: 6*N_dec + 12*L_dec*H*Q*(T_dec+T_enc) per token"),
+      "flops_formula": (
+          "6*N + 12*L*H*Q*T per token (PaLM appendix B)"
+          if not encdec
+          else "enc: 6*N_enc + 12*L_enc*H*Q*T_enc; dec: 6*N_dec + 12*L_dec*H*Q*(T_dec+T_enc) per token"
+      ),
       "model_flops_per_token": flops / tokens_per_step,
       "model_flops_per_step": flops,
       "attention_flops_per_token": (12 * cfg.num_layers * hq * seq_len) if not encdec else None,
       "achieved_tflops_per_device": achieved,
       "peak_tflops_per_device": peak,
-      "peak_tflops_source": ("--peak_tflops" if peak_tflops is not None else
-                             "device table (dense bf16)" if peak is not None else "unknown device"),
+      "peak_tflops_source": (
+          "--peak_tflops"
+          if peak_tflops is not None
+          else "device table (dense bf16)"
+          if peak is not None
+          else "unknown device"
+      ),
       "mfu": achieved / peak if peak else None,
       "peak_memory_bytes": memory,
       "peak_memory_source": memory_label,
@@ -273,25 +321,40 @@ def _human(n: float, unit: str = "") -> str:
 
 def format_table(r: dict[str, Any]) -> str:
   mesh = " x ".join(f"{k}={v}" for k, v in r["mesh_shape"].items())
-  lengths = f"{r['seq_len']}" + (f" (encoder {r['encoder_seq_len']})" if r["encoder_seq_len"] else "")
+  lengths = f"{r['seq_len']}" + (
+      f" (encoder {r['encoder_seq_len']})" if r["encoder_seq_len"] else ""
+  )
   rows = [
       ("model", f"{r['model']} ({', '.join(os.path.basename(f) for f in r['gin_files'])})"),
       ("overrides", "; ".join(r["gin_overrides"]) or "-"),
-      ("device", f"{r['device_count']} x {r['device_kind']} ({r['platform']}), jax {r['jax_version']}"),
+      (
+          "device",
+          f"{r['device_count']} x {r['device_kind']} ({r['platform']}), jax {r['jax_version']}",
+      ),
       ("mesh", mesh),
       ("batch x seq_len", f"{r['batch_size']} x {lengths}, {r['num_microbatches']} microbatch(es)"),
-      ("dtype / params", f"{r['dtype']} / {r['param_dtype']}, attention {r['attention_impl']}, "
-                         f"remat {r['remat_policy']}"),
+      (
+          "dtype / params",
+          f"{r['dtype']} / {r['param_dtype']}, attention {r['attention_impl']}, "
+          f"remat {r['remat_policy']}",
+      ),
       ("parameters", f"{r['params_total']:,} (N for FLOPs {r['params_flops']:,})"),
       ("init (compile+run)", f"{r['init_s']:.3f} s"),
       ("first step", f"{r['first_step_s']:.3f} s (compile ~{r['compile_s']:.3f} s)"),
       ("step time median", f"{r['step_time_median_s'] * 1e3:.2f} ms over {r['steps']} steps"),
       ("step time p90", f"{r['step_time_p90_s'] * 1e3:.2f} ms"),
-      ("tokens/s", f"{r['tokens_per_second']:,.0f} ({r['tokens_per_second_per_device']:,.0f} per device)"),
+      (
+          "tokens/s",
+          f"{r['tokens_per_second']:,.0f} ({r['tokens_per_second_per_device']:,.0f} per device)",
+      ),
       ("model FLOPs/step", f"{_human(r['model_flops_per_step'], 'FLOP')} [{r['flops_formula']}]"),
       ("TFLOP/s per device", f"{r['achieved_tflops_per_device']:.4f}"),
-      ("MFU", "n/a (unknown peak; pass --peak_tflops)" if r["mfu"] is None else
-              f"{100 * r['mfu']:.2f}% of {r['peak_tflops_per_device']:g} TFLOP/s ({r['peak_tflops_source']})"),
+      (
+          "MFU",
+          "n/a (unknown peak; pass --peak_tflops)"
+          if r["mfu"] is None
+          else f"{100 * r['mfu']:.2f}% of {r['peak_tflops_per_device']:g} TFLOP/s ({r['peak_tflops_source']})",
+      ),
       ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.3f} GiB ({r['peak_memory_source']})"),
       ("final loss", f"{r['final_loss']:.4f}"),
   ]
@@ -302,23 +365,39 @@ def format_table(r: dict[str, Any]) -> str:
 # --- command line ----------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="python -m tools.benchmark_train", allow_abbrev=False,
+      prog="python -m tools.benchmark_train",
+      allow_abbrev=False,
       description="Benchmark the training step of a gin-configured model on synthetic batches.",
       epilog="Gin overrides: --gin.NAME=VALUE (repeatable), e.g. "
-             "--gin.TransformerConfig.dtype=\"'float32'\" --gin.Partitioner.mesh_shape=\"(-1,1,1,1)\".")
-  parser.add_argument("--gin_file", action="append", default=[], required=True,
-                      help="model config (repeatable), e.g. gin/models/decoder_only_tiny.gin")
+      '--gin.TransformerConfig.dtype="\'float32\'" --gin.Partitioner.mesh_shape="(-1,1,1,1)".',
+  )
+  parser.add_argument(
+      "--gin_file",
+      action="append",
+      default=[],
+      required=True,
+      help="model config (repeatable), e.g. gin/models/decoder_only_tiny.gin",
+  )
   parser.add_argument("--gin_search_paths", default="", help="comma-separated directories")
   parser.add_argument("--batch_size", type=int, default=8, help="global batch size (rows)")
   parser.add_argument("--seq_len", type=int, default=128, help="decoder (target) length")
-  parser.add_argument("--encoder_seq_len", type=int, default=None,
-                      help="encoder-decoder models: input length (default --seq_len)")
+  parser.add_argument(
+      "--encoder_seq_len",
+      type=int,
+      default=None,
+      help="encoder-decoder models: input length (default --seq_len)",
+  )
   parser.add_argument("--steps", type=int, default=20, help="timed steps")
-  parser.add_argument("--warmup_steps", type=int, default=3,
-                      help="untimed steps after the first (compiling) step")
+  parser.add_argument(
+      "--warmup_steps", type=int, default=3, help="untimed steps after the first (compiling) step"
+  )
   parser.add_argument("--num_microbatches", type=int, default=1, help="gradient accumulation")
-  parser.add_argument("--peak_tflops", type=float, default=None,
-                      help="peak TFLOP/s per device for MFU (default: by device kind)")
+  parser.add_argument(
+      "--peak_tflops",
+      type=float,
+      default=None,
+      help="peak TFLOP/s per device for MFU (default: by device kind)",
+  )
   parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--multihost", action="store_true")
@@ -343,8 +422,9 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def _load_model(args: argparse.Namespace, bindings: list[str]):
-  return benchmark_common.load_model(args.gin_file, args.gin_search_paths, bindings,
-                                     _configured_model, "benchmark_train")
+  return benchmark_common.load_model(
+      args.gin_file, args.gin_search_paths, bindings, _configured_model, "benchmark_train"
+  )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -353,24 +433,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
   try:
-    distributed.initialize(args.multihost, args.coordinator_address, args.num_processes,
-                           args.process_id)
+    distributed.initialize(
+        args.multihost, args.coordinator_address, args.num_processes, args.process_id
+    )
     model = _load_model(args, bindings)
     results = run_benchmark(
-        model, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
-        warmup_steps=args.warmup_steps, num_microbatches=args.num_microbatches,
-        encoder_seq_len=args.encoder_seq_len, peak_tflops=args.peak_tflops, seed=args.seed)
+        model,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        warmup_steps=args.warmup_steps,
+        num_microbatches=args.num_microbatches,
+        encoder_seq_len=args.encoder_seq_len,
+        peak_tflops=args.peak_tflops,
+        seed=args.seed,
+    )
   except cli.USER_ERRORS as e:  # pylint: disable=protected-access
     if os.environ.get("PODZOO_DEBUG"):
       traceback.print_exc()
     print(f"ERROR: {e}", file=sys.stderr, flush=True)
     return 1
-  results = {"gin_files": list(args.gin_file),
-             "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
-             "flax_version": benchmark_common.version("flax"),
-             "optax_version": benchmark_common.version("optax"),
-             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             **results}
+  results = {
+      "gin_files": list(args.gin_file),
+      "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
+      "flax_version": benchmark_common.version("flax"),
+      "optax_version": benchmark_common.version("optax"),
+      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      **results,
+  }
   if jax.process_index() != 0:
     return 0
   benchmark_common.emit(results, format_table(results), args.json_out)

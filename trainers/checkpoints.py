@@ -6,6 +6,7 @@ uninterrupted run would. Orbax writes a step into a temporary directory and rena
 when complete, so a half-written step is never listed; a step that is listed but cannot
 be read (a damaged file) is skipped in favour of the previous one, and the log says so.
 """
+
 import logging
 import os
 from typing import Any, Optional
@@ -22,7 +23,12 @@ class CheckpointShapeError(ValueError):
 
 
 def _to_tree(state: train_state.TrainState) -> dict:
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": state.rng}
+  return {
+      "step": state.step,
+      "params": state.params,
+      "opt_state": state.opt_state,
+      "rng": state.rng,
+  }
 
 
 @gin.configurable
@@ -34,9 +40,14 @@ class Checkpointer:
     self.save_period = save_period
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        ),
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "data": ocp.JsonCheckpointHandler(),
+        },
+    )
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -48,13 +59,19 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     if step in self.manager.all_steps():
       return step
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_to_tree(state)), data=ocp.args.JsonSave(data_position)), force=True)
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_tree(state)), data=ocp.args.JsonSave(data_position)
+        ),
+        force=True,
+    )
     self.manager.wait_until_finished()
     return step
 
-  def restore_latest(self, abstract_state: train_state.TrainState, only_step: Optional[int] = None
-                     ) -> Optional[tuple[train_state.TrainState, dict]]:
+  def restore_latest(
+      self, abstract_state: train_state.TrainState, only_step: Optional[int] = None
+  ) -> Optional[tuple[train_state.TrainState, dict]]:
     """The newest readable checkpoint (or `only_step`) restored into `abstract_state`'s shapes
     and shardings.
 
@@ -67,22 +84,37 @@ class Checkpointer:
     for step in candidates:
       self._check_shapes(step, target)
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+            ),
+        )
       except Exception as e:  # a damaged step: fall back to the previous one
-        logging.warning("Checkpoint at step %d in %s cannot be read (%s: %s); falling back to the "
-                        "previous checkpoint.", step, self.directory, type(e).__name__, str(e)[:300])
-        print(f"WARNING: checkpoint step {step} in {self.directory} is damaged "
-              f"({type(e).__name__}); falling back to the previous one.", flush=True)
+        logging.warning(
+            "Checkpoint at step %d in %s cannot be read (%s: %s); falling back to the "
+            "previous checkpoint.",
+            step,
+            self.directory,
+            type(e).__name__,
+            str(e)[:300],
+        )
+        print(
+            f"WARNING: checkpoint step {step} in {self.directory} is damaged "
+            f"({type(e).__name__}); falling back to the previous one.",
+            flush=True,
+        )
         continue
       tree = restored["state"]
-      state = abstract_state.replace(step=tree["step"], params=tree["params"],
-                                     opt_state=tree["opt_state"], rng=tree["rng"])
+      state = abstract_state.replace(
+          step=tree["step"], params=tree["params"], opt_state=tree["opt_state"], rng=tree["rng"]
+      )
       return state, dict(restored["data"] or {})
     if candidates:
       raise CheckpointShapeError(
           f"None of the checkpoints in {self.directory} (steps {sorted(candidates)}) can be "
-          "read; move them away to start afresh, or point --gin.MODEL_DIR at another run.")
+          "read; move them away to start afresh, or point --gin.MODEL_DIR at another run."
+      )
     return None
 
   def _check_shapes(self, step: int, target: dict) -> None:
@@ -94,13 +126,18 @@ class Checkpointer:
       return
     saved = _shapes(metadata["params"])
     wanted = _shapes(target["params"])
-    diffs = [f"{k}: checkpoint {saved.get(k)} vs model {v}" for k, v in wanted.items() if saved.get(k) != v]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)} vs model {v}"
+        for k, v in wanted.items()
+        if saved.get(k) != v
+    ]
     diffs += [f"{k}: in the checkpoint but not in the model" for k in saved if k not in wanted]
     if diffs:
       raise CheckpointShapeError(
           f"MODEL_DIR {os.path.dirname(self.directory)} holds a checkpoint (step {step}) of a different "
           f"model: {'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}. Use a new --gin.MODEL_DIR, "
-          "or the model config that wrote this checkpoint.")
+          "or the model config that wrote this checkpoint."
+      )
 
   def close(self) -> None:
     self.manager.close()
@@ -108,4 +145,6 @@ class Checkpointer:
 
 def _shapes(tree: Any) -> dict[str, tuple]:
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
+  return {
+      jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")
+  }

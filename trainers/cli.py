@@ -1,4 +1,5 @@
 """Shared main() of the gin-configured entry points: flags, gin, multi-host, clean errors."""
+
 import logging
 import os
 import sys
@@ -19,7 +20,9 @@ def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
   gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
   try:
     flags = gin_utils.parse_flags(argv, prog)
-    distributed.initialize(flags.multihost, flags.coordinator_address, flags.num_processes, flags.process_id)
+    distributed.initialize(
+        flags.multihost, flags.coordinator_address, flags.num_processes, flags.process_id
+    )
     import_configurables()
     gin_utils.parse_gin(flags)
     entry()

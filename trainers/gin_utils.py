@@ -4,6 +4,7 @@ Bad input fails fast and names itself: a missing gin file, an unknown configurab
 parameter (with close matches), and a macro override that no config uses (gin would
 otherwise silently define a new, unused macro, e.g. a mistyped --gin.TRAIN_STPES=10).
 """
+
 import dataclasses
 import difflib
 import os
@@ -30,12 +31,18 @@ class Flags:
   process_id: Optional[int] = None
 
 
-_VALUE_FLAGS = {"--gin_file": "gin_files", "--gin_search_paths": "gin_search_paths",
-                "--coordinator_address": "coordinator_address", "--num_processes": "num_processes",
-                "--process_id": "process_id"}
-_USAGE = ("usage: python -m trainers.{prog} --gin_file=FILE [--gin_file=...] "
-          "[--gin_search_paths=DIR,DIR] [--gin.NAME=VALUE ...] [--multihost] "
-          "[--coordinator_address=HOST:PORT --num_processes=N --process_id=I]")
+_VALUE_FLAGS = {
+    "--gin_file": "gin_files",
+    "--gin_search_paths": "gin_search_paths",
+    "--coordinator_address": "coordinator_address",
+    "--num_processes": "num_processes",
+    "--process_id": "process_id",
+}
+_USAGE = (
+    "usage: python -m trainers.{prog} --gin_file=FILE [--gin_file=...] "
+    "[--gin_search_paths=DIR,DIR] [--gin.NAME=VALUE ...] [--multihost] "
+    "[--coordinator_address=HOST:PORT --num_processes=N --process_id=I]"
+)
 
 
 def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
@@ -68,8 +75,10 @@ def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
     else:
       raise FlagError(f"Unknown flag {arg!r}.\n{_USAGE.format(prog=prog)}")
   if not flags.gin_files:
-    raise FlagError(f"No --gin_file given; pass a run config, e.g. "
-                    f"--gin_file=gin/runs/quickstart.gin.\n{_USAGE.format(prog=prog)}")
+    raise FlagError(
+        f"No --gin_file given; pass a run config, e.g. "
+        f"--gin_file=gin/runs/quickstart.gin.\n{_USAGE.format(prog=prog)}"
+    )
   return flags
 
 
@@ -78,8 +87,10 @@ def _resolve_file(path: str, search_paths: Sequence[str]) -> str:
     candidate = os.path.join(root, path)
     if os.path.isfile(candidate):
       return candidate
-  raise FlagError(f"--gin_file={path}: file not found (searched the working directory and "
-                  f"--gin_search_paths {list(search_paths)}).")
+  raise FlagError(
+      f"--gin_file={path}: file not found (searched the working directory and "
+      f"--gin_search_paths {list(search_paths)})."
+  )
 
 
 def _registered_names() -> list[str]:
@@ -120,8 +131,11 @@ def parse_gin(flags: Flags) -> None:
 
 
 def _check_macro_overrides(bindings: Sequence[str]) -> None:
-  used = {ref.config_key[0] for ref in gin.config.iterate_references(gin.config._CONFIG)
-          if ref.config_key[1] == "gin.macro"}
+  used = {
+      ref.config_key[0]
+      for ref in gin.config.iterate_references(gin.config._CONFIG)
+      if ref.config_key[1] == "gin.macro"
+  }
   defined = {key[0] for key in gin.config._CONFIG if key[1] == "gin.macro"}
   for binding in bindings:
     name = binding.split("=", 1)[0].strip()

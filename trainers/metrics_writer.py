@@ -1,4 +1,5 @@
 """Metrics to TensorBoard event files and a JSONL copy; only process 0 writes."""
+
 import json
 import os
 import time
@@ -16,6 +17,7 @@ class MetricsWriter:
     self._jsonl = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pure Python; no TensorFlow in the core
+
       self._tb = SummaryWriter(os.path.join(model_dir, name))
       self._jsonl = open(os.path.join(model_dir, f"{name}_metrics.jsonl"), "a", encoding="utf-8")
 
@@ -52,8 +54,10 @@ class Progress:
 
   def line(self, step: int, loss: float, steps_per_s: float, tokens_per_s: float) -> str:
     eta = (self.total_steps - step) / max(steps_per_s, 1e-9)
-    return (f"step {step}/{self.total_steps} | loss {loss:.4f} | {steps_per_s:.2f} steps/s | "
-            f"{tokens_per_s:,.0f} tokens/s | ETA {_duration(eta)}")
+    return (
+        f"step {step}/{self.total_steps} | loss {loss:.4f} | {steps_per_s:.2f} steps/s | "
+        f"{tokens_per_s:,.0f} tokens/s | ETA {_duration(eta)}"
+    )
 
 
 def _duration(seconds: float) -> str:

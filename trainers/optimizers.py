@@ -1,4 +1,5 @@
 """Gin-configurable optax optimizers and learning-rate schedules (T5X defaults: Adafactor, rsqrt)."""
+
 from typing import Callable, Optional
 
 import gin
@@ -16,46 +17,75 @@ def constant_schedule(learning_rate: float = 1e-3) -> Schedule:
 @gin.configurable
 def linear_warmup_rsqrt_decay(learning_rate: float = 1e-2, warmup_steps: int = 10_000) -> Schedule:
   """T5's schedule: linear warm-up to `learning_rate`, then lr * sqrt(warmup / step)."""
+
   def schedule(step):
     step = jnp.asarray(step, jnp.float32) + 1.0
     warm = jnp.maximum(float(warmup_steps), 1.0)
     return learning_rate * jnp.minimum(step / warm, jnp.sqrt(warm / jnp.maximum(step, warm)))
+
   return schedule
 
 
 @gin.configurable
-def warmup_cosine_decay(learning_rate: float = 1e-3, warmup_steps: int = 1000,
-                        decay_steps: int = 100_000, end_fraction: float = 0.1) -> Schedule:
+def warmup_cosine_decay(
+    learning_rate: float = 1e-3,
+    warmup_steps: int = 1000,
+    decay_steps: int = 100_000,
+    end_fraction: float = 0.1,
+) -> Schedule:
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
-      decay_steps=max(decay_steps, warmup_steps + 1), end_value=learning_rate * end_fraction)
+      init_value=0.0,
+      peak_value=learning_rate,
+      warmup_steps=warmup_steps,
+      decay_steps=max(decay_steps, warmup_steps + 1),
+      end_value=learning_rate * end_fraction,
+  )
 
 
 @gin.configurable
 def linear_warmup_constant(learning_rate: float = 1e-3, warmup_steps: int = 1000) -> Schedule:
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)), optax.constant_schedule(learning_rate)],
-      [max(warmup_steps, 1)])
+      [
+          optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+          optax.constant_schedule(learning_rate),
+      ],
+      [max(warmup_steps, 1)],
+  )
 
 
 @gin.configurable
-def adafactor(schedule: Schedule = gin.REQUIRED, decay_rate: float = 0.8,
-              clipping_threshold: Optional[float] = 1.0, momentum: Optional[float] = None,
-              weight_decay_rate: Optional[float] = None) -> optax.GradientTransformation:
-  return optax.adafactor(learning_rate=schedule, decay_rate=decay_rate,
-                         clipping_threshold=clipping_threshold, momentum=momentum,
-                         weight_decay_rate=weight_decay_rate, multiply_by_parameter_scale=True)
+def adafactor(
+    schedule: Schedule = gin.REQUIRED,
+    decay_rate: float = 0.8,
+    clipping_threshold: Optional[float] = 1.0,
+    momentum: Optional[float] = None,
+    weight_decay_rate: Optional[float] = None,
+) -> optax.GradientTransformation:
+  return optax.adafactor(
+      learning_rate=schedule,
+      decay_rate=decay_rate,
+      clipping_threshold=clipping_threshold,
+      momentum=momentum,
+      weight_decay_rate=weight_decay_rate,
+      multiply_by_parameter_scale=True,
+  )
 
 
 @gin.configurable
-def adamw(schedule: Schedule = gin.REQUIRED, b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
-          weight_decay: float = 0.1) -> optax.GradientTransformation:
+def adamw(
+    schedule: Schedule = gin.REQUIRED,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    eps: float = 1e-8,
+    weight_decay: float = 0.1,
+) -> optax.GradientTransformation:
   return optax.adamw(learning_rate=schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
 @gin.configurable
-def with_gradient_clipping(optimizer: optax.GradientTransformation = gin.REQUIRED,
-                           max_norm: Optional[float] = 1.0) -> optax.GradientTransformation:
+def with_gradient_clipping(
+    optimizer: optax.GradientTransformation = gin.REQUIRED, max_norm: Optional[float] = 1.0
+) -> optax.GradientTransformation:
   """Clips the global gradient norm before the optimizer (None: no clipping)."""
   if max_norm is None:
     return optimizer

@@ -4,6 +4,7 @@ Nothing in model_zoo/ knows the mesh: parameters and activations carry logical a
 ("embed", "heads", "activation_batch", ...) and the rules here map them onto mesh axes.
 The same code runs on 1 CPU device, 8 fake CPU devices, a GPU and a TPU pod slice.
 """
+
 import contextlib
 import logging
 import math
@@ -45,17 +46,22 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int,
-                       mesh_axes: Sequence[str] = MESH_AXES) -> tuple[int, ...]:
+def resolve_mesh_shape(
+    mesh_shape: Sequence[int], num_devices: int, mesh_axes: Sequence[str] = MESH_AXES
+) -> tuple[int, ...]:
   """Replaces a single -1 by the remaining devices and checks the product is `num_devices`."""
   if len(mesh_shape) != len(mesh_axes):
-    raise ValueError(f"Partitioner.mesh_shape={tuple(mesh_shape)} has {len(mesh_shape)} entries but the "
-                     f"mesh axes are {tuple(mesh_axes)}; give one size per axis.")
+    raise ValueError(
+        f"Partitioner.mesh_shape={tuple(mesh_shape)} has {len(mesh_shape)} entries but the "
+        f"mesh axes are {tuple(mesh_axes)}; give one size per axis."
+    )
   unknown = [i for i, s in enumerate(mesh_shape) if s == -1]
   known = math.prod(s for s in mesh_shape if s != -1)
   if len(unknown) > 1 or any(s == 0 or s < -1 for s in mesh_shape):
-    raise ValueError(f"Partitioner.mesh_shape={tuple(mesh_shape)}: sizes must be positive, with at "
-                     "most one -1 meaning 'the rest of the devices'.")
+    raise ValueError(
+        f"Partitioner.mesh_shape={tuple(mesh_shape)}: sizes must be positive, with at "
+        "most one -1 meaning 'the rest of the devices'."
+    )
   shape = list(mesh_shape)
   if unknown:
     if num_devices % known:
@@ -67,13 +73,18 @@ def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int,
 
 
 def _mesh_error(mesh_shape, mesh_axes, num_devices) -> str:
-  return (f"Partitioner.mesh_shape={tuple(mesh_shape)} over axes {tuple(mesh_axes)} does not divide the "
-          f"{num_devices} available devices; choose sizes whose product is {num_devices} "
-          "(one entry may be -1), e.g. --gin.Partitioner.mesh_shape=\"(-1, 1, 1, 1)\".")
+  return (
+      f"Partitioner.mesh_shape={tuple(mesh_shape)} over axes {tuple(mesh_axes)} does not divide the "
+      f"{num_devices} available devices; choose sizes whose product is {num_devices} "
+      '(one entry may be -1), e.g. --gin.Partitioner.mesh_shape="(-1, 1, 1, 1)".'
+  )
 
 
-def make_mesh(mesh_shape: Sequence[int], mesh_axes: Sequence[str] = MESH_AXES,
-              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+def make_mesh(
+    mesh_shape: Sequence[int],
+    mesh_axes: Sequence[str] = MESH_AXES,
+    devices: Optional[Sequence[jax.Device]] = None,
+) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(mesh_shape, len(devices), mesh_axes)
   try:  # topology-aware on TPU/GPU
@@ -87,12 +98,17 @@ def make_mesh(mesh_shape: Sequence[int], mesh_axes: Sequence[str] = MESH_AXES,
 class Partitioner:
   """Owns the mesh and the rules; turns logical axis names into shardings and compiles steps."""
 
-  def __init__(self, mesh_shape: Sequence[int] = (-1, 1, 1, 1),
-               mesh_axes: Sequence[str] = MESH_AXES,
-               logical_axis_rules: Sequence[tuple[str, Any]] = DEFAULT_RULES,
-               devices: Optional[Sequence[jax.Device]] = None):
+  def __init__(
+      self,
+      mesh_shape: Sequence[int] = (-1, 1, 1, 1),
+      mesh_axes: Sequence[str] = MESH_AXES,
+      logical_axis_rules: Sequence[tuple[str, Any]] = DEFAULT_RULES,
+      devices: Optional[Sequence[jax.Device]] = None,
+  ):
     self.mesh = make_mesh(mesh_shape, mesh_axes, devices)
-    self.rules = tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in logical_axis_rules)
+    self.rules = tuple(
+        (name, tuple(v) if isinstance(v, list) else v) for name, v in logical_axis_rules
+    )
 
   @property
   def data_parallel_size(self) -> int:
@@ -112,10 +128,18 @@ class Partitioner:
     mesh_axes = nn.logical_to_mesh_axes(tuple(logical_names), self.rules)
     resolved = []
     for dim, axes in zip(shape, mesh_axes):
-      size = math.prod(self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+      size = math.prod(
+          self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ())
+      )
       if axes is not None and dim % size:
-        logging.warning("Replicating a dimension of size %d (logical %s): mesh axes %s of size %d do "
-                        "not divide it.", dim, logical_names, axes, size)
+        logging.warning(
+            "Replicating a dimension of size %d (logical %s): mesh axes %s of size %d do "
+            "not divide it.",
+            dim,
+            logical_names,
+            axes,
+            size,
+        )
         axes = None
       resolved.append(axes)
     return P(*resolved)
@@ -125,10 +149,12 @@ class Partitioner:
 
   def param_shardings(self, boxed_params: Any) -> Any:
     """NamedShardings for (abstract) params boxed with nn.LogicallyPartitioned."""
+
     def one(x):
       names = x.names if isinstance(x, nn.Partitioned) else None
       shape = (x.value if isinstance(x, nn.Partitioned) else x).shape
       return self.sharding(self.spec_for(names, shape))
+
     return jax.tree.map(one, boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
   def like_params_shardings(self, tree: Any, params: Any, param_shardings: Any) -> Any:
@@ -143,8 +169,12 @@ class Partitioner:
     def mirror(subtree):
       if jax.tree.structure(subtree) != params_def:
         return jax.tree.map(lambda _: replicated, subtree)
-      return jax.tree.map(lambda leaf, p, s: s if leaf.shape == p.shape else replicated,
-                          subtree, params, param_shardings)
+      return jax.tree.map(
+          lambda leaf, p, s: s if leaf.shape == p.shape else replicated,
+          subtree,
+          params,
+          param_shardings,
+      )
 
     return jax.tree.map(mirror, tree, is_leaf=lambda x: jax.tree.structure(x) == params_def)
 
@@ -153,10 +183,14 @@ class Partitioner:
 
   def shard_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Builds global arrays from each process's rows of the batch (its shard of the data)."""
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding(np.ndim(v)), np.asarray(v))
-            for k, v in host_batch.items()}
+    return {
+        k: jax.make_array_from_process_local_data(self.batch_sharding(np.ndim(v)), np.asarray(v))
+        for k, v in host_batch.items()
+    }
 
-  def apply_gathered(self, jitted: Callable, params: Any, local_batch: dict[str, np.ndarray]) -> Any:
+  def apply_gathered(
+      self, jitted: Callable, params: Any, local_batch: dict[str, np.ndarray]
+  ) -> Any:
     """Runs `jitted(params, global batch)` on each process's rows; every process gets all outputs."""
     with self.context():
       outputs = jitted(params, self.shard_batch(local_batch))
@@ -167,14 +201,20 @@ class Partitioner:
       raise ValueError(
           f"{binding}={global_batch_size} is not divisible by the data-parallel size "
           f"{self.data_parallel_size} (mesh data x fsdp = {dict(self.mesh.shape)}); use a multiple of "
-          f"{self.data_parallel_size} or change Partitioner.mesh_shape.")
+          f"{self.data_parallel_size} or change Partitioner.mesh_shape."
+      )
 
   # --- compilation -------------------------------------------------------------------------
-  def compile(self, fn: Callable, in_shardings: Any, out_shardings: Any,
-              donate_argnums: Sequence[int] = ()) -> Callable:
+  def compile(
+      self, fn: Callable, in_shardings: Any, out_shardings: Any, donate_argnums: Sequence[int] = ()
+  ) -> Callable:
     """jax.jit with explicit shardings, traced under this mesh and these rules."""
-    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
-                     donate_argnums=tuple(donate_argnums))
+    jitted = jax.jit(
+        fn,
+        in_shardings=in_shardings,
+        out_shardings=out_shardings,
+        donate_argnums=tuple(donate_argnums),
+    )
 
     def run(*args):
       with self.context():

@@ -3,6 +3,7 @@
 The Trainer only talks to the Model API (`init`, `loss_fn`) and the Partitioner, so MoE
 models (auxiliary losses in a Flax collection) need no changes here.
 """
+
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -34,10 +35,15 @@ def _loss_weights(batch: Batch) -> jax.Array:
 class Trainer:
   """Owns the compiled train/eval steps of one model on one mesh."""
 
-  def __init__(self, model, partitioner: partitioning.Partitioner,
-               optimizer: optax.GradientTransformation = gin.REQUIRED,
-               learning_rate_schedule: Callable = gin.REQUIRED,
-               num_microbatches: int = 1, seed: int = 0):
+  def __init__(
+      self,
+      model,
+      partitioner: partitioning.Partitioner,
+      optimizer: optax.GradientTransformation = gin.REQUIRED,
+      learning_rate_schedule: Callable = gin.REQUIRED,
+      num_microbatches: int = 1,
+      seed: int = 0,
+  ):
     if num_microbatches < 1:
       raise ValueError(f"Trainer.num_microbatches={num_microbatches} must be >= 1.")
     self.model = model
@@ -60,13 +66,24 @@ class Trainer:
     opt_state = jax.eval_shape(self.optimizer.init, abstract_params)
     replicated = self.partitioner.sharding(P())
     shardings = train_state.TrainState(
-        step=replicated, params=params_shardings,
-        opt_state=self.partitioner.like_params_shardings(opt_state, abstract_params, params_shardings),
-        rng=replicated, tx=self.optimizer)
+        step=replicated,
+        params=params_shardings,
+        opt_state=self.partitioner.like_params_shardings(
+            opt_state, abstract_params, params_shardings
+        ),
+        rng=replicated,
+        tx=self.optimizer,
+    )
     abstract = train_state.TrainState(
-        step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=opt_state,
-        rng=jax.ShapeDtypeStruct(rng.shape, rng.dtype), tx=self.optimizer)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=abstract_params,
+        opt_state=opt_state,
+        rng=jax.ShapeDtypeStruct(rng.shape, rng.dtype),
+        tx=self.optimizer,
+    )
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
     return abstract, shardings
 
   def init_state(self, batch_shapes: Mapping[str, tuple[int, ...]], shardings=None):
@@ -122,7 +139,9 @@ class Trainer:
   def params_are_finite(self, state) -> bool:
     """False if any parameter is NaN/Inf (checked before a checkpoint is written)."""
     leaves = jax.tree.leaves(state.params)
-    return bool(jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in ls])))(leaves))
+    return bool(
+        jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in ls])))(leaves)
+    )
 
   def _batch_shardings(self, batch: Batch):
     return {k: self.partitioner.batch_sharding(np.ndim(v)) for k, v in batch.items()}
@@ -135,18 +154,23 @@ class Trainer:
       if global_rows % (self.num_microbatches * self.partitioner.data_parallel_size):
         raise ValueError(
             f"BATCH_SIZE={global_rows} must split into Trainer.num_microbatches={self.num_microbatches} "
-            f"microbatches that each divide over the data-parallel size {self.partitioner.data_parallel_size}.")
+            f"microbatches that each divide over the data-parallel size {self.partitioner.data_parallel_size}."
+        )
       shardings = jax.tree.map(lambda x: x.sharding, state)
       self._train_step = self.partitioner.compile(
-          self._train_step_fn, (shardings, self._batch_shardings(batch)),
-          (shardings, None), donate_argnums=(0,))
+          self._train_step_fn,
+          (shardings, self._batch_shardings(batch)),
+          (shardings, None),
+          donate_argnums=(0,),
+      )
     return self._train_step(state, self.partitioner.shard_batch(batch))
 
   def eval_step(self, state, batch: Batch):
     if self._eval_step is None:
       params_shardings = jax.tree.map(lambda x: x.sharding, state.params)
       self._eval_step = self.partitioner.compile(
-          self._eval_step_fn, (params_shardings, self._batch_shardings(batch)), None)
+          self._eval_step_fn, (params_shardings, self._batch_shardings(batch)), None
+      )
     return self._eval_step(state.params, self.partitioner.shard_batch(batch))
 
   def evaluate(self, state, batches) -> dict[str, float]:

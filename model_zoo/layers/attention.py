@@ -1,4 +1,5 @@
 """Multi-head attention with multi-query / grouped-query heads, RoPE and a KV cache."""
+
 from typing import Optional
 
 import flax.linen as nn
@@ -11,10 +12,14 @@ from model_zoo.layers import embeddings, linear, masks, types
 _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
 
 
-def dot_product_attention(q: types.Array, k: types.Array, v: types.Array,
-                          mask: Optional[types.Array] = None,
-                          implementation: str = "einsum",
-                          bias: Optional[types.Array] = None) -> types.Array:
+def dot_product_attention(
+    q: types.Array,
+    k: types.Array,
+    v: types.Array,
+    mask: Optional[types.Array] = None,
+    implementation: str = "einsum",
+    bias: Optional[types.Array] = None,
+) -> types.Array:
   """softmax(q k^T) v with fp32 logits and softmax.
 
   q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, kv_heads, head_dim] where
@@ -29,10 +34,13 @@ def dot_product_attention(q: types.Array, k: types.Array, v: types.Array,
   if heads % kv_heads:
     raise ValueError(f"num_heads={heads} is not a multiple of num_kv_heads={kv_heads}.")
   if implementation in ("xla", "cudnn"):
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
-                                        implementation=implementation)
+    return jax.nn.dot_product_attention(
+        q, k, v, bias=bias, mask=mask, scale=1.0, implementation=implementation
+    )
   if implementation != "einsum":
-    raise ValueError(f"Unknown attention implementation {implementation!r}; use einsum, xla or cudnn.")
+    raise ValueError(
+        f"Unknown attention implementation {implementation!r}; use einsum, xla or cudnn."
+    )
   q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim)
   logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
   if bias is not None:
@@ -65,16 +73,23 @@ class Attention(nn.Module):
   implementation: str = "einsum"
 
   def _project(self, x, heads, axes, name):
-    return linear.DenseGeneral((heads, self.head_dim), axes, dtype=self.dtype,
-                               param_dtype=self.param_dtype, name=name)(x)
+    return linear.DenseGeneral(
+        (heads, self.head_dim), axes, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    )(x)
 
   @nn.compact
-  def __call__(self, inputs_q: types.Array, inputs_kv: types.Array,
-               mask: Optional[types.Array] = None, *,
-               q_positions: Optional[types.Array] = None,
-               kv_positions: Optional[types.Array] = None,
-               bias: Optional[types.Array] = None,
-               decode: bool = False, deterministic: bool = True) -> types.Array:
+  def __call__(
+      self,
+      inputs_q: types.Array,
+      inputs_kv: types.Array,
+      mask: Optional[types.Array] = None,
+      *,
+      q_positions: Optional[types.Array] = None,
+      kv_positions: Optional[types.Array] = None,
+      bias: Optional[types.Array] = None,
+      decode: bool = False,
+      deterministic: bool = True,
+  ) -> types.Array:
     q = self._project(inputs_q, self.num_heads, ("embed", "heads", "kv"), "query")
     k = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "key")
     v = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "value")
@@ -90,12 +105,20 @@ class Attention(nn.Module):
       k = embeddings.apply_rope(k, _default_positions(k, kv_positions), self.rope_max_wavelength)
     if decode:
       k, v, mask, bias = self._use_cache(k, v, mask, bias, q_positions)
-    q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
-    q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
+    q = q * jnp.asarray(self.head_dim**-0.5, q.dtype)
+    q = nn.with_logical_constraint(
+        q, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+    )
     out = dot_product_attention(q, k, v, mask, self.implementation, bias)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
-    return linear.DenseGeneral(inputs_q.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1),
-                               dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
+    return linear.DenseGeneral(
+        inputs_q.shape[-1],
+        ("heads", "kv", "embed"),
+        axis=(-2, -1),
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name="out",
+    )(out)
 
   def _use_cache(self, k, v, mask, bias, positions):
     """Writes this chunk's new keys/values into the cache; returns the cached keys/values and
@@ -119,7 +142,9 @@ class Attention(nn.Module):
     is_new = positions >= cache_index.value[:, None]  # [batch, chunk]
     cached_key.value = _write_rows(cached_key.value, k, start, is_new)
     cached_value.value = _write_rows(cached_value.value, v, start, is_new)
-    cache_index.value = jnp.maximum(cache_index.value, jnp.max(jnp.where(is_new, positions + 1, 0), axis=1))
+    cache_index.value = jnp.maximum(
+        cache_index.value, jnp.max(jnp.where(is_new, positions + 1, 0), axis=1)
+    )
     if mask is None:
       mask = (jnp.arange(max_length)[None, None, :] <= positions[:, :, None])[:, None]
     if bias is not None:  # bias [1, heads, L, L] covers the whole cache: keep the queries' rows
@@ -127,12 +152,16 @@ class Attention(nn.Module):
     return cached_key.value, cached_value.value, mask, bias
 
 
-def _write_rows(cache: types.Array, chunk: types.Array, start: types.Array, is_new: types.Array) -> types.Array:
+def _write_rows(
+    cache: types.Array, chunk: types.Array, start: types.Array, is_new: types.Array
+) -> types.Array:
   """cache[b, start[b]:start[b]+c] = chunk[b] where is_new, else unchanged (in place per row)."""
   length = chunk.shape[1]
   old = jax.vmap(lambda row, s: lax.dynamic_slice_in_dim(row, s, length, axis=0))(cache, start)
   update = jnp.where(is_new[:, :, None, None], chunk.astype(cache.dtype), old)
-  return jax.vmap(lambda row, u, s: lax.dynamic_update_slice_in_dim(row, u, s, axis=0))(cache, update, start)
+  return jax.vmap(lambda row, u, s: lax.dynamic_update_slice_in_dim(row, u, s, axis=0))(
+      cache, update, start
+  )
 
 
 def _default_positions(x: types.Array, positions: Optional[types.Array]) -> types.Array:

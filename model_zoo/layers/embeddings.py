@@ -1,4 +1,5 @@
 """Token embeddings (with the transposed "attend" used by tied output logits) and RoPE."""
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -16,8 +17,11 @@ class Embed(nn.Module):
 
   def setup(self):
     self.embedding = self.param(
-        "embedding", nn.with_logical_partitioning(self.embedding_init, ("vocab", "embed")),
-        (self.num_embeddings, self.features), self.param_dtype)
+        "embedding",
+        nn.with_logical_partitioning(self.embedding_init, ("vocab", "embed")),
+        (self.num_embeddings, self.features),
+        self.param_dtype,
+    )
 
   def __call__(self, token_ids: types.Array) -> types.Array:
     return jnp.take(self.embedding, token_ids, axis=0).astype(self.dtype)
@@ -26,7 +30,9 @@ class Embed(nn.Module):
     return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype))
 
 
-def apply_rope(x: types.Array, positions: types.Array, max_wavelength: float = 10_000.0) -> types.Array:
+def apply_rope(
+    x: types.Array, positions: types.Array, max_wavelength: float = 10_000.0
+) -> types.Array:
   """Rotary position embedding (rotate-half convention) of x [batch, length, heads, head_dim].
 
   positions: [batch, length] integer positions. Angles are computed in fp32 so that long

@@ -3,6 +3,7 @@
 Flax's nn.DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks
 logical sharding constraints applied at init under a mesh; this one never reshapes.
 """
+
 from typing import Sequence, Union
 
 import flax.linen as nn
@@ -32,12 +33,23 @@ class DenseGeneral(nn.Module):
     in_shape = tuple(x.shape[a] for a in axis)
     n_in = len(in_shape)
     init = nn.initializers.variance_scaling(
-        self.scale, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
-        out_axis=tuple(range(n_in, n_in + len(features))))
+        self.scale,
+        "fan_in",
+        "truncated_normal",
+        in_axis=tuple(range(n_in)),
+        out_axis=tuple(range(n_in, n_in + len(features))),
+    )
     if len(self.kernel_axes) != n_in + len(features):
-      raise ValueError(f"{self.name}: kernel_axes {tuple(self.kernel_axes)} must name "
-                       f"{n_in + len(features)} axes (inputs {in_shape}, features {features}).")
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
-                        in_shape + features, self.param_dtype)
-    return lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                           ((axis, tuple(range(n_in))), ((), ())))
+      raise ValueError(
+          f"{self.name}: kernel_axes {tuple(self.kernel_axes)} must name "
+          f"{n_in + len(features)} axes (inputs {in_shape}, features {features})."
+      )
+    kernel = self.param(
+        "kernel",
+        nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
+        in_shape + features,
+        self.param_dtype,
+    )
+    return lax.dot_general(
+        x.astype(self.dtype), kernel.astype(self.dtype), ((axis, tuple(range(n_in))), ((), ()))
+    )

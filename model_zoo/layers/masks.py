@@ -3,6 +3,7 @@
 Packed examples (SeqIO packing) carry segment ids; a token only attends within its segment.
 Padding is id/segment 0 and attends nothing useful (its loss weight is 0).
 """
+
 from typing import Optional
 
 import jax.numpy as jnp
@@ -30,7 +31,8 @@ def causal_mask(length: int) -> types.Array:
 def decoder_self_attention_mask(
     decoder_target_tokens: types.Array,
     decoder_segment_ids: Optional[types.Array] = None,
-    decoder_causal_attention: Optional[types.Array] = None) -> types.Array:
+    decoder_causal_attention: Optional[types.Array] = None,
+) -> types.Array:
   """Causal mask; bidirectional over a prefix-LM's inputs (where decoder_causal_attention is 1)."""
   length = decoder_target_tokens.shape[-1]
   allowed = causal_mask(length)
@@ -44,9 +46,11 @@ def decoder_self_attention_mask(
 
 
 def bidirectional_mask(
-    q_tokens: types.Array, kv_tokens: types.Array,
+    q_tokens: types.Array,
+    kv_tokens: types.Array,
     q_segment_ids: Optional[types.Array] = None,
-    kv_segment_ids: Optional[types.Array] = None) -> types.Array:
+    kv_segment_ids: Optional[types.Array] = None,
+) -> types.Array:
   """Encoder self-attention and encoder-decoder cross-attention."""
   mask = padding_mask(q_tokens, kv_tokens)
   if q_segment_ids is not None and kv_segment_ids is not None:

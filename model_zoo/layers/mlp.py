@@ -1,4 +1,5 @@
 """Gated feed-forward block (SwiGLU, GeGLU, or a plain single activation)."""
+
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -17,8 +18,10 @@ _ACTIVATIONS: dict[str, Callable[[types.Array], types.Array]] = {
 
 def activation(name: str) -> Callable[[types.Array], types.Array]:
   if name not in _ACTIVATIONS:
-    raise ValueError(f"Unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)} "
-                     "(set by the model config's `activations`).")
+    raise ValueError(
+        f"Unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)} "
+        "(set by the model config's `activations`)."
+    )
   return _ACTIVATIONS[name]
 
 
@@ -35,12 +38,21 @@ class MlpBlock(nn.Module):
   def __call__(self, x: types.Array, deterministic: bool = True) -> types.Array:
     hidden = None
     for i, name in enumerate(self.activations):
-      h = linear.DenseGeneral(self.hidden_dim, ("embed", "mlp"), dtype=self.dtype,
-                              param_dtype=self.param_dtype,
-                              name=f"wi_{i}" if len(self.activations) > 1 else "wi")(x)
+      h = linear.DenseGeneral(
+          self.hidden_dim,
+          ("embed", "mlp"),
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name=f"wi_{i}" if len(self.activations) > 1 else "wi",
+      )(x)
       h = activation(name)(h)
       hidden = h if hidden is None else hidden * h
-    hidden = nn.with_logical_constraint(hidden, ("activation_batch", "activation_length", "activation_mlp"))
-    hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(hidden, deterministic=deterministic)
-    return linear.DenseGeneral(x.shape[-1], ("mlp", "embed"), dtype=self.dtype,
-                               param_dtype=self.param_dtype, name="wo")(hidden)
+    hidden = nn.with_logical_constraint(
+        hidden, ("activation_batch", "activation_length", "activation_mlp")
+    )
+    hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+        hidden, deterministic=deterministic
+    )
+    return linear.DenseGeneral(
+        x.shape[-1], ("mlp", "embed"), dtype=self.dtype, param_dtype=self.param_dtype, name="wo"
+    )(hidden)

@@ -1,4 +1,5 @@
 """Normalisation layers."""
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -15,8 +16,13 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x: types.Array) -> types.Array:
     x32 = x.astype(jnp.float32)
-    inv_rms = jnp.reciprocal(jnp.sqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon))
+    inv_rms = jnp.reciprocal(
+        jnp.sqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+    )
     scale = self.param(
-        "scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (x.shape[-1],),
-        self.param_dtype)
+        "scale",
+        nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+        (x.shape[-1],),
+        self.param_dtype,
+    )
     return (x32 * inv_rms * scale.astype(jnp.float32)).astype(self.dtype)

@@ -3,6 +3,7 @@
 One table per layer stack is shared by all its layers (as in T5 / T5.1.1); the bias is
 added to the attention logits.
 """
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,13 @@ import numpy as np
 from model_zoo.layers import types
 
 
-def relative_position_bucket(relative_position: types.Array, *, bidirectional: bool,
-                             num_buckets: int = 32, max_distance: int = 128) -> types.Array:
+def relative_position_bucket(
+    relative_position: types.Array,
+    *,
+    bidirectional: bool,
+    num_buckets: int = 32,
+    max_distance: int = 128
+) -> types.Array:
   """Bucket of key_position - query_position: exact for small distances, log-spaced up to
   `max_distance`, one bucket beyond. Bidirectional uses half the buckets per direction."""
   n = -relative_position
@@ -23,7 +29,9 @@ def relative_position_bucket(relative_position: types.Array, *, bidirectional: b
   else:
     n = jnp.maximum(n, 0)
   max_exact = num_buckets // 2
-  log_ratio = jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact) / np.log(max_distance / max_exact)
+  log_ratio = jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact) / np.log(
+      max_distance / max_exact
+  )
   large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(n.dtype)
   large = jnp.minimum(large, num_buckets - 1)
   return bucket + jnp.where(n < max_exact, n, large)
@@ -41,11 +49,18 @@ class RelativePositionBiases(nn.Module):
   @nn.compact
   def __call__(self, q_len: int, k_len: int, *, bidirectional: bool) -> types.Array:
     relative = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
-    buckets = relative_position_bucket(relative, bidirectional=bidirectional,
-                                       num_buckets=self.num_buckets, max_distance=self.max_distance)
+    buckets = relative_position_bucket(
+        relative,
+        bidirectional=bidirectional,
+        num_buckets=self.num_buckets,
+        max_distance=self.max_distance,
+    )
     table = self.param(
         "rel_embedding",
-        nn.with_logical_partitioning(nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
-                                     ("heads", "relpos_buckets")),
-        (self.num_heads, self.num_buckets), self.param_dtype)
+        nn.with_logical_partitioning(
+            nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"), ("heads", "relpos_buckets")
+        ),
+        (self.num_heads, self.num_buckets),
+        self.param_dtype,
+    )
     return jnp.take(table, buckets, axis=1)[None].astype(self.dtype)

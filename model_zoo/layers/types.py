@@ -1,4 +1,5 @@
 """Type aliases shared by the layers."""
+
 from typing import Any
 
 import jax

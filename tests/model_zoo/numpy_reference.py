@@ -2,6 +2,7 @@
 
 Nothing here imports model_zoo: the tests compare the JAX code against these.
 """
+
 import numpy as np
 
 
@@ -9,6 +10,7 @@ def unbox(tree):
   """Strip flax's logical-partitioning boxes and return float64 NumPy arrays."""
   import jax
   from flax.core import meta
+
   return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), meta.unbox(tree))
 
 
@@ -45,7 +47,11 @@ def attention(q, k, v, mask=None):
   b, t, heads, d = q.shape
   s, kv_heads = k.shape[1], k.shape[2]
   group = heads // kv_heads
-  m = np.ones((b, 1, t, s), bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), (b, 1, t, s))
+  m = (
+      np.ones((b, 1, t, s), bool)
+      if mask is None
+      else np.broadcast_to(np.asarray(mask, bool), (b, 1, t, s))
+  )
   out = np.zeros((b, t, heads, v.shape[-1]))
   for bi in range(b):
     for h in range(heads):
@@ -63,8 +69,16 @@ def attention(q, k, v, mask=None):
   return out
 
 
-def attention_module(params, x_q, x_kv, mask=None, q_positions=None, kv_positions=None,
-                     use_rope=True, max_wavelength=10_000.0):
+def attention_module(
+    params,
+    x_q,
+    x_kv,
+    mask=None,
+    q_positions=None,
+    kv_positions=None,
+    use_rope=True,
+    max_wavelength=10_000.0,
+):
   """The full Attention layer: projections, RoPE on q and k, q * head_dim**-0.5, out projection."""
   wq, wk, wv, wo = (params[n]["kernel"] for n in ("query", "key", "value", "out"))
   x_q, x_kv = np.asarray(x_q, np.float64), np.asarray(x_kv, np.float64)

@@ -2,6 +2,7 @@
 
 fp32 JAX vs fp64 NumPy: tolerance 1e-5 (rtol and atol).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,8 +32,12 @@ def test_dot_product_attention(heads, kv_heads, masked, implementation):
   v = rng.normal(size=(b, s, kv_heads, d))
   mask = _random_mask(rng, b, t, s) if masked else None
   got = attention.dot_product_attention(
-      jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(v, jnp.float32),
-      None if mask is None else jnp.asarray(mask), implementation=implementation)
+      jnp.asarray(q, jnp.float32),
+      jnp.asarray(k, jnp.float32),
+      jnp.asarray(v, jnp.float32),
+      None if mask is None else jnp.asarray(mask),
+      implementation=implementation,
+  )
   assert got.shape == (b, t, heads, d)
   np.testing.assert_allclose(np.asarray(got), ref.attention(q, k, v, mask), **TOL)
 
@@ -54,8 +59,11 @@ def test_broadcast_mask_and_fully_masked_row_is_finite():
   mask = np.tril(np.ones((4, 4), bool))[None, None]  # [1, 1, t, s] broadcast over batch
   mask = np.array(mask)
   mask[..., 2, :] = False  # a fully masked (padding) query row
-  got = np.asarray(attention.dot_product_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)),
-                                                   jnp.asarray(mask)))
+  got = np.asarray(
+      attention.dot_product_attention(
+          *(jnp.asarray(a, jnp.float32) for a in (q, k, v)), jnp.asarray(mask)
+      )
+  )
   assert np.all(np.isfinite(got))
   np.testing.assert_allclose(got, ref.attention(q, k, v, mask), **TOL)  # uniform over all keys
 
@@ -73,7 +81,9 @@ def _random_params(layer, rng, *inputs):
   """Random N(0, 0.3^2) weights in the tree layout and shapes that `init` produces (cheaper
   than running the initialisers eagerly)."""
   shapes = meta.unbox(jax.eval_shape(layer.init, jax.random.PRNGKey(0), *inputs))
-  return jax.tree_util.tree_map(lambda s: jnp.asarray(0.3 * rng.normal(size=s.shape), jnp.float32), shapes)
+  return jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.3 * rng.normal(size=s.shape), jnp.float32), shapes
+  )
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (4, 1)])
@@ -84,8 +94,9 @@ def test_attention_layer_self_attention_with_rope_positions_and_mask(heads, kv_h
   positions = np.array([[0, 1, 2, 0, 1, 2], [3, 4, 5, 6, 7, 8]])  # packed row + offset row
   mask = np.tril(np.ones((n, n), bool))[None, None].repeat(b, 0)
   mask[0, 0, 3:, :3] = False  # segment boundary in row 0
-  layer = attention.Attention(num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-                              rope_max_wavelength=1000.0)
+  layer = attention.Attention(
+      num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, rope_max_wavelength=1000.0
+  )
   xj = jnp.asarray(x, jnp.float32)
   variables = _random_params(layer, rng, xj, xj)
   p = ref.unbox(variables)["params"]
@@ -93,14 +104,21 @@ def test_attention_layer_self_attention_with_rope_positions_and_mask(heads, kv_h
   assert p["key"]["kernel"].shape == (embed, kv_heads, head_dim)
   assert p["value"]["kernel"].shape == (embed, kv_heads, head_dim)
   assert p["out"]["kernel"].shape == (heads, head_dim, embed)
-  got = layer.apply(variables, xj, xj, jnp.asarray(mask), q_positions=jnp.asarray(positions),
-                    kv_positions=jnp.asarray(positions))
+  got = layer.apply(
+      variables,
+      xj,
+      xj,
+      jnp.asarray(mask),
+      q_positions=jnp.asarray(positions),
+      kv_positions=jnp.asarray(positions),
+  )
   expected = ref.attention_module(p, x, x, mask, positions, positions, max_wavelength=1000.0)
   np.testing.assert_allclose(np.asarray(got), expected, **TOL)
   # default positions are arange(length)
   got_default = layer.apply(variables, xj, xj)
-  np.testing.assert_allclose(np.asarray(got_default), ref.attention_module(p, x, x, max_wavelength=1000.0),
-                             **TOL)
+  np.testing.assert_allclose(
+      np.asarray(got_default), ref.attention_module(p, x, x, max_wavelength=1000.0), **TOL
+  )
 
 
 def test_attention_layer_cross_attention_without_rope():
@@ -110,8 +128,12 @@ def test_attention_layer_cross_attention_without_rope():
   mask = rng.random((b, 1, t, s)) < 0.7
   mask[..., 0] = True
   layer = attention.Attention(num_heads=2, num_kv_heads=1, head_dim=4, use_rope=False)
-  variables = _random_params(layer, rng, jnp.asarray(xq, jnp.float32), jnp.asarray(xkv, jnp.float32))
-  got = layer.apply(variables, jnp.asarray(xq, jnp.float32), jnp.asarray(xkv, jnp.float32), jnp.asarray(mask))
+  variables = _random_params(
+      layer, rng, jnp.asarray(xq, jnp.float32), jnp.asarray(xkv, jnp.float32)
+  )
+  got = layer.apply(
+      variables, jnp.asarray(xq, jnp.float32), jnp.asarray(xkv, jnp.float32), jnp.asarray(mask)
+  )
   expected = ref.attention_module(ref.unbox(variables)["params"], xq, xkv, mask, use_rope=False)
   assert got.shape == (b, t, embed)
   np.testing.assert_allclose(np.asarray(got), expected, **TOL)

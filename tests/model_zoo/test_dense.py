@@ -2,6 +2,7 @@
 
 All fp32 (config dtype="float32"); model-vs-model comparisons at 1e-5.
 """
+
 import dataclasses
 
 import jax
@@ -53,9 +54,11 @@ def test_packed_segments_match_unpacked_and_do_not_interact(scan_layers):
   for seg, sl in ((SEG1, slice(0, 3)), (SEG2, slice(3, 7))):
     # the segment alone, positions from 0 (right-padded to the same length: one compilation)
     alone_targets = np.zeros((1, 8), np.int32)
-    alone_targets[0, :len(seg)] = seg
-    alone = np.asarray(fwd(params, jnp.asarray(_shift_right(alone_targets)), jnp.asarray(alone_targets)))
-    np.testing.assert_allclose(packed[:, sl], alone[:, :len(seg)], **TOL)
+    alone_targets[0, : len(seg)] = seg
+    alone = np.asarray(
+        fwd(params, jnp.asarray(_shift_right(alone_targets)), jnp.asarray(alone_targets))
+    )
+    np.testing.assert_allclose(packed[:, sl], alone[:, : len(seg)], **TOL)
   # Perturbing segment 1 leaves segment 2 bit-for-bit unchanged, and does change segment 1.
   perturbed = np.asarray(fwd(params, *_packed(np.array([17, 1, 30]), SEG2)))
   np.testing.assert_array_equal(perturbed[:, 3:7], packed[:, 3:7])
@@ -66,7 +69,9 @@ def test_xla_attention_implementation_matches_einsum_on_packed_batch():
   batch = _packed(SEG1, SEG2)
   module, params = _init(TINY)
   einsum = np.asarray(_forward(module)(params, *batch))
-  xla = np.asarray(_forward(dense.DecoderOnlyLM(tiny_lm.config(attention_impl="xla")))(params, *batch))
+  xla = np.asarray(
+      _forward(dense.DecoderOnlyLM(tiny_lm.config(attention_impl="xla")))(params, *batch)
+  )
   assert np.all(np.isfinite(xla))  # the fully masked padding row stays finite
   np.testing.assert_allclose(xla, einsum, **TOL)
 
@@ -95,16 +100,22 @@ def test_scan_and_unrolled_layers_agree_with_same_params():
   unrolled = dense.DecoderOnlyLM(unrolled_cfg)
   unrolled_params = tiny_lm.unstack_layers(params, TINY.num_layers)
   # the converted tree has exactly the structure the unrolled model initialises
-  ref_struct = jax.tree_util.tree_structure(meta.unbox(
-      jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), tokens, tokens))["params"])
+  ref_struct = jax.tree_util.tree_structure(
+      meta.unbox(jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), tokens, tokens))["params"]
+  )
   assert jax.tree_util.tree_structure(unrolled_params) == ref_struct
   a = np.asarray(_forward(scanned)(params, tokens, tokens))
   b = np.asarray(_forward(unrolled)(unrolled_params, tokens, tokens))
   np.testing.assert_allclose(a, b, **TOL)
   # and the layers really differ (a stack of identical layers would hide a slicing mistake)
-  swapped = dict(unrolled_params, decoder=dict(unrolled_params["decoder"],
-                                               layers_0=unrolled_params["decoder"]["layers_1"],
-                                               layers_1=unrolled_params["decoder"]["layers_0"]))
+  swapped = dict(
+      unrolled_params,
+      decoder=dict(
+          unrolled_params["decoder"],
+          layers_0=unrolled_params["decoder"]["layers_1"],
+          layers_1=unrolled_params["decoder"]["layers_0"],
+      ),
+  )
   c = np.asarray(_forward(unrolled)(swapped, tokens, tokens))
   assert np.max(np.abs(a - c)) > 1e-3
 
@@ -130,6 +141,7 @@ def test_full_remat_gives_same_logits_and_gradients():
     def loss(p):
       logits = module.apply({"params": p}, tokens, tokens)
       return jnp.sum(jax.nn.log_softmax(logits) * weights), logits
+
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
   (loss_a, logits_a), grads_a = value_and_grad(TINY)

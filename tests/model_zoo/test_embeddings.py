@@ -3,6 +3,7 @@
 Tolerances: 1e-5 (fp32 JAX vs fp64 NumPy) for small positions (< 64, so the fp32 angle
 error pos * 6e-8 stays far below that).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +35,9 @@ def test_rope_matches_reference(max_wavelength):
   positions = rng.integers(0, 50, size=(2, 7))
   out = embeddings.apply_rope(jnp.asarray(x, jnp.float32), jnp.asarray(positions), max_wavelength)
   assert out.shape == x.shape and out.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(out), ref.rope(x, positions, max_wavelength), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(out), ref.rope(x, positions, max_wavelength), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_rope_position_zero_is_identity_and_first_pair_rotates_by_position():
@@ -74,5 +77,6 @@ def test_rope_bf16_keeps_dtype():
   x = jnp.ones((1, 3, 1, 4), jnp.bfloat16)
   out = embeddings.apply_rope(x, jnp.array([[0, 1, 2]]))
   assert out.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(out, np.float64), ref.rope(np.ones((1, 3, 1, 4)), [[0, 1, 2]]),
-                             atol=1e-2)
+  np.testing.assert_allclose(
+      np.asarray(out, np.float64), ref.rope(np.ones((1, 3, 1, 4)), [[0, 1, 2]]), atol=1e-2
+  )

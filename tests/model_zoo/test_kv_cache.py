@@ -4,6 +4,7 @@ Convention under test (attention.Attention docstring, T5X): a first `decode=True
 full-length inputs creates a zero cache of that length; later calls append their chunk at
 `cache_index` and attend causally over everything cached so far.
 """
+
 import functools
 
 import jax
@@ -17,7 +18,9 @@ from tests.model_zoo import tiny_lm
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 LENGTH = 7
-TOKENS = jnp.asarray(np.random.default_rng(0).integers(1, tiny_lm.TINY.vocab_size, size=(2, LENGTH)))
+TOKENS = jnp.asarray(
+    np.random.default_rng(0).integers(1, tiny_lm.TINY.vocab_size, size=(2, LENGTH))
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,8 +30,9 @@ def _lm(scan_layers, remat_policy="none"):
   params = tiny_lm.params_for(cfg)
   full = jax.jit(lambda p, t: module.apply({"params": p}, t, t))
   create = jax.jit(lambda p, t: module.apply({"params": p}, t, t, decode=True, mutable=["cache"]))
-  step = jax.jit(lambda p, c, t: module.apply({"params": p, "cache": c}, t, t, decode=True,
-                                              mutable=["cache"]))
+  step = jax.jit(
+      lambda p, c, t: module.apply({"params": p, "cache": c}, t, t, decode=True, mutable=["cache"])
+  )
   return cfg, params, full, create, step
 
 
@@ -38,7 +42,7 @@ def _decode_in_chunks(scan_layers, chunks, remat_policy="none"):
   cache = variables["cache"]
   outs, t = [], 0
   for size in chunks:
-    logits, variables = step(params, cache, TOKENS[:, t:t + size])
+    logits, variables = step(params, cache, TOKENS[:, t : t + size])
     cache = variables["cache"]
     assert logits.shape == (2, size, cfg.vocab_size)
     outs.append(np.asarray(logits))
@@ -54,7 +58,9 @@ def test_cache_shapes_and_index(scan_layers):
   if scan_layers:
     attn = cache["layers"]["self_attention"]
     kv_shape = (cfg.num_layers, 2, LENGTH, cfg.num_kv_heads, cfg.head_dim)
-    np.testing.assert_array_equal(np.asarray(attn["cache_index"]), np.zeros((cfg.num_layers, 2)))  # per row
+    np.testing.assert_array_equal(
+        np.asarray(attn["cache_index"]), np.zeros((cfg.num_layers, 2))
+    )  # per row
   else:
     assert set(cache) == {f"layers_{i}" for i in range(cfg.num_layers)}
     attn = cache["layers_0"]["self_attention"]
@@ -94,7 +100,9 @@ def test_cache_creating_call_returns_the_causal_forward():
 
 # ---- encoder-decoder --------------------------------------------------------------------
 ENC = jnp.asarray([[3, 9, 4, 12, 0], [8, 2, 6, 0, 0]])  # with padding
-DEC_TARGETS = jnp.asarray(np.random.default_rng(1).integers(1, tiny_lm.TINY.vocab_size, size=(2, 6)))
+DEC_TARGETS = jnp.asarray(
+    np.random.default_rng(1).integers(1, tiny_lm.TINY.vocab_size, size=(2, 6))
+)
 DEC_INPUTS = jnp.concatenate([jnp.zeros((2, 1), DEC_TARGETS.dtype), DEC_TARGETS[:, :-1]], axis=1)
 
 
@@ -102,15 +110,38 @@ DEC_INPUTS = jnp.concatenate([jnp.zeros((2, 1), DEC_TARGETS.dtype), DEC_TARGETS[
 def _encdec(scan_layers):
   cfg = tiny_lm.config(scan_layers=scan_layers)
   module = dense.EncoderDecoder(cfg)
-  params = meta.unbox(jax.jit(module.init)(jax.random.PRNGKey(0), ENC, DEC_INPUTS, DEC_TARGETS))["params"]
-  expected = np.asarray(jax.jit(lambda p: module.apply({"params": p}, ENC, DEC_INPUTS, DEC_TARGETS))(params))
+  params = meta.unbox(jax.jit(module.init)(jax.random.PRNGKey(0), ENC, DEC_INPUTS, DEC_TARGETS))[
+      "params"
+  ]
+  expected = np.asarray(
+      jax.jit(lambda p: module.apply({"params": p}, ENC, DEC_INPUTS, DEC_TARGETS))(params)
+  )
   encoded = jax.jit(lambda p: module.apply({"params": p}, ENC, method="encode"))(params)
   assert encoded.shape == (2, ENC.shape[1], cfg.emb_dim)
-  create = jax.jit(lambda p: module.apply(
-      {"params": p}, encoded, ENC, DEC_INPUTS, DEC_TARGETS, decode=True, mutable=["cache"],
-      method="decode"))
-  step = jax.jit(lambda p, c, t: module.apply(
-      {"params": p, "cache": c}, encoded, ENC, t, t, decode=True, mutable=["cache"], method="decode"))
+  create = jax.jit(
+      lambda p: module.apply(
+          {"params": p},
+          encoded,
+          ENC,
+          DEC_INPUTS,
+          DEC_TARGETS,
+          decode=True,
+          mutable=["cache"],
+          method="decode",
+      )
+  )
+  step = jax.jit(
+      lambda p, c, t: module.apply(
+          {"params": p, "cache": c},
+          encoded,
+          ENC,
+          t,
+          t,
+          decode=True,
+          mutable=["cache"],
+          method="decode",
+      )
+  )
   return params, expected, create, step
 
 
@@ -120,7 +151,7 @@ def test_encoder_decoder_incremental_decoding_matches_full_forward(chunks):
   _, variables = create(params)
   cache, outs, t = variables["cache"], [], 0
   for size in chunks:
-    logits, variables = step(params, cache, DEC_INPUTS[:, t:t + size])
+    logits, variables = step(params, cache, DEC_INPUTS[:, t : t + size])
     cache = variables["cache"]
     outs.append(np.asarray(logits))
     t += size

@@ -1,4 +1,5 @@
 """Cross entropy with label smoothing and z-loss against a float64 NumPy formula."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,16 +16,22 @@ def numpy_loss(logits, targets, z_loss, label_smoothing):
   q = np.full(logits.shape, off)
   np.put_along_axis(q, targets[..., None], on, axis=-1)
   entropy = -(on * np.log(on) + (vocab - 1) * off * np.log(off)) if label_smoothing else 0.0
-  return -(q * log_p).sum(-1) - entropy + z_loss * log_z ** 2, z_loss * log_z ** 2
+  return -(q * log_p).sum(-1) - entropy + z_loss * log_z**2, z_loss * log_z**2
 
 
-@pytest.mark.parametrize("z_loss, label_smoothing", [(0.0, 0.0), (1e-4, 0.0), (0.0, 0.1), (1e-3, 0.2)])
+@pytest.mark.parametrize(
+    "z_loss, label_smoothing", [(0.0, 0.0), (1e-4, 0.0), (0.0, 0.1), (1e-3, 0.2)]
+)
 def test_cross_entropy_matches_numpy(z_loss, label_smoothing):
   rs = np.random.RandomState(0)
   logits = rs.normal(size=(3, 5, 11)) * 3
   targets = rs.randint(0, 11, size=(3, 5))
-  got, got_z = losses.cross_entropy_with_logits(jnp.asarray(logits, jnp.float32), jnp.asarray(targets),
-                                                z_loss=z_loss, label_smoothing=label_smoothing)
+  got, got_z = losses.cross_entropy_with_logits(
+      jnp.asarray(logits, jnp.float32),
+      jnp.asarray(targets),
+      z_loss=z_loss,
+      label_smoothing=label_smoothing,
+  )
   want, want_z = numpy_loss(logits, targets, z_loss, label_smoothing)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got_z, want_z, rtol=1e-5, atol=1e-7)
@@ -35,8 +42,9 @@ def test_perfect_smoothed_prediction_scores_zero():
   vocab, smoothing = 7, 0.1
   q = np.full((1, vocab), smoothing / (vocab - 1))
   q[0, 2] = 1 - smoothing
-  loss, _ = losses.cross_entropy_with_logits(jnp.log(jnp.asarray(q, jnp.float32)), jnp.array([2]),
-                                             label_smoothing=smoothing)
+  loss, _ = losses.cross_entropy_with_logits(
+      jnp.log(jnp.asarray(q, jnp.float32)), jnp.array([2]), label_smoothing=smoothing
+  )
   assert abs(float(loss[0])) < 1e-5
 
 

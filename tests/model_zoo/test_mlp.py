@@ -1,4 +1,5 @@
 """MlpBlock vs float64 NumPy (tolerance 1e-5, fp32 JAX)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ def _silu(x):
 
 
 def _gelu_tanh(x):  # flax nn.gelu defaults to approximate=True (tanh form)
-  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def _relu(x):
@@ -49,6 +50,7 @@ def test_mlp_block_matches_reference(activations):
 def test_gelu_is_tanh_approximation():
   # Guard the reference above: the exact-erf gelu differs from the tanh form by > 1e-4 here.
   from math import erf
+
   x = np.array([-2.5, -1.0, 0.3, 1.7])
   exact = np.array([0.5 * v * (1 + erf(v / np.sqrt(2))) for v in x])
   got = np.asarray(mlp.activation("gelu")(jnp.asarray(x, jnp.float32)))

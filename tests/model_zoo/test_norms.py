@@ -1,4 +1,5 @@
 """RMSNorm vs a float64 NumPy reference (tolerance 1e-5 relative/absolute, fp32 JAX)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,9 @@ def test_rmsnorm_matches_reference(eps):
   params = ref.unbox(variables)["params"]
   np.testing.assert_array_equal(params["scale"], np.ones(12))  # initialised to ones
   scale = rng.normal(size=(12,))
-  y = layer.apply({"params": {"scale": jnp.asarray(scale, jnp.float32)}}, jnp.asarray(x, jnp.float32))
+  y = layer.apply(
+      {"params": {"scale": jnp.asarray(scale, jnp.float32)}}, jnp.asarray(x, jnp.float32)
+  )
   assert y.shape == x.shape and y.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(y), ref.rms_norm(x, scale, eps), rtol=1e-5, atol=1e-5)
 
@@ -37,4 +40,6 @@ def test_rmsnorm_bf16_output_dtype_computed_in_fp32():
   y = layer.apply({"params": {"scale": jnp.ones(8)}}, jnp.asarray(x, jnp.bfloat16))
   assert y.dtype == jnp.bfloat16
   x_bf16 = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), np.float64)
-  np.testing.assert_allclose(np.asarray(y, np.float64), ref.rms_norm(x_bf16, np.ones(8), 1e-6), rtol=1e-2)
+  np.testing.assert_allclose(
+      np.asarray(y, np.float64), ref.rms_norm(x_bf16, np.ones(8), 1e-6), rtol=1e-2
+  )

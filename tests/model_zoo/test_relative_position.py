@@ -1,4 +1,5 @@
 """T5 relative position biases: buckets vs a plain-Python formula; cached decoding with them."""
+
 import dataclasses
 import math
 
@@ -26,15 +27,20 @@ def python_bucket(relative, bidirectional, num_buckets, max_distance):
   max_exact = num_buckets // 2
   if n < max_exact:
     return bucket + n
-  large = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+  large = max_exact + int(
+      math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+  )
   return bucket + min(large, num_buckets - 1)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_buckets_match_the_formula(bidirectional):
   relative = np.arange(-300, 301)
-  got = np.asarray(relative_position.relative_position_bucket(
-      jnp.asarray(relative), bidirectional=bidirectional, num_buckets=32, max_distance=128))
+  got = np.asarray(
+      relative_position.relative_position_bucket(
+          jnp.asarray(relative), bidirectional=bidirectional, num_buckets=32, max_distance=128
+      )
+  )
   want = [python_bucket(int(r), bidirectional, 32, 128) for r in relative]
   np.testing.assert_array_equal(got, want)
   assert got.max() == 31  # the last bucket holds every distance beyond max_distance
@@ -64,11 +70,19 @@ def test_decoder_only_cached_decoding_with_relative_bias_equals_full_forward(sca
   params = module.init(jax.random.PRNGKey(0), tokens, tokens)["params"]
   assert "relpos_bias" in params["decoder"]
   full = np.asarray(module.apply({"params": params}, tokens, tokens))
-  _, state = module.apply({"params": params}, tokens, tokens, decode=True, max_decode_length=6, mutable=["cache"])
+  _, state = module.apply(
+      {"params": params}, tokens, tokens, decode=True, max_decode_length=6, mutable=["cache"]
+  )
   cache, steps = state["cache"], []
   for t in range(6):
-    logits, state = module.apply({"params": params, "cache": cache}, tokens[:, t:t + 1], tokens[:, t:t + 1],
-                                 decode=True, max_decode_length=6, mutable=["cache"])
+    logits, state = module.apply(
+        {"params": params, "cache": cache},
+        tokens[:, t : t + 1],
+        tokens[:, t : t + 1],
+        decode=True,
+        max_decode_length=6,
+        mutable=["cache"],
+    )
     cache = state["cache"]
     steps.append(np.asarray(logits[:, 0]))
   np.testing.assert_allclose(np.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
@@ -84,17 +98,37 @@ def test_encoder_decoder_cached_decoding_with_relative_bias_equals_full_forward(
   assert "relpos_bias" in params["encoder"] and "relpos_bias" in params["decoder"]
   full = np.asarray(module.apply({"params": params}, enc, dec, dec))
   encoded = module.apply({"params": params}, enc, method="encode")
-  _, state = module.apply({"params": params}, encoded, enc, dec, dec, decode=True, max_decode_length=4,
-                          mutable=["cache"], method="decode")
+  _, state = module.apply(
+      {"params": params},
+      encoded,
+      enc,
+      dec,
+      dec,
+      decode=True,
+      max_decode_length=4,
+      mutable=["cache"],
+      method="decode",
+  )
   cache, steps = state["cache"], []
   for t in range(4):
-    logits, state = module.apply({"params": params, "cache": cache}, encoded, enc, dec[:, t:t + 1],
-                                 dec[:, t:t + 1], decode=True, max_decode_length=4, mutable=["cache"],
-                                 method="decode")
+    logits, state = module.apply(
+        {"params": params, "cache": cache},
+        encoded,
+        enc,
+        dec[:, t : t + 1],
+        dec[:, t : t + 1],
+        decode=True,
+        max_decode_length=4,
+        mutable=["cache"],
+        method="decode",
+    )
     cache = state["cache"]
     steps.append(np.asarray(logits[:, 0]))
   np.testing.assert_allclose(np.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
   # The biases matter: zeroing them changes the output.
   zeroed = jax.tree_util.tree_map_with_path(
-      lambda p, x: jnp.zeros_like(x) if "relpos_bias" in jax.tree_util.keystr(p) else x, params)
-  assert not np.allclose(np.asarray(module.apply({"params": zeroed}, enc, dec, dec)), full, atol=1e-4)
+      lambda p, x: jnp.zeros_like(x) if "relpos_bias" in jax.tree_util.keystr(p) else x, params
+  )
+  assert not np.allclose(
+      np.asarray(module.apply({"params": zeroed}, enc, dec, dec)), full, atol=1e-4
+  )

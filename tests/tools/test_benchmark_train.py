@@ -1,4 +1,5 @@
 """tools/benchmark_train: JSON results, consistent rates, and FLOP / parameter counts by hand."""
+
 import json
 import math
 import os
@@ -28,27 +29,61 @@ def clean_gin():
 
 def _tiny_decoder_params_by_hand(V=1024, D=128, H=4, K=1, Q=32, F=384, L=4):
   """gin/models/decoder_only_tiny.gin: tied embeddings, SwiGLU (2 input kernels), MQA."""
-  per_layer = (D * H * Q  # query
-               + 2 * D * K * Q  # key, value
-               + H * Q * D  # attention output
-               + 2 * D * F + F * D  # gated MLP: wi_0, wi_1, wo
-               + 2 * D)  # pre-attention and pre-MLP RMSNorm scales
+  per_layer = (
+      D * H * Q  # query
+      + 2 * D * K * Q  # key, value
+      + H * Q * D  # attention output
+      + 2 * D * F
+      + F * D  # gated MLP: wi_0, wi_1, wo
+      + 2 * D
+  )  # pre-attention and pre-MLP RMSNorm scales
   return V * D + L * per_layer + D  # + final norm
 
 
 def test_tiny_run_writes_consistent_json(tmp_path):
   out = tmp_path / "sub" / "bench.json"
   batch, seq, steps = 8, 64, 3
-  rc = benchmark_train.main([
-      f"--gin_file={TINY_GIN}", "--gin.TransformerConfig.dtype='float32'",
-      "--batch_size", str(batch), "--seq_len", str(seq), "--steps", str(steps),
-      "--warmup_steps", "0", "--json_out", str(out), "--peak_tflops", "0.5"])
+  rc = benchmark_train.main(
+      [
+          f"--gin_file={TINY_GIN}",
+          "--gin.TransformerConfig.dtype='float32'",
+          "--batch_size",
+          str(batch),
+          "--seq_len",
+          str(seq),
+          "--steps",
+          str(steps),
+          "--warmup_steps",
+          "0",
+          "--json_out",
+          str(out),
+          "--peak_tflops",
+          "0.5",
+      ]
+  )
   assert rc == 0
   r = json.loads(out.read_text())
-  for key in ("gin_files", "gin_overrides", "batch_size", "seq_len", "device_kind", "device_count",
-              "jax_version", "params_total", "params_flops", "first_step_s", "compile_s",
-              "step_time_median_s", "step_time_p90_s", "tokens_per_second", "model_flops_per_step",
-              "achieved_tflops_per_device", "mfu", "peak_memory_bytes", "peak_memory_source"):
+  for key in (
+      "gin_files",
+      "gin_overrides",
+      "batch_size",
+      "seq_len",
+      "device_kind",
+      "device_count",
+      "jax_version",
+      "params_total",
+      "params_flops",
+      "first_step_s",
+      "compile_s",
+      "step_time_median_s",
+      "step_time_p90_s",
+      "tokens_per_second",
+      "model_flops_per_step",
+      "achieved_tflops_per_device",
+      "mfu",
+      "peak_memory_bytes",
+      "peak_memory_source",
+  ):
     assert key in r, key
   assert r["gin_files"] == [TINY_GIN]
   assert r["gin_overrides"] == ["TransformerConfig.dtype='float32'"]
@@ -61,7 +96,9 @@ def test_tiny_run_writes_consistent_json(tmp_path):
 
   n = _tiny_decoder_params_by_hand()
   assert n == 885_888
-  assert r["params_total"] == n and r["params_flops"] == n  # tied: the table is the output projection
+  assert (
+      r["params_total"] == n and r["params_flops"] == n
+  )  # tied: the table is the output projection
   L, H, Q = 4, 4, 32
   flops = batch * seq * (6 * n + 12 * L * H * Q * seq)
   assert r["model_flops_per_step"] == pytest.approx(flops, rel=1e-12)
@@ -72,9 +109,19 @@ def test_tiny_run_writes_consistent_json(tmp_path):
 
 def test_encoder_decoder_counts_by_hand():
   V, D, H, Q, F, L = 1024, 128, 4, 32, 384, 2  # gin/models/encoder_decoder_tiny.gin, untied
-  cfg = TransformerConfig(vocab_size=V, emb_dim=D, num_heads=H, num_kv_heads=H, head_dim=Q, mlp_dim=F,
-                          num_layers=L, num_encoder_layers=L, activations=("gelu", "linear"),
-                          tie_embeddings=False, dtype="float32")
+  cfg = TransformerConfig(
+      vocab_size=V,
+      emb_dim=D,
+      num_heads=H,
+      num_kv_heads=H,
+      head_dim=Q,
+      mlp_dim=F,
+      num_layers=L,
+      num_encoder_layers=L,
+      activations=("gelu", "linear"),
+      tie_embeddings=False,
+      dtype="float32",
+  )
   model = models.EncoderDecoderModel(dense.EncoderDecoder(cfg))
   batch = benchmark_train.synthetic_batch(np.random.default_rng(0), 2, 16, V, 24)
   assert batch["encoder_input_tokens"].shape == (2, 24)
@@ -87,13 +134,26 @@ def test_encoder_decoder_counts_by_hand():
   assert counts["params_total"] == V * D + encoder + decoder
   assert counts["params_flops_encoder"] == encoder and counts["params_flops_decoder"] == decoder
   flops = benchmark_train.model_flops_per_step(cfg, counts, 2, 16, 24)
-  assert flops == 2 * (24 * (6 * encoder + 12 * L * H * Q * 24) + 16 * (6 * decoder + 12 * L * H * Q * (16 + 24)))
+  assert flops == 2 * (
+      24 * (6 * encoder + 12 * L * H * Q * 24) + 16 * (6 * decoder + 12 * L * H * Q * (16 + 24))
+  )
 
 
-@pytest.mark.parametrize("kind, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
-                                        ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
-                                        ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0),
-                                        ("TPU v5p", 459.0), ("TPU v5", 459.0), ("cpu", None)])
+@pytest.mark.parametrize(
+    "kind, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("TPU v4", 275.0),
+        ("TPU v5 lite", 197.0),
+        ("TPU v5e", 197.0),
+        ("TPU v5p", 459.0),
+        ("TPU v5", 459.0),
+        ("cpu", None),
+    ],
+)
 def test_peak_table(kind, peak):
   assert benchmark_train.peak_tflops_for(kind) == peak
 
@@ -122,7 +182,8 @@ def test_model_builds_without_tensorflow_or_seqio():
       assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
       print("ok")
   """)
-  result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120)
+  result = subprocess.run(
+      [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+  )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().endswith("ok")

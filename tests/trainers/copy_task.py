@@ -1,4 +1,5 @@
 """A user task module with a SeqIO metric: copy a verse (inputs -> targets), scored by accuracy."""
+
 import seqio
 import tensorflow as tf
 
@@ -18,5 +19,7 @@ if "copy_verse" not in seqio.TaskRegistry.names():
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features={
           "inputs": seqio.Feature(quickstart.quickstart_vocabulary(), add_eos=True),
-          "targets": seqio.Feature(quickstart.quickstart_vocabulary(), add_eos=True)},
-      metric_fns=[metrics.accuracy, metrics.chrf])
+          "targets": seqio.Feature(quickstart.quickstart_vocabulary(), add_eos=True),
+      },
+      metric_fns=[metrics.accuracy, metrics.chrf],
+  )

@@ -1,20 +1,32 @@
 """Small models and synthetic batches shared by the trainer tests."""
+
 import jax
 import numpy as np
 
 from model_zoo import config, dense, models
 from trainers import optimizers, partitioning, trainer
 
-TINY = config.TransformerConfig(vocab_size=64, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8,
-                                mlp_dim=64, num_layers=2, dtype="float32")
+TINY = config.TransformerConfig(
+    vocab_size=64,
+    emb_dim=32,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    mlp_dim=64,
+    num_layers=2,
+    dtype="float32",
+)
 
 
 def tiny_model(**overrides) -> models.DecoderOnlyModel:
   import dataclasses
+
   return models.DecoderOnlyModel(dense.DecoderOnlyLM(dataclasses.replace(TINY, **overrides)))
 
 
-def synthetic_batch(index: int, rows: int = 8, length: int = 16, vocab: int = 64) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    index: int, rows: int = 8, length: int = 16, vocab: int = 64
+) -> dict[str, np.ndarray]:
   """A deterministic decoder-only batch with ragged padding (so loss weights differ by row)."""
   rs = np.random.RandomState(1000 + index)
   targets = rs.randint(2, vocab, size=(rows, length)).astype(np.int32)
@@ -22,16 +34,26 @@ def synthetic_batch(index: int, rows: int = 8, length: int = 16, vocab: int = 64
   weights = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
   targets = targets * weights
   inputs = np.concatenate([np.zeros((rows, 1), np.int32), targets[:, :-1]], axis=1)
-  return {"decoder_target_tokens": targets, "decoder_input_tokens": inputs, "decoder_loss_weights": weights}
+  return {
+      "decoder_target_tokens": targets,
+      "decoder_input_tokens": inputs,
+      "decoder_loss_weights": weights,
+  }
 
 
-def make_trainer(mesh_shape=(-1, 1, 1, 1), num_devices=None, num_microbatches=1, learning_rate=1e-2,
-                 model=None) -> trainer.Trainer:
+def make_trainer(
+    mesh_shape=(-1, 1, 1, 1), num_devices=None, num_microbatches=1, learning_rate=1e-2, model=None
+) -> trainer.Trainer:
   devices = jax.devices()[:num_devices] if num_devices else None
   partitioner = partitioning.Partitioner(mesh_shape=mesh_shape, devices=devices)
   schedule = optimizers.constant_schedule(learning_rate)
-  return trainer.Trainer(model or tiny_model(), partitioner, optimizers.adamw(schedule), schedule,
-                         num_microbatches=num_microbatches)
+  return trainer.Trainer(
+      model or tiny_model(),
+      partitioner,
+      optimizers.adamw(schedule),
+      schedule,
+      num_microbatches=num_microbatches,
+  )
 
 
 def shapes_of(batch) -> dict:

@@ -16,6 +16,7 @@ per-process instead of a global loss normalizer would change the result. Process
 {"losses", "param_checksum", "num_processes", ...} as JSON to --out; every process makes a
 MetricsWriter on the shared --model_dir, which must write only on process 0.
 """
+
 import argparse
 import json
 import os
@@ -43,8 +44,11 @@ def global_row(batch_index: int, row: int) -> dict[str, np.ndarray]:
     targets[-num_padding:] = 0
     weights[-num_padding:] = 0.0
   inputs = np.concatenate([[0], targets[:-1]]).astype(np.int32)  # shifted right, BOS 0
-  return {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
-          "decoder_loss_weights": weights}
+  return {
+      "decoder_input_tokens": inputs,
+      "decoder_target_tokens": targets,
+      "decoder_loss_weights": weights,
+  }
 
 
 def local_batch(batch_index: int, process_index: int, process_count: int) -> dict[str, np.ndarray]:
@@ -52,8 +56,10 @@ def local_batch(batch_index: int, process_index: int, process_count: int) -> dic
   if GLOBAL_BATCH % process_count:
     raise ValueError(f"global batch {GLOBAL_BATCH} does not split over {process_count} processes")
   per_process = GLOBAL_BATCH // process_count
-  rows = [global_row(batch_index, r)
-          for r in range(process_index * per_process, (process_index + 1) * per_process)]
+  rows = [
+      global_row(batch_index, r)
+      for r in range(process_index * per_process, (process_index + 1) * per_process)
+  ]
   return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
 
 
@@ -70,7 +76,10 @@ def main(argv=None) -> int:
 
   # Before anything touches a JAX backend: distributed.initialize must come first.
   from trainers import distributed
-  distributed.initialize(args.multihost, args.coordinator_address, args.num_processes, args.process_id)
+
+  distributed.initialize(
+      args.multihost, args.coordinator_address, args.num_processes, args.process_id
+  )
 
   import jax
   from jax.experimental import multihost_utils
@@ -81,14 +90,27 @@ def main(argv=None) -> int:
   from trainers.trainer import Trainer
 
   pid, nproc = jax.process_index(), jax.process_count()
-  cfg = TransformerConfig(vocab_size=VOCAB, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8,
-                          mlp_dim=64, num_layers=2, dtype="float32")
+  cfg = TransformerConfig(
+      vocab_size=VOCAB,
+      emb_dim=32,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=8,
+      mlp_dim=64,
+      num_layers=2,
+      dtype="float32",
+  )
   model = models.DecoderOnlyModel(dense.DecoderOnlyLM(cfg))
   partitioner = partitioning.Partitioner(mesh_shape=(-1, 1, 1, 1), devices=jax.devices())
   schedule = optimizers.constant_schedule(1e-2)
-  trainer = Trainer(model=model, partitioner=partitioner,
-                    optimizer=optimizers.adamw(schedule), learning_rate_schedule=schedule,
-                    num_microbatches=1, seed=0)
+  trainer = Trainer(
+      model=model,
+      partitioner=partitioner,
+      optimizer=optimizers.adamw(schedule),
+      learning_rate_schedule=schedule,
+      num_microbatches=1,
+      seed=0,
+  )
 
   shapes = {k: (GLOBAL_BATCH,) + v.shape for k, v in global_row(0, 0).items()}
   state = trainer.init_state(shapes)
@@ -107,12 +129,18 @@ def main(argv=None) -> int:
 
   # Every process takes part in the gather (a collective); only process 0 writes the result.
   host_params = multihost_utils.process_allgather(state.params, tiled=True)
-  checksum = float(sum(np.sum(np.abs(np.asarray(p, np.float64)))
-                       for p in jax.tree.leaves(host_params)))
+  checksum = float(
+      sum(np.sum(np.abs(np.asarray(p, np.float64))) for p in jax.tree.leaves(host_params))
+  )
   if pid == 0:
-    result = {"losses": losses, "param_checksum": checksum, "num_processes": nproc,
-              "num_devices": jax.device_count(), "local_rows_per_step": rows_seen,
-              "step": int(jax.device_get(state.step))}
+    result = {
+        "losses": losses,
+        "param_checksum": checksum,
+        "num_processes": nproc,
+        "num_devices": jax.device_count(),
+        "local_rows_per_step": rows_seen,
+        "step": int(jax.device_get(state.step)),
+    }
     tmp = args.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(result, f)

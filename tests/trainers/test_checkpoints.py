@@ -1,4 +1,5 @@
 """Checkpointer: resume equality, restore onto another mesh, keep-N, shape mismatch."""
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +9,10 @@ from trainers import checkpoints
 
 
 def _leaves(state):
-  return [np.asarray(jax.device_get(x)) for x in jax.tree.leaves((state.params, state.opt_state, state.step))]
+  return [
+      np.asarray(jax.device_get(x))
+      for x in jax.tree.leaves((state.params, state.opt_state, state.step))
+  ]
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
@@ -22,9 +26,13 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
   ckpt.close()
 
   second = helpers.make_trainer(num_devices=1)
-  restored, position = checkpoints.Checkpointer(str(tmp_path)).restore_latest(second.abstract_state(shapes)[0])
+  restored, position = checkpoints.Checkpointer(str(tmp_path)).restore_latest(
+      second.abstract_state(shapes)[0]
+  )
   assert position == {"train_batches": 3} and int(restored.step) == 3
-  resumed, _ = helpers.train_losses(second, 3, state=restored, first_batch=position["train_batches"])
+  resumed, _ = helpers.train_losses(
+      second, 3, state=restored, first_batch=position["train_batches"]
+  )
   for a, b in zip(_leaves(resumed), _leaves(straight)):
     np.testing.assert_array_equal(a, b)
 
@@ -36,7 +44,9 @@ def test_restore_onto_a_different_mesh(tmp_path):
   checkpoints.Checkpointer(str(tmp_path)).save(state, {"train_batches": 2})
 
   sharded = helpers.make_trainer(mesh_shape=(2, 2, 2, 1))
-  restored, _ = checkpoints.Checkpointer(str(tmp_path)).restore_latest(sharded.abstract_state(shapes)[0])
+  restored, _ = checkpoints.Checkpointer(str(tmp_path)).restore_latest(
+      sharded.abstract_state(shapes)[0]
+  )
   kernel = restored.params["decoder"]["layers"]["mlp"]["wi_0"]["kernel"]
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
   for a, b in zip(_leaves(restored), _leaves(state)):

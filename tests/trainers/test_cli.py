@@ -3,6 +3,7 @@
 Runs main() in-process (one TensorFlow import for the whole file) on the real SeqIO
 quickstart task, shrunk by overrides so each run takes seconds.
 """
+
 import json
 import os
 import shutil
@@ -21,10 +22,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def quick_flags(model_dir, steps, *extra):
-  return ["--gin_file=gin/runs/quickstart.gin", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
-          "--gin.BATCH_SIZE=8", '--gin.TASK_FEATURE_LENGTHS={"targets": 32}', "--gin.EVAL_STEPS=1",
-          "--gin.CHECKPOINT_PERIOD=2", "--gin.train.predict_prompts=[]", "--gin.train.eval_baselines=None",
-          *extra]
+  return [
+      "--gin_file=gin/runs/quickstart.gin",
+      f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.TRAIN_STEPS={steps}",
+      "--gin.BATCH_SIZE=8",
+      '--gin.TASK_FEATURE_LENGTHS={"targets": 32}',
+      "--gin.EVAL_STEPS=1",
+      "--gin.CHECKPOINT_PERIOD=2",
+      "--gin.train.predict_prompts=[]",
+      "--gin.train.eval_baselines=None",
+      *extra,
+  ]
 
 
 def run_cli(capfd, *argv):
@@ -34,7 +43,9 @@ def run_cli(capfd, *argv):
 
 
 def saved_state(model_dir, step):
-  return ocp.StandardCheckpointer().restore(os.path.join(model_dir, "checkpoints", str(step), "state"))
+  return ocp.StandardCheckpointer().restore(
+      os.path.join(model_dir, "checkpoints", str(step), "state")
+  )
 
 
 def data_position(model_dir, step):
@@ -80,8 +91,12 @@ def test_quickstart_trains_writes_config_metrics_and_resumes_exactly(tmp_path, c
 def test_killed_run_resumes_to_the_same_state(tmp_path, capfd):
   killed, straight = tmp_path / "killed", tmp_path / "straight"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.Popen([sys.executable, "-m", "trainers.train", *quick_flags(killed, 1000)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "trainers.train", *quick_flags(killed, 1000)],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+      env=env,
+  )
   try:
     deadline = time.time() + 240
     while not (killed / "checkpoints" / "4").exists():
@@ -125,18 +140,27 @@ def test_half_written_checkpoint_is_never_taken_as_latest(tmp_path, capfd):
   assert code == 0 and "Restored checkpoint at step 2" in log, log
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--gin.NOT_A_REAL_BINDING=3"], "NOT_A_REAL_BINDING"),
-    (["--gin.TRAIN_STPES=3"], "Did you mean: TRAIN_STEPS"),
-    (["--gin.TransformerConfig.emb_dimm=3"], "emb_dimm"),
-    (["--gin.TransformerConfg.emb_dim=3"], "Did you mean: TransformerConfig"),
-    (["--gin.MIXTURE_OR_TASK_NAME='kjv_genesis_lmm'"], "'kjv_genesis_lm'"),
-    (["--gin.TransformerConfig.vocab_size=512"], "TransformerConfig.vocab_size=1024"),
-    (["--gin.Partitioner.mesh_shape=(3, -1, 1, 1)"], "Partitioner.mesh_shape=(3, -1, 1, 1)"),
-    (["--gin.BATCH_SIZE=12"], "BATCH_SIZE=12 is not divisible by the data-parallel size 8"),
-    (["--gin.MIXTURE_OR_TASK_MODULE='tests.trainers.empty_task'", "--gin.MIXTURE_OR_TASK_NAME='empty_lm'"], "empty_lm"),
-    (["--gin.MIXTURE_OR_TASK_MODULE='no_such_module_xyz'"], "no_such_module_xyz"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--gin.NOT_A_REAL_BINDING=3"], "NOT_A_REAL_BINDING"),
+        (["--gin.TRAIN_STPES=3"], "Did you mean: TRAIN_STEPS"),
+        (["--gin.TransformerConfig.emb_dimm=3"], "emb_dimm"),
+        (["--gin.TransformerConfg.emb_dim=3"], "Did you mean: TransformerConfig"),
+        (["--gin.MIXTURE_OR_TASK_NAME='kjv_genesis_lmm'"], "'kjv_genesis_lm'"),
+        (["--gin.TransformerConfig.vocab_size=512"], "TransformerConfig.vocab_size=1024"),
+        (["--gin.Partitioner.mesh_shape=(3, -1, 1, 1)"], "Partitioner.mesh_shape=(3, -1, 1, 1)"),
+        (["--gin.BATCH_SIZE=12"], "BATCH_SIZE=12 is not divisible by the data-parallel size 8"),
+        (
+            [
+                "--gin.MIXTURE_OR_TASK_MODULE='tests.trainers.empty_task'",
+                "--gin.MIXTURE_OR_TASK_NAME='empty_lm'",
+            ],
+            "empty_lm",
+        ),
+        (["--gin.MIXTURE_OR_TASK_MODULE='no_such_module_xyz'"], "no_such_module_xyz"),
+    ],
+)
 def test_user_errors_exit_nonzero_with_a_message_naming_the_fix(tmp_path, capfd, extra, message):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 2, *extra))
   assert code == 1
@@ -162,10 +186,18 @@ def test_model_dir_of_a_different_model_is_refused(tmp_path, capfd):
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capfd):
-  code, log = run_cli(capfd, *quick_flags(
-      tmp_path, 20, "--gin.linear_warmup_constant.learning_rate=1e30",
-      "--gin.linear_warmup_constant.warmup_steps=1", "--gin.with_gradient_clipping.max_norm=None",
-      "--gin.CHECKPOINT_PERIOD=1", "--gin.train.log_period=1"))
+  code, log = run_cli(
+      capfd,
+      *quick_flags(
+          tmp_path,
+          20,
+          "--gin.linear_warmup_constant.learning_rate=1e30",
+          "--gin.linear_warmup_constant.warmup_steps=1",
+          "--gin.with_gradient_clipping.max_norm=None",
+          "--gin.CHECKPOINT_PERIOD=1",
+          "--gin.train.log_period=1",
+      ),
+  )
   assert code == 1
   assert "NaN" in log or "nan" in log or "inf" in log
   assert "last good checkpoint" in log or "no checkpoint was written" in log

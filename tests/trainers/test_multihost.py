@@ -5,6 +5,7 @@ tiny model. Each of the 2 processes owns 1 CPU device and builds only its half o
 global batch; the reference is one process with 2 local CPU devices building all rows.
 Same mesh shape, same global batches, so per-step losses and final parameters must agree.
 """
+
 import json
 import os
 import pathlib
@@ -37,11 +38,20 @@ def _child_env(num_local_devices: int, extra: dict[str, str]) -> dict[str, str]:
   init and train step take ~8 s each otherwise); every run gets the same flags, so the
   comparison between them is unaffected.
   """
-  env = {k: v for k, v in os.environ.items()
-         if k not in _PODZOO_ENV and k not in ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_NUM_CPU_DEVICES")}
-  env.update({"XLA_FLAGS": f"--xla_force_host_platform_device_count={num_local_devices} "
-                           "--xla_backend_optimization_level=0",
-              "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in _PODZOO_ENV and k not in ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_NUM_CPU_DEVICES")
+  }
+  env.update(
+      {
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_local_devices} "
+          "--xla_backend_optimization_level=0",
+          "JAX_PLATFORMS": "cpu",
+          "TF_CPP_MIN_LOG_LEVEL": "2",
+          "PYTHONUNBUFFERED": "1",
+      }
+  )
   env.update(extra)
   return env
 
@@ -57,8 +67,13 @@ def _run_all(jobs: list[tuple[str, list[str], dict[str, str]]], log_dir: pathlib
   try:
     for name, argv, env in jobs:
       log = open(log_dir / f"{name}.log", "wb")  # a file, not a pipe: a chatty child cannot block
-      procs.append((name, subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log,
-                                           stderr=subprocess.STDOUT), log))
+      procs.append(
+          (
+              name,
+              subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
+              log,
+          )
+      )
     deadline = time.monotonic() + TIMEOUT_S
     pending = list(procs)
     while pending:
@@ -92,15 +107,37 @@ def runs(tmp_path_factory):
   multi_dir = root / "multi_model_dir"  # shared by both processes, as on a pod's shared storage
   jobs = [
       # Both processes are configured through the PODZOO_* environment (flags: unit tests below) ...
-      ("process0", worker + ["--out", str(root / "multi_0.json"), "--model_dir", str(multi_dir)],
-       _child_env(1, {"PODZOO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                      "PODZOO_NUM_PROCESSES": "2", "PODZOO_PROCESS_ID": "0"})),
-      ("process1", worker + ["--out", str(root / "multi_1.json"), "--model_dir", str(multi_dir)],
-       _child_env(1, {"PODZOO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                      "PODZOO_NUM_PROCESSES": "2", "PODZOO_PROCESS_ID": "1"})),
+      (
+          "process0",
+          worker + ["--out", str(root / "multi_0.json"), "--model_dir", str(multi_dir)],
+          _child_env(
+              1,
+              {
+                  "PODZOO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                  "PODZOO_NUM_PROCESSES": "2",
+                  "PODZOO_PROCESS_ID": "0",
+              },
+          ),
+      ),
+      (
+          "process1",
+          worker + ["--out", str(root / "multi_1.json"), "--model_dir", str(multi_dir)],
+          _child_env(
+              1,
+              {
+                  "PODZOO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                  "PODZOO_NUM_PROCESSES": "2",
+                  "PODZOO_PROCESS_ID": "1",
+              },
+          ),
+      ),
       # ... and the reference is a plain single process with 2 local devices.
-      ("single", worker + ["--out", str(root / "single.json"), "--model_dir", str(root / "single_model_dir")],
-       _child_env(2, {})),
+      (
+          "single",
+          worker
+          + ["--out", str(root / "single.json"), "--model_dir", str(root / "single_model_dir")],
+          _child_env(2, {}),
+      ),
   ]
   _run_all(jobs, root)
   return root
@@ -133,7 +170,9 @@ def test_only_process_zero_writes(runs):
   model_dir = runs / "multi_model_dir"
   jsonl = sorted(p.name for p in model_dir.rglob("*.jsonl"))
   assert jsonl == ["train_metrics.jsonl"], jsonl
-  records = [json.loads(line) for line in (model_dir / "train_metrics.jsonl").read_text().splitlines()]
+  records = [
+      json.loads(line) for line in (model_dir / "train_metrics.jsonl").read_text().splitlines()
+  ]
   assert [r["step"] for r in records] == list(range(1, STEPS + 1))
   multi = _load(runs / "multi_0.json")
   assert [r["loss"] for r in records] == pytest.approx(multi["losses"], rel=1e-6)

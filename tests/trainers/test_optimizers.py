@@ -1,4 +1,5 @@
 """Learning-rate schedules against their formulas; both optimizers make progress."""
+
 import math
 
 import jax
@@ -19,10 +20,14 @@ def test_rsqrt_schedule_is_linear_warmup_then_inverse_sqrt():
 
 
 def test_warmup_cosine_reaches_peak_then_end_fraction():
-  schedule = optimizers.warmup_cosine_decay(learning_rate=1.0, warmup_steps=10, decay_steps=110, end_fraction=0.1)
+  schedule = optimizers.warmup_cosine_decay(
+      learning_rate=1.0, warmup_steps=10, decay_steps=110, end_fraction=0.1
+  )
   assert float(schedule(0)) == 0.0
   assert float(schedule(10)) == pytest.approx(1.0)
-  assert float(schedule(60)) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)), rel=1e-5)
+  assert float(schedule(60)) == pytest.approx(
+      0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)), rel=1e-5
+  )
   assert float(schedule(110)) == pytest.approx(0.1, rel=1e-5)
 
 
@@ -31,9 +36,14 @@ def test_linear_warmup_constant():
   assert [float(schedule(s)) for s in [0, 2, 4, 100]] == pytest.approx([0.0, 1.0, 2.0, 2.0])
 
 
-@pytest.mark.parametrize("make", [
-    lambda s: optimizers.adamw(s), lambda s: optimizers.adafactor(s),
-    lambda s: optimizers.with_gradient_clipping(optimizers.adamw(s), max_norm=0.5)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: optimizers.adamw(s),
+        lambda s: optimizers.adafactor(s),
+        lambda s: optimizers.with_gradient_clipping(optimizers.adamw(s), max_norm=0.5),
+    ],
+)
 def test_optimizers_minimise_a_quadratic(make):
   tx = make(optimizers.constant_schedule(0.05))
   params = {"w": jnp.full((4, 3), 2.0)}

@@ -1,4 +1,5 @@
 """Mesh construction, rules -> shardings, and the errors a user can hit."""
+
 import jax
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ def test_mesh_that_does_not_divide_the_devices_is_rejected_by_name(shape):
 def test_batch_not_divisible_by_data_parallel_size():
   p = partitioning.Partitioner(mesh_shape=(4, 2, 1, 1))
   assert p.data_parallel_size == 8
-  with pytest.raises(ValueError, match="BATCH_SIZE=12 is not divisible by the data-parallel size 8"):
+  with pytest.raises(
+      ValueError, match="BATCH_SIZE=12 is not divisible by the data-parallel size 8"
+  ):
     p.check_batch_size(12)
   p.check_batch_size(16)
 
@@ -55,4 +58,6 @@ def test_parameters_and_optimizer_state_are_sharded_as_the_rules_say():
   # Adam's first moment mirrors the parameter's sharding.
   mu = jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
   adam = [s for s in mu if hasattr(s, "mu")][0]
-  assert adam.mu["decoder"]["layers"]["mlp"]["wi_0"]["kernel"].sharding.spec == P(None, "fsdp", "tensor")
+  assert adam.mu["decoder"]["layers"]["mlp"]["wi_0"]["kernel"].sharding.spec == P(
+      None, "fsdp", "tensor"
+  )

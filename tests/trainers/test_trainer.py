@@ -1,4 +1,5 @@
 """The trainer's numerics: the same run on different meshes, and gradient accumulation."""
+
 import jax
 import numpy as np
 import pytest
@@ -36,8 +37,12 @@ def test_gradient_accumulation_equals_one_big_batch():
   for _ in range(2):
     state_a, metrics_a = whole.train_step(state_a, batch)
     state_b, metrics_b = micro.train_step(state_b, batch)
-    assert float(metrics_b["loss"].value()) == pytest.approx(float(metrics_a["loss"].value()), rel=1e-5)
-    assert float(metrics_b["grad_norm"].value()) == pytest.approx(float(metrics_a["grad_norm"].value()), rel=1e-4)
+    assert float(metrics_b["loss"].value()) == pytest.approx(
+        float(metrics_a["loss"].value()), rel=1e-5
+    )
+    assert float(metrics_b["grad_norm"].value()) == pytest.approx(
+        float(metrics_a["grad_norm"].value()), rel=1e-4
+    )
   for a, b in zip(jax.tree.leaves(state_a.params), jax.tree.leaves(state_b.params)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
 
@@ -56,7 +61,11 @@ def test_eval_metrics_match_a_numpy_cross_entropy():
   state = tr.init_state(helpers.shapes_of(batch))
   values = tr.evaluate(state, [batch])
   logits = np.asarray(tr.model._logits(state.params, batch)[0], np.float64)
-  log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+  log_probs = (
+      logits
+      - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+      - logits.max(-1, keepdims=True)
+  )
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
   nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
   assert values["cross_entropy"] == pytest.approx((nll * weights).sum() / weights.sum(), rel=1e-5)
@@ -67,7 +76,12 @@ def test_eval_metrics_match_a_numpy_cross_entropy():
 def test_encoder_decoder_learns_to_copy_and_predicts():
   import dataclasses
   from model_zoo import dense, models
-  model = models.EncoderDecoderModel(dense.EncoderDecoder(dataclasses.replace(helpers.TINY, tie_embeddings=False, position_encoding="relative_bias")))
+
+  model = models.EncoderDecoderModel(
+      dense.EncoderDecoder(
+          dataclasses.replace(helpers.TINY, tie_embeddings=False, position_encoding="relative_bias")
+      )
+  )
   tr = helpers.make_trainer(num_devices=2, model=model, learning_rate=3e-3)
 
   def copy_batch(i):
@@ -75,8 +89,12 @@ def test_encoder_decoder_learns_to_copy_and_predicts():
     tokens = rs.randint(2, 12, size=(8, 6)).astype(np.int32)
     targets = np.concatenate([tokens, np.ones((8, 1), np.int32)], axis=1)  # EOS = 1
     inputs = np.concatenate([np.zeros((8, 1), np.int32), targets[:, :-1]], axis=1)
-    return {"encoder_input_tokens": targets, "decoder_target_tokens": targets,
-            "decoder_input_tokens": inputs, "decoder_loss_weights": np.ones_like(targets)}
+    return {
+        "encoder_input_tokens": targets,
+        "decoder_target_tokens": targets,
+        "decoder_input_tokens": inputs,
+        "decoder_loss_weights": np.ones_like(targets),
+    }
 
   state = tr.init_state(helpers.shapes_of(copy_batch(0)))
   losses = []
@@ -96,8 +114,11 @@ def test_encoder_decoder_learns_to_copy_and_predicts():
   done = np.zeros(rows, bool)
   for t in range(length):
     inputs = np.concatenate([np.zeros((rows, 1), np.int32), expected[:, :-1]], axis=1)
-    full = {"encoder_input_tokens": batch["encoder_input_tokens"], "decoder_input_tokens": inputs,
-            "decoder_target_tokens": np.ones_like(inputs)}
+    full = {
+        "encoder_input_tokens": batch["encoder_input_tokens"],
+        "decoder_input_tokens": inputs,
+        "decoder_target_tokens": np.ones_like(inputs),
+    }
     logits = np.asarray(model._logits(state.params, full)[0])
     expected[:, t] = np.where(done, 0, logits[:, t].argmax(-1))
     done |= expected[:, t] == 1

@@ -6,6 +6,7 @@ A decoder never sees a model, only `DecodeInputs`: a `tokens_to_logits(token [N,
 reorder cache rows (beam search). N = batch x rows per example (`num_decodes` or the beam
 size): models repeat each example before building the cache, so decoders never reshape one.
 """
+
 import dataclasses
 from typing import Any, Callable, Optional
 
@@ -43,8 +44,9 @@ LogitCallback = Callable[[jax.Array, DecodingState], jax.Array]
 StateCallback = Callable[[DecodingState], DecodingState]
 
 
-def next_log_probs(inputs: DecodeInputs, state: DecodingState,
-                   logit_callback: Optional[LogitCallback]) -> tuple[jax.Array, Any]:
+def next_log_probs(
+    inputs: DecodeInputs, state: DecodingState, logit_callback: Optional[LogitCallback]
+) -> tuple[jax.Array, Any]:
   """One model step: fp32 log-probs of the next token (adjusted by the callback) and the cache."""
   logits, cache = inputs.tokens_to_logits(state.previous_token[:, None], state.cache)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

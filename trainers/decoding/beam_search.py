@@ -6,6 +6,7 @@ K-best finished set scored log p / ((5 + length) / 6) ** alpha, and keeps the K 
 go on. It stops when no live beam can still beat the worst finished one (assuming, as
 T5X does, alpha >= 0 and callbacks that never raise a log-probability above 0).
 """
+
 import dataclasses
 from typing import Optional
 
@@ -31,8 +32,9 @@ class _BeamState(base.DecodingState):
 
 def _top(scores: jax.Array, k: int, *values: jax.Array):
   top_scores, idx = lax.top_k(scores, k)
-  return (top_scores,) + tuple(jnp.take_along_axis(v, idx.reshape(idx.shape + (1,) * (v.ndim - 2)), axis=1)
-                               for v in values)
+  return (top_scores,) + tuple(
+      jnp.take_along_axis(v, idx.reshape(idx.shape + (1,) * (v.ndim - 2)), axis=1) for v in values
+  )
 
 
 @gin.configurable
@@ -67,31 +69,46 @@ class BeamSearch:
       vocab = log_probs.shape[-1]
       t = state.step
       forced = t < num_forced  # [B]
-      only_forced = jnp.where(jnp.arange(vocab) == forced_tokens[:, t, None], 0.0, NEG_INF)  # [B, V]
+      only_forced = jnp.where(
+          jnp.arange(vocab) == forced_tokens[:, t, None], 0.0, NEG_INF
+      )  # [B, V]
       log_probs = log_probs.reshape(batch, k, vocab)
       log_probs = jnp.where(forced[:, None, None], only_forced[:, None, :], log_probs)
       candidates = (state.live_scores[:, :, None] + log_probs).reshape(batch, k * vocab)
       scores, flat = lax.top_k(candidates, 2 * k)
       beam, token = flat // vocab, (flat % vocab).astype(jnp.int32)
-      sequences = jnp.take_along_axis(state.sequences.reshape(batch, k, length), beam[..., None], axis=1)
+      sequences = jnp.take_along_axis(
+          state.sequences.reshape(batch, k, length), beam[..., None], axis=1
+      )
       sequences = lax.dynamic_update_slice(sequences, token[..., None], (0, 0, t))
-      ends = jnp.logical_or(jnp.logical_and(token == eos_id, jnp.logical_not(forced)[:, None]),
-                            t == length - 1)
+      ends = jnp.logical_or(
+          jnp.logical_and(token == eos_id, jnp.logical_not(forced)[:, None]), t == length - 1
+      )
       # Hypotheses that go on.
       live_scores, live_sequences, live_beam, live_token = _top(
-          jnp.where(ends, NEG_INF, scores), k, sequences, beam, token)
+          jnp.where(ends, NEG_INF, scores), k, sequences, beam, token
+      )
       rows_index = (jnp.arange(batch)[:, None] * k + live_beam).reshape(-1)
       # Hypotheses that end here join the finished set.
       generated = (t + 1 - num_forced)[:, None]
       real = scores > NEG_INF / 2  # candidates grown from empty beam slots stay empty
-      ended = jnp.where(jnp.logical_and(ends, real), scores / length_penalty(generated, self.alpha), NEG_INF)
+      ended = jnp.where(
+          jnp.logical_and(ends, real), scores / length_penalty(generated, self.alpha), NEG_INF
+      )
       finished_scores, finished_sequences = _top(
-          jnp.concatenate([state.finished_scores, ended], axis=1), k,
-          jnp.concatenate([state.finished_sequences, sequences], axis=1))
+          jnp.concatenate([state.finished_scores, ended], axis=1),
+          k,
+          jnp.concatenate([state.finished_sequences, sequences], axis=1),
+      )
       state = state.replace(
-          step=t + 1, sequences=live_sequences.reshape(rows, length), previous_token=live_token.reshape(rows),
-          cache=inputs.reorder_cache(cache, rows_index), live_scores=live_scores,
-          finished_sequences=finished_sequences, finished_scores=finished_scores)
+          step=t + 1,
+          sequences=live_sequences.reshape(rows, length),
+          previous_token=live_token.reshape(rows),
+          cache=inputs.reorder_cache(cache, rows_index),
+          live_scores=live_scores,
+          finished_sequences=finished_sequences,
+          finished_scores=finished_scores,
+      )
       if self.state_callback is not None:
         state = self.state_callback(state)
       return state
@@ -99,15 +116,21 @@ class BeamSearch:
     def running(state: _BeamState) -> jax.Array:
       best_live = state.live_scores[:, 0] / max_penalty  # the best any live beam could still reach
       worst_finished = state.finished_scores[:, -1]
-      can_improve = jnp.logical_and(best_live > worst_finished, state.live_scores[:, 0] > NEG_INF / 2)
+      can_improve = jnp.logical_and(
+          best_live > worst_finished, state.live_scores[:, 0] > NEG_INF / 2
+      )
       return jnp.logical_and(state.step < length, jnp.any(can_improve))
 
     first_beam_only = jnp.where(jnp.arange(k) == 0, 0.0, NEG_INF)
     state = _BeamState(
-        step=jnp.array(0), sequences=jnp.zeros((rows, length), jnp.int32),
-        previous_token=jnp.zeros((rows,), jnp.int32), done=jnp.zeros((rows,), bool), cache=inputs.cache,
+        step=jnp.array(0),
+        sequences=jnp.zeros((rows, length), jnp.int32),
+        previous_token=jnp.zeros((rows,), jnp.int32),
+        done=jnp.zeros((rows,), bool),
+        cache=inputs.cache,
         live_scores=jnp.broadcast_to(first_beam_only, (batch, k)),
         finished_sequences=jnp.zeros((batch, k, length), jnp.int32),
-        finished_scores=jnp.full((batch, k), NEG_INF))
+        finished_scores=jnp.full((batch, k), NEG_INF),
+    )
     state = lax.while_loop(running, body, state)
     return state.finished_sequences, state.finished_scores

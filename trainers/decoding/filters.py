@@ -3,6 +3,7 @@
 Each filter renormalises what it keeps, so top-p acts on the top-k distribution.
 Arrays are [rows, vocab].
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -29,12 +30,17 @@ def top_p_mask(log_probs: jax.Array, p: float) -> jax.Array:
   sorted_lp = jnp.take_along_axis(log_probs, order, axis=-1)
   mass_before = jnp.cumsum(jnp.exp(sorted_lp), axis=-1) - jnp.exp(sorted_lp)
   keep_sorted = mass_before < p
-  keep = jnp.zeros_like(keep_sorted).at[
-      jnp.arange(log_probs.shape[0])[:, None], order].set(keep_sorted)
+  keep = (
+      jnp.zeros_like(keep_sorted)
+      .at[jnp.arange(log_probs.shape[0])[:, None], order]
+      .set(keep_sorted)
+  )
   return jnp.where(keep, log_probs, NEG_INF)
 
 
-def sampling_distribution(log_probs: jax.Array, *, temperature: float, top_k: int, top_p: float) -> jax.Array:
+def sampling_distribution(
+    log_probs: jax.Array, *, temperature: float, top_k: int, top_p: float
+) -> jax.Array:
   """Logits that `jax.random.categorical` samples the filtered, tempered distribution from."""
   tempered = jax.nn.log_softmax(log_probs / temperature, axis=-1)
   top_k_renormalised = jax.nn.log_softmax(top_k_mask(tempered, top_k), axis=-1)

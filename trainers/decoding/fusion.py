@@ -4,6 +4,7 @@ The fused step scores the next token by log p_primary + sum_i weight_i log p_i, 
 model keeping its own cache inside a tuple cache; prompts come from the primary model.
 Decoders renormalise the fused scores (log-softmax) before choosing or scoring tokens.
 """
+
 from typing import Sequence
 
 import jax
@@ -12,8 +13,9 @@ import jax.numpy as jnp
 from trainers.decoding import base
 
 
-def shallow_fusion(primary: base.DecodeInputs,
-                   others: Sequence[tuple[base.DecodeInputs, float]]) -> base.DecodeInputs:
+def shallow_fusion(
+    primary: base.DecodeInputs, others: Sequence[tuple[base.DecodeInputs, float]]
+) -> base.DecodeInputs:
   """DecodeInputs whose step adds each other model's weighted log-probs to the primary's."""
   models = (primary,) + tuple(inputs for inputs, _ in others)
   weights = (1.0,) + tuple(weight for _, weight in others)
@@ -23,7 +25,9 @@ def shallow_fusion(primary: base.DecodeInputs,
     for inputs, weight, cache in zip(models, weights, caches):
       logits, cache = inputs.tokens_to_logits(token, cache)
       if isinstance(total, jax.Array) and logits.shape != total.shape:
-        raise ValueError(f"Shallow fusion needs one vocabulary: logits {logits.shape} vs {total.shape}.")
+        raise ValueError(
+            f"Shallow fusion needs one vocabulary: logits {logits.shape} vs {total.shape}."
+        )
       total = total + weight * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
       new_caches.append(cache)
     return total, tuple(new_caches)
@@ -31,5 +35,10 @@ def shallow_fusion(primary: base.DecodeInputs,
   def reorder_cache(caches, rows):
     return tuple(inputs.reorder_cache(cache, rows) for inputs, cache in zip(models, caches))
 
-  return base.DecodeInputs(tokens_to_logits, tuple(m.cache for m in models), primary.forced_tokens,
-                           primary.num_forced, reorder_cache)
+  return base.DecodeInputs(
+      tokens_to_logits,
+      tuple(m.cache for m in models),
+      primary.forced_tokens,
+      primary.num_forced,
+      reorder_cache,
+  )

@@ -1,4 +1,5 @@
 """Greedy decoding and temperature sampling (top-k, top-p), one compiled `lax.while_loop`."""
+
 import dataclasses
 from typing import Callable, Optional
 
@@ -10,9 +11,15 @@ from jax import lax
 from trainers.decoding import base, filters
 
 
-def _decode_loop(inputs: base.DecodeInputs, choose: Callable[[jax.Array, jax.Array], jax.Array], *,
-                 rng: jax.Array, eos_id: int, logit_callback: Optional[base.LogitCallback],
-                 state_callback: Optional[base.StateCallback]) -> tuple[jax.Array, jax.Array]:
+def _decode_loop(
+    inputs: base.DecodeInputs,
+    choose: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    rng: jax.Array,
+    eos_id: int,
+    logit_callback: Optional[base.LogitCallback],
+    state_callback: Optional[base.StateCallback],
+) -> tuple[jax.Array, jax.Array]:
   """Runs until every row is done or full; returns sequences [N, L] and generated log-probs [N].
 
   At step t the input is the token at t-1 (0 at t=0); a row's first num_forced tokens are
@@ -32,9 +39,12 @@ def _decode_loop(inputs: base.DecodeInputs, choose: Callable[[jax.Array, jax.Arr
     token_log_prob = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
     scores = scores + jnp.where(generated, token_log_prob, 0.0)
     state = state.replace(
-        step=t + 1, sequences=lax.dynamic_update_slice(state.sequences, token[:, None], (0, t)),
-        previous_token=token, cache=cache,
-        done=jnp.logical_or(state.done, jnp.logical_and(generated, token == eos_id)))
+        step=t + 1,
+        sequences=lax.dynamic_update_slice(state.sequences, token[:, None], (0, t)),
+        previous_token=token,
+        cache=cache,
+        done=jnp.logical_or(state.done, jnp.logical_and(generated, token == eos_id)),
+    )
     if state_callback is not None:
       state = state_callback(state)
     return state, scores, rng
@@ -44,8 +54,12 @@ def _decode_loop(inputs: base.DecodeInputs, choose: Callable[[jax.Array, jax.Arr
     return jnp.logical_and(state.step < length, jnp.logical_not(jnp.all(state.done)))
 
   state = base.DecodingState(
-      step=jnp.array(0), sequences=jnp.zeros((rows, length), jnp.int32),
-      previous_token=jnp.zeros((rows,), jnp.int32), done=jnp.zeros((rows,), bool), cache=inputs.cache)
+      step=jnp.array(0),
+      sequences=jnp.zeros((rows, length), jnp.int32),
+      previous_token=jnp.zeros((rows,), jnp.int32),
+      done=jnp.zeros((rows,), bool),
+      cache=inputs.cache,
+  )
   state, scores, _ = lax.while_loop(running, body, (state, jnp.zeros((rows,), jnp.float32), rng))
   return state.sequences, scores
 
@@ -55,7 +69,9 @@ def _best_first(sequences: jax.Array, scores: jax.Array, per_example: int):
   sequences = sequences.reshape(-1, per_example, sequences.shape[-1])
   scores = scores.reshape(-1, per_example)
   order = jnp.argsort(-scores, axis=-1)
-  return jnp.take_along_axis(sequences, order[..., None], axis=1), jnp.take_along_axis(scores, order, axis=1)
+  return jnp.take_along_axis(sequences, order[..., None], axis=1), jnp.take_along_axis(
+      scores, order, axis=1
+  )
 
 
 @gin.configurable
@@ -91,19 +107,27 @@ class Sampling:
   def _choose(self, log_probs: jax.Array, rng: jax.Array) -> jax.Array:
     if self.temperature == 0:
       return jnp.argmax(log_probs, axis=-1)
-    logits = filters.sampling_distribution(log_probs, temperature=self.temperature,
-                                           top_k=self.top_k, top_p=self.top_p)
+    logits = filters.sampling_distribution(
+        log_probs, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+    )
     return jax.random.categorical(rng, logits, axis=-1)
 
   def __call__(self, inputs: base.DecodeInputs, *, rng: jax.Array, eos_id: int):
-    sequences, scores = _decode_loop(inputs, self._choose, rng=rng, eos_id=eos_id,
-                                     logit_callback=self.logit_callback,
-                                     state_callback=self.state_callback)
+    sequences, scores = _decode_loop(
+        inputs,
+        self._choose,
+        rng=rng,
+        eos_id=eos_id,
+        logit_callback=self.logit_callback,
+        state_callback=self.state_callback,
+    )
     return _best_first(sequences, scores, self.num_decodes)
 
 
 @gin.configurable
-def greedy(logit_callback: Optional[base.LogitCallback] = None,
-           state_callback: Optional[base.StateCallback] = None) -> Sampling:
+def greedy(
+    logit_callback: Optional[base.LogitCallback] = None,
+    state_callback: Optional[base.StateCallback] = None,
+) -> Sampling:
   """The most likely token at every step (Sampling at temperature 0)."""
   return Sampling(temperature=0.0, logit_callback=logit_callback, state_callback=state_callback)
