@@ -7,6 +7,7 @@ import traceback
 from typing import Callable, Sequence
 
 import gin
+import jax
 
 from trainers import distributed, gin_utils
 
@@ -54,3 +55,9 @@ def import_configurables() -> None:
   import trainers.optimizers
   import trainers.partitioning
   import trainers.trainer
+
+
+def say(message: str) -> None:
+  """Progress for the user, once per job (process 0)."""
+  if jax.process_index() == 0:
+    print(message, flush=True)

@@ -514,7 +514,7 @@ def infer(
   )
   step, params = int(jax.device_get(state.step)), state.params
   del state  # the optimizer state is not needed
-  _say(
+  cli.say(
       f"Restored checkpoint step {step} of {model_dir}; mode {mode}, max_length {length}"
       + ("" if mode == "score" else f", decoder {decoder}")
   )
@@ -549,11 +549,6 @@ def _collect(
       progress.update(len(records))
   progress.update(len(records), final=True)
   return [record for _, record in sorted(records, key=lambda r: r[0])]
-
-
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -29,12 +29,6 @@ from trainers.errors import TrainingDivergedError
 from trainers.trainer import Trainer
 
 
-def _say(message: str) -> None:
-  """Progress for the user, once per job (process 0)."""
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
 def _stop_if_diverged(
     loss: float, params_finite: bool, step: int, checkpointer: checkpoints.Checkpointer
 ) -> None:
@@ -61,7 +55,7 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoints.Checkpointer, s
   if restored is None:
     return trainer.init_state(shapes, shardings), {"train_batches": 0}
   state, position = restored
-  _say(
+  cli.say(
       f"Restored checkpoint at step {int(state.step)} from {checkpointer.directory}; resuming "
       f"(data position: {position['train_batches']} batches)."
   )
@@ -81,9 +75,9 @@ def _next_batch(batches: Iterator[dict], position: dict) -> dict:
 def _report_eval(
     step: int, values: dict[str, float], baselines: Optional[Mapping[str, float]]
 ) -> None:
-  _say(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+  cli.say(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
   for name, value in (baselines or {}).items():
-    _say(f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}")
+    cli.say(f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}")
 
 
 @gin.configurable
@@ -125,7 +119,7 @@ def train(
   )
   step = int(jax.device_get(state.step))
   if step >= train_steps:
-    _say(f"MODEL_DIR already holds step {step} >= TRAIN_STEPS={train_steps}; nothing to train.")
+    cli.say(f"MODEL_DIR already holds step {step} >= TRAIN_STEPS={train_steps}; nothing to train.")
   train_writer = metrics_writer.MetricsWriter(model_dir, "train")
   eval_writer = metrics_writer.MetricsWriter(model_dir, "eval")
   batches = data.batch_iterator(train_dataset_cfg, converter, start_batch=position["train_batches"])
@@ -152,7 +146,7 @@ def train(
               "step_time_s": step_time,
           },
       )
-      _say(progress.line(step, results["loss"], steps_per_s, tokens_per_s))
+      cli.say(progress.line(step, results["loss"], steps_per_s, tokens_per_s))
     if save:
       _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)
       checkpointer.save(state, position)
@@ -166,7 +160,7 @@ def train(
             model, state.params, partitioner, infer_eval_dataset_cfg, eval_decoder
         )
         eval_values.update(seqio_evaluation.flatten(task_metrics))
-        _say(seqio_evaluation.report(task_metrics))
+        cli.say(seqio_evaluation.report(task_metrics))
       eval_writer.write(step, eval_values)
       results.update({f"eval_{k}": v for k, v in eval_values.items()})
   if predict_prompts:
@@ -179,7 +173,7 @@ def train(
         predict_length,
     )
     for prompt, output in zip(predict_prompts, outputs):
-      _say(f"PROMPT: {prompt}\n  -> {output}")
+      cli.say(f"PROMPT: {prompt}\n  -> {output}")
   for closable in (checkpointer, train_writer, eval_writer):
     closable.close()
   return results
