@@ -48,9 +48,14 @@ class BaseModel:
   def vocab_size(self) -> int:
     return self.module.config.vocab_size
 
-  # --- subclasses -----------------------------------------------------------------------
   def _apply(self, variables, batch: Batch, *, rngs=None, deterministic=True, mutable=False):
-    raise NotImplementedError
+    return self.module.apply(
+        variables,
+        **self._module_inputs(batch),
+        deterministic=deterministic,
+        rngs=rngs,
+        mutable=mutable,
+    )
 
   # --- the API ---------------------------------------------------------------------------
   def init(self, rng: jax.Array, batch: Batch) -> Params:
@@ -192,15 +197,6 @@ class DecoderOnlyModel(BaseModel):
         ("decoder_causal_attention",) if self.FEATURE_CONVERTER == "prefix_lm" else ()
     )
 
-  def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
-    return self.module.apply(
-        variables,
-        **self._module_inputs(batch),
-        deterministic=deterministic,
-        rngs=rngs,
-        mutable=mutable,
-    )
-
   def decode_inputs(self, params, batch):
     """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1.
 
@@ -274,15 +270,6 @@ class EncoderDecoderModel(BaseModel):
         "decoder_segment_ids",
         "encoder_positions",
         "decoder_positions",
-    )
-
-  def _apply(self, variables, batch, *, rngs=None, deterministic=True, mutable=False):
-    return self.module.apply(
-        variables,
-        **self._module_inputs(batch),
-        deterministic=deterministic,
-        rngs=rngs,
-        mutable=mutable,
     )
 
   def decode_inputs(self, params, batch):
