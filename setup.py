@@ -20,6 +20,7 @@ TASKS = [
     "sacrebleu>=2.4,<3",
     "jiwer>=3.0,<5",
     "rouge-score>=0.1.2,<0.2",
+    "num2words>=0.5.13,<0.6",
 ]
 TEST = ["pytest>=8"]
 

@@ -46,13 +46,18 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.
   return tf.data.Dataset.from_tensor_slices({"text": split_lines(split)})
 
 
-def quickstart_vocabulary() -> seqio.SentencePieceVocabulary:
-  """SentencePiece (1024 pieces) trained on the train split only, cached after the first call."""
+def train_text_file() -> pathlib.Path:
+  """The train split as a text file (cached), for training vocabularies without validation text."""
   train_text = cache.cache_dir("quickstart") / "kjv_genesis_train.txt"
   data = ("\n".join(split_lines("train")) + "\n").encode("utf-8")
   if not train_text.exists() or train_text.read_bytes() != data:
     cache.atomic_write(train_text, data)
-  return vocabularies.cached_sentencepiece_vocabulary([train_text], QUICKSTART_VOCAB_SIZE)
+  return train_text
+
+
+def quickstart_vocabulary() -> seqio.SentencePieceVocabulary:
+  """SentencePiece (1024 pieces) trained on the train split only, cached after the first call."""
+  return vocabularies.cached_sentencepiece_vocabulary([train_text_file()], QUICKSTART_VOCAB_SIZE)
 
 
 def _register() -> None:

@@ -1,0 +1,1 @@
+"""ASR LM text: per-language spoken-form text as SeqIO LM tasks, for shallow fusion."""
