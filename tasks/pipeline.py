@@ -10,7 +10,7 @@ not split over the processes, a split too small for one batch) fail here with a
 import difflib
 import importlib
 import itertools
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
@@ -71,6 +71,78 @@ def vocab_size(
   return features[feature].vocabulary.vocab_size
 
 
+# The output features each converter reads; a task lacking one cannot feed that model.
+CONVERTER_FEATURES = {
+    "decoder": ("targets",),
+    "prefix_lm": ("inputs", "targets"),
+    "encdec": ("inputs", "targets"),
+}
+
+
+def tasks_of(provider: seqio.Task | seqio.Mixture) -> list[seqio.Task]:
+  """The leaf tasks of a mixture (or the task itself): features are declared per task."""
+  return provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+
+
+def check_features(
+    mixture_or_task_name: str, feature_converter: str, *, module: str | None = None
+) -> None:
+  """Fails early, naming the task, if it lacks a feature the model's converter needs.
+
+  Otherwise SeqIO fails deep inside the converter with a KeyError that names neither the
+  task nor the setting to change.
+  """
+  if feature_converter not in CONVERTER_FEATURES:
+    raise DataError(
+        f"feature_converter={feature_converter!r} is not one of {sorted(CONVERTER_FEATURES)}"
+    )
+  _check_provider_features(
+      get_task_or_mixture(mixture_or_task_name, module=module),
+      mixture_or_task_name,
+      feature_converter,
+  )
+
+
+def _check_provider_features(
+    provider: seqio.Task | seqio.Mixture, mixture_or_task_name: str, feature_converter: str
+) -> None:
+  """check_features on an already looked-up provider (get_batch_iterator has one)."""
+  needed = CONVERTER_FEATURES[feature_converter]
+  for task in tasks_of(provider):
+    missing = [f for f in needed if f not in task.output_features]
+    if missing:
+      raise DataError(
+          f"task {task.name!r} (in {mixture_or_task_name!r}) has output features "
+          f"{sorted(task.output_features)} but the {feature_converter!r} feature converter "
+          f"needs {list(needed)}; it lacks {missing}. Pick a model whose converter matches "
+          "('decoder' reads only 'targets'; 'prefix_lm' and 'encdec' read 'inputs' and "
+          "'targets'), or add the missing output feature to the task."
+      )
+
+
+def _is_one_piece(vocabulary: seqio.Vocabulary, piece: str) -> bool:
+  """Whether `piece` has its own id (SentencePiece prefixes '▁' when encoding text alone)."""
+  if isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    return vocabulary.tokenizer.piece_to_id(piece) != vocabulary.unk_id
+  return len(vocabulary.encode(piece)) == 1
+
+
+def check_special_tokens(vocabulary: seqio.Vocabulary, required: Sequence[str]) -> None:
+  """Fails if a piece the task relies on (a `<2xx>` tag, a UL2 mode token) is not one id.
+
+  A missing piece is silently split into several ordinary ids, so the model never sees the
+  tag it is meant to condition on.
+  """
+  missing = [piece for piece in required if not _is_one_piece(vocabulary, piece)]
+  if missing:
+    raise DataError(
+        f"the vocabulary lacks the special tokens {missing} (each must encode to a single "
+        "id). Retrain it with `python -m tools.train_vocabulary`, adding language tags with "
+        "--language_tags (e.g. --language_tags de,fr for <2de>,<2fr>), UL2 mode tokens with "
+        "--ul2_mode_tokens, or any other piece with --user_defined_symbols."
+    )
+
+
 def get_batch_iterator(
     mixture_or_task_name: str,
     task_feature_lengths: Mapping[str, int],
@@ -113,6 +185,7 @@ def get_batch_iterator(
         "process's index (jax.process_index()) among num_shards (jax.process_count())."
     )
   provider = get_task_or_mixture(mixture_or_task_name, module=module)
+  _check_provider_features(provider, mixture_or_task_name, feature_converter)
   if split not in provider.splits:
     raise DataError(
         f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"
