@@ -5,10 +5,12 @@ peak memory, percentiles and the table + JSON output.
 """
 
 import argparse
+import datetime
 import json
 import os
 import resource
 import sys
+import traceback
 from typing import Any, Callable, Optional, Sequence
 
 import gin
@@ -128,3 +130,23 @@ def emit(results: dict[str, Any], table: str, json_out: Optional[str]) -> None:
     print(f"wrote {json_out}", flush=True)
   else:
     print(text, flush=True)
+
+
+def report_user_error(error: BaseException) -> int:
+  """Prints a user error as one line (a traceback with PODZOO_DEBUG=1); the exit code."""
+  if os.environ.get("PODZOO_DEBUG"):
+    traceback.print_exc()
+  print(f"ERROR: {error}", file=sys.stderr, flush=True)
+  return 1
+
+
+def run_info(
+    gin_files: Sequence[str], bindings: Sequence[str], packages: Sequence[str]
+) -> dict[str, Any]:
+  """What a result needs to be reproduced: configs, overrides, package versions, time."""
+  return {
+      "gin_files": list(gin_files),
+      "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
+      **{f"{p}_version": version(p) for p in packages},
+      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }

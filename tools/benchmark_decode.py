@@ -63,12 +63,10 @@ when --json_out is not given.
 """
 
 import argparse
-import datetime
 import functools
 import os
 import sys
 import time
-import traceback
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -581,17 +579,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
   except cli.USER_ERRORS as e:
-    if os.environ.get("PODZOO_DEBUG"):
-      traceback.print_exc()
-    print(f"ERROR: {e}", file=sys.stderr, flush=True)
-    return 1
-  results = {
-      "gin_files": list(args.gin_file),
-      "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
-      "flax_version": benchmark_common.version("flax"),
-      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      **results,
-  }
+    return benchmark_common.report_user_error(e)
+  results = {**benchmark_common.run_info(args.gin_file, bindings, ("flax",)), **results}
   benchmark_common.emit(results, format_table(results), args.json_out)
   if results["any_mismatch_beyond_float_noise"]:
     print(

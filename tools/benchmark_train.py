@@ -56,11 +56,9 @@ when --json_out is not given.
 """
 
 import argparse
-import datetime
 import os
 import sys
 import time
-import traceback
 from typing import Any, Optional, Sequence
 
 import gin
@@ -448,19 +446,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         peak_tflops=args.peak_tflops,
         seed=args.seed,
     )
-  except cli.USER_ERRORS as e:  # pylint: disable=protected-access
-    if os.environ.get("PODZOO_DEBUG"):
-      traceback.print_exc()
-    print(f"ERROR: {e}", file=sys.stderr, flush=True)
-    return 1
-  results = {
-      "gin_files": list(args.gin_file),
-      "gin_overrides": [b.replace(" = ", "=", 1) for b in bindings],
-      "flax_version": benchmark_common.version("flax"),
-      "optax_version": benchmark_common.version("optax"),
-      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      **results,
-  }
+  except cli.USER_ERRORS as e:
+    return benchmark_common.report_user_error(e)
+  results = {**benchmark_common.run_info(args.gin_file, bindings, ("flax", "optax")), **results}
   if jax.process_index() != 0:
     return 0
   benchmark_common.emit(results, format_table(results), args.json_out)
