@@ -17,11 +17,15 @@ TASKS = [
     "tensorflow>=2.21,<2.22",
     "tensorflow-text>=2.21,<2.22",
     "tensorflow-datasets>=4.9",
+    "importlib_resources>=6",  # TFDS builders import it; TFDS does not declare it
     "sacrebleu>=2.4,<3",
     "jiwer>=3.0,<5",
     "rouge-score>=0.1.2,<0.2",
     "num2words>=0.5.13,<0.6",
+    "wordfreq>=3.1,<4",
 ]
+# Language identifiers that podzoo's LangID is compared with (tools/langid_compare.py).
+LANGID_PEERS = ["langid>=1.1.6", "lingua-language-detector>=2.1,<3", "pycld2>=0.42"]
 TEST = ["pytest>=8"]
 
 setuptools.setup(
@@ -32,7 +36,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["model_zoo*", "trainers*", "tasks*", "tools*"]),
     package_data={"tasks": ["data/*.txt", "data/README.md"]},
     install_requires=CORE,
-    extras_require={"tasks": TASKS, "test": TASKS + TEST, "gpu": ["jax[cuda12]>=0.10,<0.12"]},
+    extras_require={"tasks": TASKS, "langid_peers": LANGID_PEERS,
+        "test": TASKS + LANGID_PEERS + TEST, "gpu": ["jax[cuda12]>=0.10,<0.12"]},
     entry_points={
         "console_scripts": [
             "podzoo-train=trainers.train:console_main",

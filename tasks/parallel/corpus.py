@@ -1,0 +1,135 @@
+"""A many-way parallel corpus in 20 languages from the machine's gettext catalogs.
+
+Every Debian machine ships the same English messages translated by hand into dozens of
+languages: GLib/GTK 2 UI strings and property descriptions, keyboard layout names, and
+the ISO names of countries, languages, currencies and scripts. Read side by side, they
+are a real many-way parallel corpus, offline. Nothing is downloaded or shipped.
+
+A record is one catalog message: its English source (the msgid) and its translations.
+Written form is kept (case, punctuation); only what no translator wrote as language is
+removed: placeholders (`%s`, `{name}`), entities and accelerator marks (`_File`), and
+line breaks. A translation that reads the same as its English source is left out
+(untranslated, or a language-neutral name like "Angola"), so a record has the languages
+that really translated it. The split is the ASR LM text's (by the message's source
+text, one in ten held out), so the two never disagree on which messages are held out.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import os
+import pathlib
+
+from tasks.asr_lm import catalogs, corpus as asr_corpus, normalize
+
+LOCALE_DIR = pathlib.Path("/usr/share/locale")
+# Debian packages: libglib2.0-data, libgtk2.0-common, iso-codes, xkb-data.
+DOMAINS = (
+    "glib20",
+    "gtk20",
+    "gtk20-properties",
+    "xkeyboard-config",
+    "iso_3166-1",
+    "iso_639-2",
+    "iso_4217",
+    "iso_15924",
+)
+SOURCE_LANGUAGE = "en"
+# Languages every catalog above has, and that langid, lingua and CLD2 all know.
+LANGUAGES = (
+    "en", "de", "es", "fr", "it", "pt", "nl", "pl", "ru", "uk",
+    "cs", "sv", "da", "fi", "hu", "tr", "el", "ro", "ca", "id",
+)  # fmt: skip
+SPLITS = asr_corpus.SPLITS
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One message: a stable key, its domain, and its text in each language that has it."""
+
+  key: str
+  domain: str
+  texts: dict[str, str]  # language -> written text; always has SOURCE_LANGUAGE
+
+
+def clean(text: str) -> str:
+  """Written text without placeholders, entities, accelerators or line breaks."""
+  return " ".join(normalize.remove_ui_markup(text).split())
+
+
+def catalog_path(lang: str, domain: str, locale_dir: str | os.PathLike = LOCALE_DIR) -> pathlib.Path:
+  return pathlib.Path(locale_dir, lang, "LC_MESSAGES", f"{domain}.mo")
+
+
+def fingerprint(locale_dir: str | os.PathLike = LOCALE_DIR) -> str:
+  """A hash of every catalog read: changes when a package update changes the corpus."""
+  digest = hashlib.sha256()
+  for lang in LANGUAGES:
+    for domain in DOMAINS:
+      path = catalog_path(lang, domain, locale_dir)
+      if path.is_file():
+        digest.update(f"{lang}/{domain}\0".encode() + path.read_bytes())
+  return digest.hexdigest()[:16]
+
+
+def _read(lang: str, domain: str, locale_dir: str | os.PathLike) -> list[catalogs.Message]:
+  path = catalog_path(lang, domain, locale_dir)
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"the parallel corpus needs the gettext catalog {str(path)!r}; install the Debian "
+        "packages libglib2.0-data, libgtk2.0-common, xkb-data and iso-codes"
+    )
+  return catalogs.read_mo(path)
+
+
+@functools.cache
+def records(locale_dir: str | os.PathLike = LOCALE_DIR) -> dict[str, tuple[Record, ...]]:
+  """Split name -> records sorted by key (messages with no translation left out)."""
+  merged: dict[str, Record] = {}
+  split_of: dict[str, str] = {}
+  for domain in DOMAINS:
+    for lang in LANGUAGES[1:]:
+      for message in _read(lang, domain, locale_dir):
+        source = clean(message.msgids[0])
+        target = clean(message.msgstrs[0])
+        if not source or not target or target == source:
+          continue
+        key = hashlib.sha256(
+            f"{domain}\x04{message.context or ''}\x04{message.msgids[0]}".encode()
+        ).hexdigest()[:16]
+        record = merged.setdefault(key, Record(key, domain, {SOURCE_LANGUAGE: source}))
+        record.texts[lang] = target
+        split_of[key] = "validation" if asr_corpus.is_validation(message) else "train"
+  by_split = {split: [] for split in SPLITS}
+  for key in sorted(merged):
+    by_split[split_of[key]].append(merged[key])
+  return {split: tuple(rs) for split, rs in by_split.items()}
+
+
+def split_records(split: str) -> tuple[Record, ...]:
+  """The records of `split` ("train" or "validation")."""
+  if split not in SPLITS:
+    raise ValueError(f"the parallel corpus has splits {SPLITS}; got {split!r}")
+  return records()[split]
+
+
+def check_language(lang: str) -> None:
+  if lang not in LANGUAGES:
+    raise ValueError(f"the parallel corpus has languages {LANGUAGES}; got {lang!r}")
+
+
+def pairs(source: str, target: str, split: str) -> list[tuple[str, str]]:
+  """(source text, target text) of every record of `split` that has both languages."""
+  check_language(source)
+  check_language(target)
+  return [
+      (r.texts[source], r.texts[target])
+      for r in split_records(split)
+      if source in r.texts and target in r.texts
+  ]
+
+
+def monolingual(lang: str, split: str) -> list[str]:
+  """The distinct texts of `lang` in `split`, in key order of their first record."""
+  check_language(lang)
+  return list(dict.fromkeys(r.texts[lang] for r in split_records(split) if lang in r.texts))

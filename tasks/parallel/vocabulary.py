@@ -1,0 +1,36 @@
+"""One SentencePiece vocabulary for every task over the parallel corpus (MT, MASS, Flan, LangID).
+
+Trained on every language's train text, so no language is split into bytes; each
+`<2xx>` target-language tag and the MASS mask are user-defined symbols, one id each, that
+ordinary text never produces.
+"""
+
+from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
+
+import seqio
+
+from tasks import cache, vocabularies
+from tasks.parallel import corpus
+
+VOCAB_SIZE = 8192
+MASK_TOKEN = "[MASK]"
+
+
+def language_tag(lang: str) -> str:
+  """The target-language token that tells a multilingual model what to produce, e.g. `<2de>`."""
+  corpus.check_language(lang)
+  return f"<2{lang}>"
+
+
+SPECIAL_TOKENS = tuple(language_tag(lang) for lang in corpus.LANGUAGES) + (MASK_TOKEN,)
+
+
+def parallel_vocabulary() -> seqio.SentencePieceVocabulary:
+  """Unigram with byte fallback on all languages' train text; trained once, then cached."""
+  text_file = cache.cache_dir("parallel") / f"train_text_{corpus.fingerprint()}.txt"
+  if not text_file.exists():
+    lines = [line for lang in corpus.LANGUAGES for line in corpus.monolingual(lang, "train")]
+    cache.atomic_write(text_file, ("\n".join(lines) + "\n").encode("utf-8"))
+  return vocabularies.cached_sentencepiece_vocabulary(
+      [text_file], VOCAB_SIZE, user_defined_symbols=SPECIAL_TOKENS
+  )
