@@ -6,7 +6,7 @@ the ISO names of countries, languages, currencies and scripts. Read side by side
 are a real many-way parallel corpus, offline. Nothing is downloaded or shipped.
 
 A record is one catalog message: its English source (the msgid) and its translations.
-Written form is kept (case, punctuation); only what no translator wrote as language is
+Written form is kept (case, punctuation; NFKC-normalised); only what no translator wrote as language is
 removed: placeholders (`%s`, `{name}`), entities and accelerator marks (`_File`), and
 line breaks. A translation that reads the same as its English source is left out
 (untranslated, or a language-neutral name like "Angola"), so a record has the languages
@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 import pathlib
+import unicodedata
 
 from tasks.asr_lm import catalogs, corpus as asr_corpus, normalize
 
@@ -41,6 +42,7 @@ LANGUAGES = (
     "cs", "sv", "da", "fi", "hu", "tr", "el", "ro", "ca", "id",
 )  # fmt: skip
 SPLITS = asr_corpus.SPLITS
+VERSION = 2  # of the cleaning rules; part of the fingerprint, so a change rebuilds the caches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,17 +55,23 @@ class Record:
 
 
 def clean(text: str) -> str:
-  """Written text without placeholders, entities, accelerators or line breaks."""
-  return " ".join(normalize.remove_ui_markup(text).split())
+  """NFKC text without placeholders, entities, accelerators or line breaks.
+
+  NFKC is what SentencePiece applies before tokenizing ("…" -> "..."), so a target's
+  decoded tokens give back exactly the corpus text.
+  """
+  return " ".join(normalize.remove_ui_markup(unicodedata.normalize("NFKC", text)).split())
 
 
-def catalog_path(lang: str, domain: str, locale_dir: str | os.PathLike = LOCALE_DIR) -> pathlib.Path:
+def catalog_path(
+    lang: str, domain: str, locale_dir: str | os.PathLike = LOCALE_DIR
+) -> pathlib.Path:
   return pathlib.Path(locale_dir, lang, "LC_MESSAGES", f"{domain}.mo")
 
 
 def fingerprint(locale_dir: str | os.PathLike = LOCALE_DIR) -> str:
   """A hash of every catalog read: changes when a package update changes the corpus."""
-  digest = hashlib.sha256()
+  digest = hashlib.sha256(f"podzoo parallel corpus v{VERSION}\0".encode())
   for lang in LANGUAGES:
     for domain in DOMAINS:
       path = catalog_path(lang, domain, locale_dir)
