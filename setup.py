@@ -36,8 +36,12 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["model_zoo*", "trainers*", "tasks*", "tools*"]),
     package_data={"tasks": ["data/*.txt", "data/README.md"]},
     install_requires=CORE,
-    extras_require={"tasks": TASKS, "langid_peers": LANGID_PEERS,
-        "test": TASKS + LANGID_PEERS + TEST, "gpu": ["jax[cuda12]>=0.10,<0.12"]},
+    extras_require={
+        "tasks": TASKS,
+        "langid_peers": LANGID_PEERS,
+        "test": TASKS + LANGID_PEERS + TEST,
+        "gpu": ["jax[cuda12]>=0.10,<0.12"],
+    },
     entry_points={
         "console_scripts": [
             "podzoo-train=trainers.train:console_main",
