@@ -42,7 +42,8 @@ LANGUAGES = (
     "cs", "sv", "da", "fi", "hu", "tr", "el", "ro", "ca", "id",
 )  # fmt: skip
 SPLITS = asr_corpus.SPLITS
-VERSION = 2  # of the cleaning rules; part of the fingerprint, so a change rebuilds the caches
+_INVISIBLE = ("Cc", "Cf")  # control and format characters (BOM, zero-width spaces)
+VERSION = 3  # of the cleaning rules; part of the fingerprint, so a change rebuilds the caches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +58,12 @@ class Record:
 def clean(text: str) -> str:
   """NFKC text without placeholders, entities, accelerators or line breaks.
 
-  NFKC is what SentencePiece applies before tokenizing ("…" -> "..."), so a target's
-  decoded tokens give back exactly the corpus text.
+  NFKC is what SentencePiece applies before tokenizing ("…" -> "..."), and it drops
+  invisible format characters (a stray U+FEFF in a German string), so a target's decoded
+  tokens give back exactly the corpus text.
   """
-  return " ".join(normalize.remove_ui_markup(unicodedata.normalize("NFKC", text)).split())
+  text = normalize.remove_ui_markup(unicodedata.normalize("NFKC", text))
+  return " ".join("".join(c for c in text if unicodedata.category(c) not in _INVISIBLE).split())
 
 
 def catalog_path(

@@ -1,0 +1,248 @@
+"""SeqIO tasks for multilingual MT over the parallel catalog corpus, and their mixture.
+
+- `mt_<src>_<tgt>`: translation between English and each other language, both directions
+  (38 tasks); `add_translation_task` adds any other pair of `corpus.LANGUAGES`.
+- `mass_<lang>`: MASS span-masking pre-training on each language's text (20 tasks).
+- `mt_multilingual`: the 38 translation tasks sampled with temperature DEFAULT_TEMPERATURE;
+  `register_mixture` makes others, over any tasks of this module.
+- `register_back_translation_task`: synthetic pairs from a reverse model's predictions.
+
+Every task reads the corpus through its TFDS dataset (`tfds_dataset.prepare()`) and uses the
+one parallel vocabulary; inputs start with the `<2xx>` tag of the language to produce.
+Importing this module registers the tasks and the mixture; importing it again is harmless.
+"""
+
+import functools
+import math
+from typing import Sequence
+
+from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
+
+import seqio
+
+from tasks import metrics, pipeline
+from tasks.mt import back_translation, features, mass
+from tasks.parallel import corpus, tfds_dataset
+from tasks.parallel import vocabulary as parallel_vocabulary
+
+PIVOT = corpus.SOURCE_LANGUAGE  # every message has English, so every pair through it exists
+MIXTURE_NAME = "mt_multilingual"
+# Rates proportional to n ** (1/T): T=1 samples in proportion to data, T->inf uniformly. T=5
+# gave Arivazhagan et al. (2019, "Massively Multilingual NMT in the Wild") the best trade-off
+# between high- and low-resource pairs of T=1, 5 and 100. Here the pairs differ in size by at
+# most 1.26x, so T mostly matters once a user mixes in smaller pairs or MASS tasks.
+DEFAULT_TEMPERATURE = 5.0
+SHUFFLE_BUFFER_SIZE = 8192  # more than any split: a full shuffle each epoch
+
+# Task name -> its number of train examples, the n of the temperature rates.
+_TRAIN_EXAMPLES: dict[str, int] = {}
+
+
+def task_name(source: str, target: str) -> str:
+  """The translation task from `source` into `target` (codes in `corpus.LANGUAGES`)."""
+  return f"mt_{source}_{target}"
+
+
+def mass_task_name(lang: str) -> str:
+  return f"mass_{lang}"
+
+
+def default_translation_tasks() -> list[str]:
+  """English into each other language and back: the tasks of `mt_multilingual`."""
+  others = [lang for lang in corpus.LANGUAGES if lang != PIVOT]
+  return [name for lang in others for name in (task_name(PIVOT, lang), task_name(lang, PIVOT))]
+
+
+def _checked_vocabulary(
+    vocabulary: seqio.SentencePieceVocabulary | None, pieces: Sequence[str]
+) -> seqio.SentencePieceVocabulary:
+  """`vocabulary` (default: the parallel one) after checking that each of `pieces` is one id."""
+  vocabulary = vocabulary or parallel_vocabulary.parallel_vocabulary()
+  pipeline.check_special_tokens(vocabulary, pieces)
+  return vocabulary
+
+
+def _tokenize_and_tag(vocabulary: seqio.SentencePieceVocabulary, target: str) -> list:
+  """Text "inputs"/"targets" -> token ids, `<2target>` first in the inputs, EOS on targets."""
+  return [
+      seqio.preprocessors.tokenize,  # keeps the texts as *_pretokenized, which metrics read
+      seqio.CacheDatasetPlaceholder(),
+      functools.partial(features.prepend_id, token_id=features.tag_id(vocabulary, target)),
+      seqio.preprocessors.append_eos_after_trim,
+  ]
+
+
+def _add_task(name: str, preprocessors: list, vocabulary, metric_fns: list) -> seqio.Task:
+  return seqio.TaskRegistry.add(
+      name,
+      source=tfds_dataset.prepare(),
+      preprocessors=preprocessors,
+      output_features=features.output_features(vocabulary),
+      metric_fns=metric_fns,
+      shuffle_buffer_size=SHUFFLE_BUFFER_SIZE,
+  )
+
+
+def _check_pair(source: str, target: str) -> None:
+  corpus.check_language(source)
+  corpus.check_language(target)
+  if source == target:
+    raise ValueError(
+        f"a translation task needs two different languages; got source = target = {source!r}"
+    )
+
+
+def add_translation_task(
+    source: str, target: str, *, vocabulary: seqio.SentencePieceVocabulary | None = None
+) -> seqio.Task:
+  """Registers `task_name(source, target)` (if not yet registered) and returns it.
+
+  Examples are the corpus records that have both languages: inputs = `<2target>` + the
+  source text's ids, targets = the target text's ids + EOS. Metrics: sacrebleu BLEU and
+  chrF on the decoded predictions against the target text (SeqIO decodes both to str).
+  E.g. `add_translation_task("de", "fr")`.
+  """
+  _check_pair(source, target)
+  vocabulary = _checked_vocabulary(vocabulary, [parallel_vocabulary.language_tag(target)])
+  name = task_name(source, target)
+  _TRAIN_EXAMPLES[name] = len(corpus.pairs(source, target, "train"))
+  if name in seqio.TaskRegistry.names():
+    return seqio.get_mixture_or_task(name)
+  return _add_task(
+      name,
+      [
+          functools.partial(
+              seqio.preprocessors.rekey, key_map={"inputs": source, "targets": target}
+          ),
+          functools.partial(features.drop_empty, keys=("inputs", "targets")),
+          *_tokenize_and_tag(vocabulary, target),
+      ],
+      vocabulary,
+      [metrics.bleu, metrics.chrf],
+  )
+
+
+def _num_train_texts(lang: str) -> int:
+  """Train records that have `lang`: a MASS or back-translation task's train examples."""
+  return sum(lang in record.texts for record in corpus.split_records("train"))
+
+
+def add_mass_task(
+    lang: str, *, vocabulary: seqio.SentencePieceVocabulary | None = None
+) -> seqio.Task:
+  """Registers `mass_task_name(lang)` (if not yet registered) over `lang`'s text; returns it."""
+  vocabulary = _checked_vocabulary(
+      vocabulary, [parallel_vocabulary.language_tag(lang), parallel_vocabulary.MASK_TOKEN]
+  )
+  name = mass_task_name(lang)
+  _TRAIN_EXAMPLES[name] = _num_train_texts(lang)
+  if name in seqio.TaskRegistry.names():
+    return seqio.get_mixture_or_task(name)
+  return _add_task(
+      name,
+      [
+          functools.partial(seqio.preprocessors.rekey, key_map={"targets": lang}),
+          functools.partial(features.drop_empty, keys=("targets",)),
+          # No *_pretokenized copy: the targets become a span, not the text.
+          functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
+          seqio.CacheDatasetPlaceholder(),
+          functools.partial(
+              mass.mass,
+              tag_id=features.tag_id(vocabulary, lang),
+              mask_id=features.mask_id(vocabulary),
+          ),
+          seqio.preprocessors.append_eos_after_trim,
+      ],
+      vocabulary,
+      [],
+  )
+
+
+def register_back_translation_task(
+    name: str,
+    predict_fn: back_translation.PredictFn,
+    source: str,
+    target: str,
+    *,
+    vocabulary: seqio.SentencePieceVocabulary | None = None,
+    batch_size: int = 64,
+) -> seqio.Task:
+  """Registers `name`: source -> target pairs whose source side `predict_fn` made up.
+
+  `predict_fn` (list of target-language texts -> their `source`-language translations, e.g.
+  `model_predict.model_predict_fn` of a target -> source model) runs over the target
+  language's corpus text; the pairs then go through the translation tasks' tokenize and
+  tag steps. No metrics: the inputs of its validation split are the model's own output.
+  The task shuffles after back-translation, so with shuffle=True the first example waits
+  for predict_fn to translate a split's worth (SHUFFLE_BUFFER_SIZE) of text.
+  Raises seqio's ValueError if `name` is already registered.
+  """
+  _check_pair(source, target)
+  vocabulary = _checked_vocabulary(vocabulary, [parallel_vocabulary.language_tag(target)])
+  task = _add_task(
+      name,
+      [
+          functools.partial(seqio.preprocessors.rekey, key_map={"targets": target}),
+          functools.partial(features.drop_empty, keys=("targets",)),
+          functools.partial(
+              back_translation.back_translate, predict_fn=predict_fn, batch_size=batch_size
+          ),
+          *_tokenize_and_tag(vocabulary, target),
+      ],
+      vocabulary,
+      [],
+  )
+  _TRAIN_EXAMPLES[name] = _num_train_texts(target)
+  return task
+
+
+def mixing_rates(
+    temperature: float = DEFAULT_TEMPERATURE, tasks: Sequence[str] | None = None
+) -> dict[str, float]:
+  """Task name -> sampling probability, proportional to n_train_examples ** (1 / temperature).
+
+  `tasks` (default: `default_translation_tasks()`) may name any task registered by this
+  module: translation, MASS or back-translation.
+  """
+  if not temperature > 0:
+    raise ValueError(
+        f"the mixture temperature must be > 0 (1 samples in proportion to data, larger values "
+        f"flatten toward uniform; the default is {DEFAULT_TEMPERATURE}); got {temperature}"
+    )
+  tasks = default_translation_tasks() if tasks is None else list(tasks)
+  if not tasks:
+    raise ValueError("a mixture needs at least one task; got none")
+  unknown = [name for name in tasks if name not in _TRAIN_EXAMPLES]
+  if unknown:
+    raise ValueError(
+        f"tasks {unknown} are not tasks of tasks.mt.tasks, whose sizes the rates need; "
+        "register them first with add_translation_task(source, target), add_mass_task(lang) "
+        "or register_back_translation_task(...)"
+    )
+  weights = {name: _TRAIN_EXAMPLES[name] ** (1.0 / temperature) for name in tasks}
+  total = math.fsum(weights.values())
+  return {name: weight / total for name, weight in weights.items()}
+
+
+def register_mixture(
+    name: str, temperature: float = DEFAULT_TEMPERATURE, tasks: Sequence[str] | None = None
+) -> seqio.Mixture:
+  """Registers `name`: `tasks` sampled by `mixing_rates(temperature, tasks)`.
+
+  E.g. `register_mixture("mt_t1", 1.0)`. Raises seqio's ValueError if `name` exists.
+  """
+  return seqio.MixtureRegistry.add(name, list(mixing_rates(temperature, tasks).items()))
+
+
+def _register() -> None:
+  vocabulary = parallel_vocabulary.parallel_vocabulary()
+  for lang in corpus.LANGUAGES:
+    if lang != PIVOT:
+      add_translation_task(PIVOT, lang, vocabulary=vocabulary)
+      add_translation_task(lang, PIVOT, vocabulary=vocabulary)
+    add_mass_task(lang, vocabulary=vocabulary)
+  if MIXTURE_NAME not in seqio.MixtureRegistry.names():
+    register_mixture(MIXTURE_NAME)
+
+
+_register()
