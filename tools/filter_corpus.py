@@ -6,7 +6,9 @@
 Each language's distinct texts of --split (`corpus.monolingual`) go through
 `tasks.langid.filters.default_filters` order (length, repetition, langid, wordlist,
 dedup), with the thresholds given here; prints the lines each filter drops per language
-and writes the counts, with a few dropped lines per filter, as JSON.
+and writes the counts, with a few dropped lines per filter, as JSON. --with_untranslated
+adds the strings each language's catalogs left in English (the corpus leaves them out):
+what the filters are for, and a check that LangID catches them.
 
 On the train split the LangID model has seen the unambiguous texts, so what it drops there
 is what it could not fit: language-neutral names ("Iran", "Masai"), texts shared with
@@ -34,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--split", default="train", choices=corpus.SPLITS)
   parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
   parser.add_argument("--examples", type=int, default=3, help="dropped lines shown per filter")
+  parser.add_argument(
+      "--with_untranslated",
+      action="store_true",
+      help="also feed each language the catalog strings it left in English "
+      "(corpus.untranslated) and report what each filter drops of them",
+  )
   parser.add_argument("--min_chars", type=int, default=length.min_chars)
   parser.add_argument("--max_chars", type=int, default=length.max_chars)
   parser.add_argument("--min_words", type=int, default=length.min_words)
@@ -62,6 +70,27 @@ def build_filters(args: argparse.Namespace) -> list[filters.LineFilter]:
   ]
 
 
+def untranslated_drops(report: filters.FilterReport, first: int) -> dict:
+  """Lines from index `first` on (the untranslated ones): how many, and who dropped them."""
+  reasons = report.reasons[first:]
+  return {
+      "lines": len(reasons),
+      "kept": reasons.count(None),
+      "dropped": {name: reasons.count(name) for name in report.filter_names},
+  }
+
+
+def format_untranslated(untranslated: dict[str, dict]) -> str:
+  """One line per language: of its strings left in English, what each filter dropped."""
+  rows = []
+  for lang, counts in untranslated.items():
+    dropped = ", ".join(f"{name} {n}" for name, n in counts["dropped"].items())
+    rows.append(
+        f"{lang}: {counts['lines']} left in English; dropped by {dropped}; kept {counts['kept']}"
+    )
+  return "\n".join(["strings the catalogs left in English:", *rows])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
   try:
@@ -71,18 +100,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipeline = build_filters(args)
   except ValueError as e:
     return benchmark_common.report_user_error(e)
-  reports = [
-      filters.run_filters(corpus.monolingual(lang, args.split), lang, pipeline)
-      for lang in languages
-  ]
+  reports, untranslated = [], {}
+  for lang in languages:
+    lines = corpus.monolingual(lang, args.split)
+    extra = corpus.untranslated(lang, args.split) if args.with_untranslated else ()
+    reports.append(filters.run_filters(lines + list(extra), lang, pipeline))
+    untranslated[lang] = untranslated_drops(reports[-1], first=len(lines))
+  table = filters.format_table(reports)
+  if args.with_untranslated:
+    table += "\n\n" + format_untranslated(untranslated)
   results = {
       "settings": vars(args),
       "filter_order": [f.name for f in pipeline],
       "languages": {r.lang: r.summary(args.examples) for r in reports},
+      "untranslated": untranslated if args.with_untranslated else None,
       "corpus_fingerprint": corpus.fingerprint(),
       **{f"{p}_version": benchmark_common.version(p) for p in ("jax", "wordfreq")},
   }
-  benchmark_common.emit(results, filters.format_table(reports), args.json_out)
+  benchmark_common.emit(results, table, args.json_out)
   return 0
 
 

@@ -20,6 +20,7 @@ import hashlib
 import os
 import pathlib
 import unicodedata
+from typing import Iterator
 
 from tasks.asr_lm import catalogs, corpus as asr_corpus, normalize
 
@@ -93,28 +94,57 @@ def _read(lang: str, domain: str, locale_dir: str | os.PathLike) -> list[catalog
   return catalogs.read_mo(path)
 
 
+def _translations(
+    locale_dir: str | os.PathLike,
+) -> Iterator[tuple[str, str, catalogs.Message, str, str]]:
+  """(domain, language, message, clean English, clean translation) of every catalog entry."""
+  for domain in DOMAINS:
+    for lang in LANGUAGES[1:]:
+      for message in _read(lang, domain, locale_dir):
+        yield domain, lang, message, clean(message.msgids[0]), clean(message.msgstrs[0])
+
+
+def _split(message: catalogs.Message) -> str:
+  return "validation" if asr_corpus.is_validation(message) else "train"
+
+
 @functools.cache
 def records(locale_dir: str | os.PathLike = LOCALE_DIR) -> dict[str, tuple[Record, ...]]:
   """Split name -> records sorted by key (messages with no translation left out)."""
   merged: dict[str, Record] = {}
   split_of: dict[str, str] = {}
-  for domain in DOMAINS:
-    for lang in LANGUAGES[1:]:
-      for message in _read(lang, domain, locale_dir):
-        source = clean(message.msgids[0])
-        target = clean(message.msgstrs[0])
-        if not source or not target or target == source:
-          continue
-        key = hashlib.sha256(
-            f"{domain}\x04{message.context or ''}\x04{message.msgids[0]}".encode()
-        ).hexdigest()[:16]
-        record = merged.setdefault(key, Record(key, domain, {SOURCE_LANGUAGE: source}))
-        record.texts[lang] = target
-        split_of[key] = "validation" if asr_corpus.is_validation(message) else "train"
+  for domain, lang, message, source, target in _translations(locale_dir):
+    if not source or not target or target == source:
+      continue
+    key = hashlib.sha256(
+        f"{domain}\x04{message.context or ''}\x04{message.msgids[0]}".encode()
+    ).hexdigest()[:16]
+    record = merged.setdefault(key, Record(key, domain, {SOURCE_LANGUAGE: source}))
+    record.texts[lang] = target
+    split_of[key] = _split(message)
   by_split = {split: [] for split in SPLITS}
   for key in sorted(merged):
     by_split[split_of[key]].append(merged[key])
   return {split: tuple(rs) for split, rs in by_split.items()}
+
+
+@functools.cache
+def untranslated(
+    lang: str, split: str, locale_dir: str | os.PathLike = LOCALE_DIR
+) -> tuple[str, ...]:
+  """The distinct texts that `lang`'s catalogs give as their own but that are the English.
+
+  The corpus leaves them out; some are language-neutral names ("Angola"), many are English
+  under another language's name: what LangID filtering exists to catch.
+  """
+  check_language(lang)
+  return tuple(
+      dict.fromkeys(
+          target
+          for _, other, message, source, target in _translations(locale_dir)
+          if other == lang and target and target == source and _split(message) == split
+      )
+  )
 
 
 def split_records(split: str) -> tuple[Record, ...]:

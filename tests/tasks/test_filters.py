@@ -168,3 +168,19 @@ def test_filter_corpus_tool_counts_what_the_pipeline_drops(tmp_path, capsys, lan
     assert any(row.split()[:2] == [lang, str(len(lines))] for row in table.splitlines())
   assert filter_corpus.main(["--languages", "de,xx"]) == 1
   assert filter_corpus.main(["--languages", "de", "--langid_threshold", "2"]) == 1
+
+
+def test_filter_corpus_catches_strings_the_catalogs_left_in_english(tmp_path, langid):
+  out = tmp_path / "filtered.json"
+  args = ["--languages", "de", "--split", "validation", "--with_untranslated"]
+  assert filter_corpus.main([*args, "--json_out", str(out)]) == 0
+  got = json.loads(out.read_text())["untranslated"]["de"]
+  lines = corpus.monolingual("de", "validation")
+  english = corpus.untranslated("de", "validation")
+  assert english and not set(english) & set(lines)
+  report = filters.run_filters(lines + list(english), "de", filters.default_filters(langid))
+  reasons = collections.Counter(report.reasons[len(lines) :])
+  assert got["lines"] == len(english) and got["kept"] == reasons[None]
+  assert got["dropped"] == {name: reasons[name] for name in report.filter_names}
+  # Catalog strings left in English under "de": LangID drops most of them.
+  assert got["dropped"]["langid"] > 0.8 * len(english)

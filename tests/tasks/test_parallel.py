@@ -99,3 +99,11 @@ def test_vocabulary_has_the_special_tokens_and_round_trips_every_language():
       assert vocab.decode(vocab.encode(text)) == text
   with pytest.raises(ValueError, match="languages"):
     vocabulary.language_tag("xx")
+
+
+def test_untranslated_are_the_catalog_strings_left_as_the_english():
+  english = set(corpus.untranslated("de", "train")) | set(corpus.untranslated("de", "validation"))
+  expected = set()
+  for domain in ("iso_4217", "glib20"):
+    expected |= {en for en, tr in _gettext_pairs("de", domain) if en and corpus.clean(tr) == en}
+  assert expected and expected <= english
