@@ -11,6 +11,7 @@ file lock, so hosts or test processes building at once do not collide) and retur
 import contextlib
 import fcntl
 import functools
+import os
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
@@ -66,15 +67,19 @@ def tfds_name() -> str:
   return f"{NAME}/{PodzooCatalogParallel.BUILDER_CONFIGS[0].name}:{VERSION}"
 
 
-@functools.cache
 def prepare() -> seqio.TfdsDataSource:
   """Builds the dataset if this cache lacks it; returns a SeqIO source over it."""
+  return _prepare(str(cache.cache_dir("tfds")))
+
+
+@functools.cache
+def _prepare(data_dir: str) -> seqio.TfdsDataSource:
+  """`prepare` for one cache directory (PODZOO_CACHE may change within a process)."""
   tfds.disable_progress_bar()
-  data_dir = cache.cache_dir("tfds")
-  with _lock(data_dir / f".{NAME}.lock"):
-    builder = PodzooCatalogParallel(data_dir=str(data_dir))
+  with _lock(os.path.join(data_dir, f".{NAME}.lock")):
+    builder = PodzooCatalogParallel(data_dir=data_dir)
     if not builder.is_prepared():
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(try_download_gcs=False)
       )
-  return seqio.TfdsDataSource(tfds_name=tfds_name(), tfds_data_dir=str(data_dir))
+  return seqio.TfdsDataSource(tfds_name=tfds_name(), tfds_data_dir=data_dir)
