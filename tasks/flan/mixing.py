@@ -1,0 +1,94 @@
+"""Flan mixing: examples-proportional with a per-task cap, spread over template kinds.
+
+As in Flan (Chung et al., 2022; Longpre et al., 2023), an instruction task is sampled in
+proportion to its number of train examples, capped so that the largest tasks do not
+crowd out the rest: size = min(train examples, cap). Its share is then split over its
+template kinds by the template-type rates, renormalised over the kinds the task has, and
+a kind's share equally over its variants with and without answer options:
+
+    rate(task, variant) = size(task) * rate[kind] / sum(rate[k] for k in kinds(task))
+                          / number of variants of that kind
+"""
+
+import math
+from typing import Mapping
+
+from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
+
+import seqio
+
+from tasks.flan import arithmetic, corpus_tasks, instructions, templates
+
+# The instruction tasks of every Flan mixture here.
+INSTRUCTION_TASKS = (
+    corpus_tasks.TRANSLATION,
+    corpus_tasks.LANGUAGE_ID,
+    corpus_tasks.COUNTRY_CODE,
+    arithmetic.ARITHMETIC,
+)
+MIXTURE_NAME = "flan_podzoo"
+# Caps translation and language ID (~6.4k messages each) to about the size of the
+# generated arithmetic set, so that neither dominates; country codes (~390) are not capped.
+DEFAULT_CAP = 3000
+# Mostly zero-shot, with a good share of few-shot prompts (Flan 2022 found training on
+# both helps either way of prompting) and some chain of thought where a task has it.
+DEFAULT_TEMPLATE_RATES = {"zero_shot": 0.5, "few_shot": 0.3, "cot": 0.2}
+
+
+def check_rates(cap: float, template_rates: Mapping[str, float]) -> None:
+  if not (cap > 0 and math.isfinite(cap)):
+    raise ValueError(
+        f"the Flan mixing cap is {cap!r}; it must be a positive number of examples (Flan "
+        f"uses the size of a mid-sized task, e.g. the default {DEFAULT_CAP})"
+    )
+  if not template_rates:
+    raise ValueError(f"template_rates is empty; give a rate to one or more of {templates.KINDS}")
+  for kind, rate in template_rates.items():
+    if kind not in templates.KINDS:
+      raise ValueError(
+          f"template_rates has the unknown template kind {kind!r}; the kinds are {templates.KINDS}"
+      )
+    if not (rate > 0 and math.isfinite(rate)):
+      raise ValueError(
+          f"the template rate of {kind!r} is {rate!r}; rates must be positive and finite "
+          "(leave a kind out of template_rates to leave its tasks out of the mixture)"
+      )
+
+
+def mixing_rates(
+    cap: float = DEFAULT_CAP, template_rates: Mapping[str, float] = DEFAULT_TEMPLATE_RATES
+) -> dict[str, float]:
+  """SeqIO task name -> rate (in capped examples), by the formula in the module docstring.
+
+  Kinds left out of `template_rates` are left out of the mixture.
+  """
+  check_rates(cap, template_rates)
+  rates = {}
+  for instruction in INSTRUCTION_TASKS:
+    variants = [v for v in instruction.variants() if v.kind in template_rates]
+    kinds = {v.kind for v in variants}
+    size = min(instructions.num_examples(instruction, "train"), cap)
+    for variant in variants:
+      per_kind = sum(v.kind == variant.kind for v in variants)
+      share = template_rates[variant.kind] / sum(template_rates[k] for k in kinds) / per_kind
+      rates[instructions.task_name(instruction, variant)] = size * share
+  return rates
+
+
+def register_flan_mixture(
+    name: str,
+    cap: float = DEFAULT_CAP,
+    template_rates: Mapping[str, float] = DEFAULT_TEMPLATE_RATES,
+) -> seqio.Mixture:
+  """Registers mixture `name` of the Flan tasks at `mixing_rates(cap, template_rates)`.
+
+  The tasks must be registered first: `import tasks.flan.tasks` does it.
+  """
+  rates = mixing_rates(cap, template_rates)
+  missing = sorted(set(rates) - set(seqio.TaskRegistry.names()))
+  if missing:
+    raise ValueError(
+        f"mixture {name!r} needs the Flan tasks {missing}, which are not registered; "
+        "`import tasks.flan.tasks` first"
+    )
+  return seqio.MixtureRegistry.add(name, list(rates.items()))
