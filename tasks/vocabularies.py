@@ -59,7 +59,7 @@ def train_sentencepiece(
   )
   processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
   vocab = "".join(
-      f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
+      f"{_one_line(processor.id_to_piece(i))}\t{processor.get_score(i):g}\n"
       for i in range(processor.get_piece_size())
   )
   prefix = os.fspath(model_prefix)
@@ -67,6 +67,11 @@ def train_sentencepiece(
   cache.atomic_write(prefix + ".vocab", vocab.encode("utf-8"))
   cache.atomic_write(prefix + ".model", model.getvalue())
   return prefix + ".model"
+
+
+def _one_line(piece: str) -> str:
+  """A piece as one line of the .vocab file: a user symbol may be a line break or a tab."""
+  return piece.replace("\n", "\\n").replace("\t", "\\t")
 
 
 def cached_sentencepiece_vocabulary(

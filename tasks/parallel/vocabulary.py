@@ -1,8 +1,8 @@
 """One SentencePiece vocabulary for every task over the parallel corpus (MT, MASS, Flan, LangID).
 
 Trained on every language's train text, so no language is split into bytes; each
-`<2xx>` target-language tag and the MASS mask are user-defined symbols, one id each, that
-ordinary text never produces.
+`<2xx>` target-language tag, the MASS mask and the line break are user-defined symbols,
+one id each.
 """
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
@@ -14,6 +14,9 @@ from tasks.parallel import corpus
 
 VOCAB_SIZE = 8192
 MASK_TOKEN = "[MASK]"
+# A piece of its own: SentencePiece's normaliser would turn line breaks into spaces, and
+# Flan prompts are laid out in lines (answer options, blank lines between exemplars).
+NEWLINE = "\n"
 
 
 def language_tag(lang: str) -> str:
@@ -22,7 +25,7 @@ def language_tag(lang: str) -> str:
   return f"<2{lang}>"
 
 
-SPECIAL_TOKENS = tuple(language_tag(lang) for lang in corpus.LANGUAGES) + (MASK_TOKEN,)
+SPECIAL_TOKENS = tuple(language_tag(lang) for lang in corpus.LANGUAGES) + (MASK_TOKEN, NEWLINE)
 
 
 def parallel_vocabulary() -> seqio.SentencePieceVocabulary:

@@ -97,6 +97,11 @@ def test_vocabulary_has_the_special_tokens_and_round_trips_every_language():
   for lang in corpus.LANGUAGES:
     for text in corpus.monolingual(lang, "validation"):
       assert vocab.decode(vocab.encode(text)) == text
+  prompt = "Which language is this?\n\nOPTIONS:\n- German\n- Greek"
+  assert vocab.decode(vocab.encode(prompt)) == prompt  # line breaks survive (Flan prompts)
+  vocab_file = vocab.sentencepiece_model_file.removesuffix(".model") + ".vocab"
+  with open(vocab_file, encoding="utf-8") as f:
+    assert len(f.read().splitlines()) == vocab.tokenizer.get_piece_size()
   with pytest.raises(ValueError, match="languages"):
     vocabulary.language_tag("xx")
 
