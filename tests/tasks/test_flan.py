@@ -19,6 +19,7 @@ from tasks import evaluation, pipeline
 from tasks.flan import arithmetic, instructions, iso_codes, mixing, prompts, templates
 from tasks.flan import tasks as flan_tasks
 from tasks.parallel import corpus, vocabulary
+from tests.tasks import gin_fragments
 
 LENGTHS = {"inputs": 384, "targets": 128}  # as gin/mixtures/flan.gin
 ISO_3166 = pathlib.Path("/usr/share/iso-codes/json/iso_3166-1.json")
@@ -448,21 +449,7 @@ def test_register_flan_mixture_with_other_rates():
 
 
 def test_gin_fragment_matches_the_mixture():
-  # pylint: disable-next=g-import-not-at-top,unused-import  (JAX and the trainer: only here)
-  from trainers import cli, gin_utils, train
-
-  cli.import_configurables()
-  gin_utils.parse_gin(
-      gin_utils.parse_flags(
-          [
-              "--gin_file=gin/models/encoder_decoder_tiny.gin",
-              "--gin_file=gin/runs/pretrain.gin",
-              "--gin_file=gin/mixtures/flan.gin",
-              "--gin.MODEL_DIR='/tmp/unused'",
-              "--gin.TRAIN_STEPS=1",
-          ]
-      )
-  )
+  gin_fragments.parse_with_tiny_encoder_decoder("gin/mixtures/flan.gin")
   assert gin.query_parameter("MIXTURE_OR_TASK_NAME/macro.value") == mixing.MIXTURE_NAME
   assert gin.query_parameter("TASK_FEATURE_LENGTHS/macro.value") == LENGTHS
   assert gin.query_parameter("TransformerConfig.vocab_size") == pipeline.vocab_size(

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tasks import pipeline
 from tasks.ul2 import denoisers, tasks as ul2, vocabulary
+from tests.tasks import gin_fragments
 
 LENGTHS = {"inputs": 256, "targets": 256}  # as gin/mixtures/ul2_kjv.gin
 TASKS = [*ul2.SPAN_CORRUPTION_TASKS, ul2.PREFIX_LM_TASK]
@@ -215,21 +216,7 @@ def test_register_mixture_takes_rates_and_rejects_non_positive_ones():
 
 
 def test_gin_fragment_matches_the_mixture():
-  # pylint: disable-next=g-import-not-at-top,unused-import  (JAX and the trainer: only here)
-  from trainers import cli, gin_utils, train
-
-  cli.import_configurables()
-  gin_utils.parse_gin(
-      gin_utils.parse_flags(
-          [
-              "--gin_file=gin/models/encoder_decoder_tiny.gin",
-              "--gin_file=gin/runs/pretrain.gin",
-              "--gin_file=gin/mixtures/ul2_kjv.gin",
-              "--gin.MODEL_DIR='/tmp/unused'",
-              "--gin.TRAIN_STEPS=1",
-          ]
-      )
-  )
+  gin_fragments.parse_with_tiny_encoder_decoder("gin/mixtures/ul2_kjv.gin")
   assert gin.query_parameter("MIXTURE_OR_TASK_NAME/macro.value") == ul2.MIXTURE_NAME
   assert gin.query_parameter("TASK_FEATURE_LENGTHS/macro.value") == LENGTHS
   assert gin.query_parameter("TransformerConfig.vocab_size") == VOCAB.vocab_size
