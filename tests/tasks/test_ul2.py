@@ -124,7 +124,10 @@ def test_span_corruption_cuts_the_source_to_fit():
   )
   kept = denoisers.max_source_length(0.15, 3, 100, inputs_budget=64, targets_budget=15)
   noise, spans = denoisers.span_counts(kept + 1, 0.15, 3)
-  assert 1 + kept + 1 - noise + spans > 64 or noise + spans > 15  # one more would not fit
+  # One more source token would not fit: mode token + kept + 1 - noise + sentinels, or
+  # noise + sentinels, would exceed its budget.
+  inputs_needed, targets_needed = 1 + (kept + 1) - noise + spans, noise + spans
+  assert inputs_needed > 64 or targets_needed > 15
   for ex, source in zip(corrupt({"inputs": 64, "targets": 16}), sources, strict=True):
     assert len(ex["inputs"]) <= 64 and len(ex["targets"]) <= 15  # room for EOS
     np.testing.assert_array_equal(fill_sentinels(ex["inputs"], ex["targets"])[0], source[:kept])

@@ -18,7 +18,7 @@ def test_trains_t5_ids_and_round_trips(tmp_path):
   assert [sp.id_to_piece(i) for i in range(3)] == ["<pad>", "</s>", "<unk>"]
   assert (vocab.pad_id, vocab.eos_id, vocab.unk_id, sp.bos_id()) == (0, 1, 2, -1)
   ids = vocab.encode(VERSE)
-  assert 1 not in ids and 0 not in ids
+  assert vocab.eos_id not in ids and vocab.pad_id not in ids
   assert vocab.decode(ids) == VERSE
   # byte fallback: characters absent from the corpus survive as bytes instead of UNK
   assert vocab.decode(vocab.encode("naïve ∑")) == "naïve ∑"
