@@ -1,23 +1,24 @@
 """The Model API the trainers and decoders talk to (as T5X's models.py).
 
 A Model wraps a Flax module and knows its loss, how to score a batch and how to predict.
-Batches use the layout of SeqIO's feature converters: `FEATURE_CONVERTER` names which one.
-Layers may `sow` scalars into the "aux_loss" collection (MoE balancing, router z-loss);
+A Model owns its batch layout: `FEATURE_CONVERTER_CLS` (model_zoo.feature_converters)
+names the SeqIO feature converter that builds its batches, and builds the prompt and
+scoring batches of decoding and inference. Layers may `sow` scalars into the "aux_loss" collection (MoE balancing, router z-loss);
 `loss_fn` adds them to the loss and reports each as a metric.
 """
 
 import functools
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
 
-from model_zoo import losses
+from model_zoo import feature_converters, losses
+from model_zoo.decoding import base as decoding
+from model_zoo.decoding import sampling
 from model_zoo.metrics import Average
-from trainers.decoding import base as decoding
-from trainers.decoding import sampling
 
 Batch = Mapping[str, jax.Array]
 Params = Any
@@ -27,9 +28,7 @@ AUX_LOSS = "aux_loss"
 class BaseModel:
   """Loss, scoring and prediction for a token-prediction Flax module."""
 
-  FEATURE_CONVERTER: str = ""
-  # Features a batch must hold; the rest of the converter's features are optional.
-  REQUIRED_FEATURES: tuple[str, ...] = ()
+  FEATURE_CONVERTER_CLS: type[feature_converters.FeatureConverter]
 
   def __init__(
       self,
@@ -63,16 +62,37 @@ class BaseModel:
     return self.module.init({"params": rng, "dropout": rng}, **self._module_inputs(batch))["params"]
 
   def _module_inputs(self, batch: Batch) -> dict:
-    missing = [k for k in self.REQUIRED_FEATURES if k not in batch]
+    converter = self.FEATURE_CONVERTER_CLS
+    missing = [k for k in converter.required_features if k not in batch]
     if missing:
       raise ValueError(
           f"{type(self).__name__} needs batch features {missing}; got {sorted(batch)}. "
-          f"Use SeqIO's {self.FEATURE_CONVERTER!r} feature converter for this model."
+          f"Use SeqIO's {converter.__name__} (feature converter {converter.name!r}) for this model."
       )
-    return {k: batch[k] for k in self._feature_names() if k in batch}
+    return {k: batch[k] for k in converter.model_features if k in batch}
 
-  def _feature_names(self) -> tuple[str, ...]:
-    raise NotImplementedError
+  # --- batch layout -----------------------------------------------------------------------
+  def loss_normalizer(self, batch: Batch) -> jax.Array:
+    """The loss-weight sum that a batch's mean token loss divides by."""
+    return jnp.sum(feature_converters.loss_weights(batch))
+
+  def num_target_tokens(self, batch: Batch) -> jax.Array:
+    """Target tokens that carry loss in `batch` (for tokens/s)."""
+    return self.loss_normalizer(batch)
+
+  def prompt_batch(self, prompts: Sequence[Sequence[int]], rows: int, length: int) -> dict:
+    """A batch of `rows` whose first len(prompts) rows continue `prompts` (token ids)."""
+    return self.FEATURE_CONVERTER_CLS.prompt_batch(prompts, rows, length)
+
+  def scoring_batch(
+      self,
+      prompts: Sequence[Sequence[int]],
+      targets: Sequence[Sequence[int]],
+      rows: int,
+      length: int,
+  ) -> dict:
+    """A batch whose score_batch is log p(target | prompt) for each (prompt, target)."""
+    return self.FEATURE_CONVERTER_CLS.scoring_batch(prompts, targets, rows, length)
 
   def _logits(self, params, batch, rng=None):
     rngs = None if rng is None else {"dropout": rng}
@@ -95,7 +115,7 @@ class BaseModel:
     """
     logits, aux = self._logits(params, batch, rng)
     targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
+    weights = feature_converters.loss_weights(batch)
     token_loss, token_z_loss = losses.cross_entropy_with_logits(
         logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
     )
@@ -122,7 +142,7 @@ class BaseModel:
     """Per-example log-likelihood sum_t w_t log p(target_t) (and the per-token terms)."""
     logits, _ = self._logits(params, batch)
     targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
+    weights = feature_converters.loss_weights(batch)
     per_token = losses.target_log_probs(logits, targets) * weights
     scores = jnp.sum(per_token, axis=-1)
     return (scores, per_token) if return_per_token else scores
@@ -137,7 +157,7 @@ class BaseModel:
   ) -> tuple[jax.Array, jax.Array]:
     """Decoded continuations (prompt removed, 0 after EOS) and their log-probs, best first.
 
-    `decoder` is a trainers.decoding decoder (default greedy). Shapes: [batch, length] and
+    `decoder` is a model_zoo.decoding decoder (default greedy). Shapes: [batch, length] and
     [batch], or [batch, decodes, length] and [batch, decodes] with `return_all_decodes`.
     """
     decoder = decoder or sampling.greedy()
@@ -178,24 +198,22 @@ class BaseModel:
 class DecoderOnlyModel(BaseModel):
   """Decoder-only LM; with feature_converter="prefix_lm" a prefix LM (bidirectional over inputs)."""
 
-  FEATURE_CONVERTER = "decoder"
-  REQUIRED_FEATURES = ("decoder_input_tokens", "decoder_target_tokens")
+  FEATURE_CONVERTER_CLS = feature_converters.DecoderFeatureConverter
 
   def __init__(self, module: nn.Module, *, feature_converter: str = "decoder", **kwargs):
     super().__init__(module, **kwargs)
-    self.FEATURE_CONVERTER = feature_converter
+    allowed = {"decoder", "prefix_lm"}
+    if feature_converter not in allowed:
+      raise ValueError(
+          f"DecoderOnlyModel.feature_converter={feature_converter!r}; expected one of "
+          f"{sorted(allowed)} ('prefix_lm' attends both ways over the inputs)."
+      )
+    self.FEATURE_CONVERTER_CLS = feature_converters.BY_NAME[feature_converter]
 
-  def _feature_names(self):
-    features = (
-        "decoder_input_tokens",
-        "decoder_target_tokens",
-        "decoder_segment_ids",
-        "decoder_positions",
-    )
-    # Only a prefix LM attends both ways over its inputs; a causal LM ignores the marker.
-    return features + (
-        ("decoder_causal_attention",) if self.FEATURE_CONVERTER == "prefix_lm" else ()
-    )
+  @property
+  def is_prefix_lm(self) -> bool:
+    """Only a prefix LM attends both ways over its inputs; a causal LM ignores the marker."""
+    return issubclass(self.FEATURE_CONVERTER_CLS, feature_converters.PrefixLMFeatureConverter)
 
   def decode_inputs(self, params, batch):
     """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1.
@@ -220,7 +238,7 @@ class DecoderOnlyModel(BaseModel):
         inputs,
         inputs,
         decoder_positions=positions,
-        decoder_causal_attention=prefix if self.FEATURE_CONVERTER == "prefix_lm" else None,
+        decoder_causal_attention=prefix if self.is_prefix_lm else None,
     )
     cache = _set_cache_index(state["cache"], prefill_length)
 
@@ -258,19 +276,7 @@ def _set_cache_index(cache, index: jax.Array):
 class EncoderDecoderModel(BaseModel):
   """Encoder-decoder; predicts targets from `encoder_input_tokens`."""
 
-  FEATURE_CONVERTER = "encdec"
-  REQUIRED_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
-
-  def _feature_names(self):
-    return (
-        "encoder_input_tokens",
-        "decoder_input_tokens",
-        "decoder_target_tokens",
-        "encoder_segment_ids",
-        "decoder_segment_ids",
-        "encoder_positions",
-        "decoder_positions",
-    )
+  FEATURE_CONVERTER_CLS = feature_converters.EncDecFeatureConverter
 
   def decode_inputs(self, params, batch):
     encoder_tokens = batch["encoder_input_tokens"]

@@ -71,14 +71,6 @@ def vocab_size(
   return features[feature].vocabulary.vocab_size
 
 
-# The output features each converter reads; a task lacking one cannot feed that model.
-CONVERTER_FEATURES = {
-    "decoder": ("targets",),
-    "prefix_lm": ("inputs", "targets"),
-    "encdec": ("inputs", "targets"),
-}
-
-
 def tasks_of(provider: seqio.Task | seqio.Mixture) -> list[seqio.Task]:
   """The leaf tasks of a mixture (or the task itself): features are declared per task."""
   return provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
@@ -92,10 +84,7 @@ def check_features(
   Otherwise SeqIO fails deep inside the converter with a KeyError that names neither the
   task nor the setting to change.
   """
-  if feature_converter not in CONVERTER_FEATURES:
-    raise DataError(
-        f"feature_converter={feature_converter!r} is not one of {sorted(CONVERTER_FEATURES)}"
-    )
+  _check_converter(feature_converter)
   _check_provider_features(
       get_task_or_mixture(mixture_or_task_name, module=module),
       mixture_or_task_name,
@@ -107,7 +96,7 @@ def _check_provider_features(
     provider: seqio.Task | seqio.Mixture, mixture_or_task_name: str, feature_converter: str
 ) -> None:
   """check_features on an already looked-up provider (get_batch_iterator has one)."""
-  needed = CONVERTER_FEATURES[feature_converter]
+  needed = list(FEATURE_CONVERTERS[feature_converter].TASK_FEATURES)
   for task in tasks_of(provider):
     missing = [f for f in needed if f not in task.output_features]
     if missing:
@@ -143,7 +132,52 @@ def check_special_tokens(vocabulary: seqio.Vocabulary, required: Sequence[str]) 
     )
 
 
-def get_batch_iterator(
+def model_feature_shapes(
+    feature_converter: str, task_feature_lengths: Mapping[str, int], batch_size: int, pack: bool
+) -> dict[str, tuple[int, int]]:
+  """Shapes of one batch of `feature_converter`, from SeqIO's spec alone (no data is read)."""
+  _check_converter(feature_converter)
+  converter = FEATURE_CONVERTERS[feature_converter](pack=pack)
+  lengths = converter.get_model_feature_lengths(dict(task_feature_lengths))
+  return {name: (batch_size, length) for name, length in lengths.items()}
+
+
+def _check_converter(feature_converter: str) -> None:
+  if feature_converter not in FEATURE_CONVERTERS:
+    raise DataError(
+        f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
+        "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets."
+    )
+
+
+class Batches:
+  """Numpy batches of one tf.data pipeline, built once; each iteration is a fresh pass.
+
+  Evaluation iterates it once per eval: the task lookup, preprocessing graph and converter
+  are built here once, not at every eval.
+  """
+
+  def __init__(self, dataset, describe_empty: str):
+    self._dataset = dataset
+    self._first_pass = self._pass()
+    first = next(self._first_pass, None)  # an empty split fails here, not at the first step
+    if first is None:
+      raise DataError(describe_empty)
+    self._first_pass = itertools.chain([first], self._first_pass)
+
+  def _pass(self) -> Iterator[dict[str, np.ndarray]]:
+    return (
+        {k: np.asarray(v, np.int32) for k, v in batch.items()}
+        for batch in self._dataset.as_numpy_iterator()
+    )
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    """The pass begun by the emptiness check first (nothing is read twice), then new ones."""
+    first_pass, self._first_pass = self._first_pass, None
+    return first_pass if first_pass is not None else self._pass()
+
+
+def get_batches(
     mixture_or_task_name: str,
     task_feature_lengths: Mapping[str, int],
     split: str,
@@ -158,8 +192,8 @@ def get_batch_iterator(
     num_shards: int = 1,
     start_batch: int = 0,
     module: str | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-  """This process's share of the global batches, from `start_batch` on.
+) -> Batches:
+  """This process's share of the global batches, from `start_batch` on, as a re-iterable.
 
   `batch_size` is global: each of the `num_shards` processes gets a disjoint shard of the
   examples (seqio.ShardInfo: whole files where the source has enough of them, else every
@@ -168,11 +202,7 @@ def get_batch_iterator(
   see exactly the batches an uninterrupted one would. `num_epochs=None` repeats forever.
   The first batch is built before returning, so an empty split fails here, not later.
   """
-  if feature_converter not in FEATURE_CONVERTERS:
-    raise DataError(
-        f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
-        "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets."
-    )
+  _check_converter(feature_converter)
   if batch_size <= 0 or batch_size % num_shards:
     raise DataError(
         f"BATCH_SIZE={batch_size} (the global batch size) must be a positive multiple of "
@@ -202,17 +232,16 @@ def get_batch_iterator(
       shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
       verbose=False,
   )
-  batches = ds.batch(local_batch, drop_remainder=True).skip(start_batch).as_numpy_iterator()
-  first = next(batches, None)
-  if first is None:
-    raise DataError(
-        f"{mixture_or_task_name!r} split {split!r} with lengths {dict(task_feature_lengths)} "
-        f"gives no full batch of {local_batch} rows (BATCH_SIZE={batch_size} over "
-        f"{num_shards} process(es), pack={pack}, num_epochs={num_epochs}, "
-        f"start_batch={start_batch}). Expected shard {shard_index} of the split to fill at least "
-        "one batch; check that the split has data, or lower BATCH_SIZE."
-    )
-  return (
-      {k: np.asarray(v, np.int32) for k, v in batch.items()}
-      for batch in itertools.chain([first], batches)
+  return Batches(
+      ds.batch(local_batch, drop_remainder=True).skip(start_batch),
+      f"{mixture_or_task_name!r} split {split!r} with lengths {dict(task_feature_lengths)} "
+      f"gives no full batch of {local_batch} rows (BATCH_SIZE={batch_size} over "
+      f"{num_shards} process(es), pack={pack}, num_epochs={num_epochs}, "
+      f"start_batch={start_batch}). Expected shard {shard_index} of the split to fill at least "
+      "one batch; check that the split has data, or lower BATCH_SIZE.",
   )
+
+
+def get_batch_iterator(*args, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over `get_batches(...)` (same arguments)."""
+  return iter(get_batches(*args, **kwargs))

@@ -16,9 +16,9 @@ tokens in [2, vocab), --prompt_len of them per row), two greedy decoders each ge
 exactly --gen_len tokens per row. End of sequence can not stop either of them: the EOS id
 (the model's eos_id, 1) gets log-probability -1e30 before the argmax.
 
-  * cached: `jax.jit(model.predict_batch)` with `trainers.decoding.sampling.greedy(
+  * cached: `jax.jit(model.predict_batch)` with `model_zoo.decoding.sampling.greedy(
     logit_callback=<EOS suppression>)` on a prefix-LM batch of length prompt_len + gen_len
-    built by `trainers.text_prediction.prompt_batch` (the prompt is marked by
+    built by `DecoderFeatureConverter.prompt_batch` (the prompt is marked by
     decoder_causal_attention). The decoder runs prompt_len + gen_len single-token steps
     against the KV cache (the prompt is fed, one forced token a step, through the cache).
   * no-cache: one `jax.jit` holding a `lax.fori_loop` over the gen_len steps; step t runs
@@ -77,10 +77,11 @@ import numpy as np
 from jax import lax
 
 from model_zoo import models
+from model_zoo.errors import UserError
 from tools import benchmark_common
 from trainers import cli
-from trainers.decoding import sampling
-from trainers.text_prediction import prompt_batch
+from model_zoo.decoding import sampling
+from model_zoo.feature_converters import DecoderFeatureConverter
 
 NEG_INF = -1e30
 FLOAT32_MATCH_TOL = 1e-3  # nats
@@ -263,7 +264,7 @@ def _check_model(model) -> None:
     raise ValueError(
         f"benchmark_decode needs a decoder-only model (MODEL = @DecoderOnlyModel()); the "
         f"gin files give {type(model).__name__} (feature converter "
-        f"{model.FEATURE_CONVERTER!r})."
+        f"{model.FEATURE_CONVERTER_CLS.name!r})."
     )
   vocab = model.vocab_size
   if vocab <= max(2, model.eos_id + 1):
@@ -309,7 +310,7 @@ def run_benchmark(
   rows = []
   for batch_size in batch_sizes:
     prompts = random_prompts(rng, batch_size, prompt_len, model.vocab_size)
-    batch = jax.device_put(prompt_batch(prompts, length, batch_size), device)
+    batch = jax.device_put(DecoderFeatureConverter.prompt_batch(prompts, batch_size, length), device)
     prompts_on_device = jax.device_put(prompts, device)
     generated = batch_size * gen_len
 
@@ -578,7 +579,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         seed=args.seed,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
-  except cli.USER_ERRORS as e:
+  except UserError as e:
     return benchmark_common.report_user_error(e)
   results = {**benchmark_common.run_info(args.gin_file, bindings, ("flax",)), **results}
   benchmark_common.emit(results, format_table(results), args.json_out)

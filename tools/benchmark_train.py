@@ -16,7 +16,7 @@ mesh_shape (-1, 1, 1, 1), i.e. pure data parallelism; override with
 --gin.Partitioner.mesh_shape="(...)"), and the step is the real `Trainer.train_step` with
 AdamW (trainers.optimizers.adamw; b1, b2, eps, weight decay from gin if bound) at a
 constant learning rate of 1e-4, on synthetic uniform random token batches (all loss
-weights 1). Encoder-decoder models (FEATURE_CONVERTER "encdec") also get
+weights 1). Encoder-decoder models (FEATURE_CONVERTER_CLS EncDecFeatureConverter) also get
 `encoder_input_tokens` of length --encoder_seq_len (default --seq_len).
 
 Measured:
@@ -65,7 +65,9 @@ import gin
 import jax
 import numpy as np
 
+from model_zoo import feature_converters
 from model_zoo import metrics as metrics_lib
+from model_zoo.errors import UserError
 from tools import benchmark_common
 from tools.benchmark_common import peak_memory
 from trainers import cli, distributed, optimizers, partitioning
@@ -185,13 +187,13 @@ def run_benchmark(
 ) -> dict[str, Any]:
   """Builds Partitioner + Trainer (AdamW, constant LR) around `model`, times steps, returns results."""
   cfg = model.module.config
-  encdec = model.FEATURE_CONVERTER == "encdec"
+  encdec = model.FEATURE_CONVERTER_CLS is feature_converters.EncDecFeatureConverter
   if encdec:
     encoder_seq_len = encoder_seq_len or seq_len
   elif encoder_seq_len is not None:
     raise ValueError(
         f"--encoder_seq_len={encoder_seq_len} was given but the model is "
-        f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER!r}), "
+        f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER_CLS.name!r}), "
         "which has no encoder."
     )
   if batch_size % num_microbatches:
@@ -254,7 +256,7 @@ def run_benchmark(
   return {
       "model": type(model).__name__,
       "module": type(model.module).__name__,
-      "feature_converter": model.FEATURE_CONVERTER,
+      "feature_converter": model.FEATURE_CONVERTER_CLS.name,
       "batch_size": batch_size,
       "seq_len": seq_len,
       "encoder_seq_len": encoder_seq_len,
@@ -446,7 +448,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         peak_tflops=args.peak_tflops,
         seed=args.seed,
     )
-  except cli.USER_ERRORS as e:
+  except UserError as e:
     return benchmark_common.report_user_error(e)
   results = {**benchmark_common.run_info(args.gin_file, bindings, ("flax", "optax")), **results}
   if jax.process_index() != 0:

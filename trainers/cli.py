@@ -1,4 +1,9 @@
-"""Shared main() of the gin-configured entry points: flags, gin, multi-host, clean errors."""
+"""Shared main() of the gin-configured entry points: flags, gin, multi-host, clean errors.
+
+A user's mistake (a `model_zoo.errors.UserError`) prints "ERROR: <message>" and exits 1;
+any other exception is a bug and prints its traceback (exit 1). `--help` prints the usage,
+the macros a run config sets and where the gin files are (exit 0).
+"""
 
 import logging
 import os
@@ -9,9 +14,8 @@ from typing import Callable, Sequence
 import gin
 import jax
 
+from model_zoo.errors import UserError
 from trainers import distributed, gin_utils
-
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError)
 
 
 def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
@@ -21,25 +25,36 @@ def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
   gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
   try:
     flags = gin_utils.parse_flags(argv, prog)
+    if flags.help:
+      print(gin_utils.help_text(prog), flush=True)
+      return 0
     distributed.initialize(
         flags.multihost, flags.coordinator_address, flags.num_processes, flags.process_id
     )
     import_configurables()
     gin_utils.parse_gin(flags)
     entry()
-  except USER_ERRORS as e:
+  except UserError as e:
     if os.environ.get("PODZOO_DEBUG"):
       traceback.print_exc()
-    print(f"ERROR: {_first_lines(e)}", file=sys.stderr, flush=True)
+    print(f"ERROR: {e}", file=sys.stderr, flush=True)
+    return 1
+  except Exception:  # pylint: disable=broad-except  (a bug: show where)
+    traceback.print_exc()
     return 1
   return 0
 
 
-def _first_lines(e: BaseException) -> str:
-  text = str(e) or type(e).__name__
-  if isinstance(e, KeyError) and text.startswith(("'", '"')):
-    text = text[1:-1]
-  return text
+def entry_point(entry: Callable[[], object], prog: str):
+  """(main(argv) -> exit code, console_main()) of `python -m trainers.<prog>`."""
+
+  def main(argv: Sequence[str]) -> int:
+    return run(entry, argv, prog)
+
+  def console_main() -> None:
+    sys.exit(main(sys.argv[1:]))
+
+  return main, console_main
 
 
 def import_configurables() -> None:
@@ -49,9 +64,9 @@ def import_configurables() -> None:
   import model_zoo.dense
   import model_zoo.models
   import trainers.checkpoints
-  import trainers.data
-  import trainers.decoding.beam_search
-  import trainers.decoding.sampling
+  import trainers.dataset_config
+  import model_zoo.decoding.beam_search
+  import model_zoo.decoding.sampling
   import trainers.optimizers
   import trainers.partitioning
   import trainers.trainer

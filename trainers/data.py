@@ -1,46 +1,36 @@
-"""Where the trainer gets numpy batches: a gin-configurable view of a SeqIO task or mixture.
+"""The one trainer module that talks to `tasks/`: SeqIO tasks -> numpy batches, task metrics.
 
-The core stays free of TensorFlow: `tasks.pipeline` (SeqIO, tf.data) is imported only
-when a dataset is actually built.
+Importing this module imports SeqIO and TensorFlow, so the entry points import it when a
+run starts, and the rest of the core (models, partitioner, trainer) stays TensorFlow-free.
+Everything here speaks in the model's terms (its `FEATURE_CONVERTER_CLS`); the converter's
+name is what crosses into `tasks.pipeline`.
 """
 
-import dataclasses
 import itertools
-from typing import Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
-import gin
 import jax
 import numpy as np
 
+from model_zoo import feature_converters
+from tasks import evaluation, pipeline
+from trainers import partitioning
+from trainers.dataset_config import DatasetConfig
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class DatasetConfig:
-  """Which task, split, lengths and batch size; `module` imports a user's task definitions."""
-
-  mixture_or_task_name: str
-  task_feature_lengths: Mapping[str, int]
-  split: str = "train"
-  batch_size: int = 8  # global, over all processes
-  shuffle: bool = True
-  seed: Optional[int] = 0
-  pack: bool = True
-  num_epochs: Optional[int] = None  # None repeats forever (training); 1 for evaluation
-  module: Optional[str] = None
+Converter = type[feature_converters.FeatureConverter]
 
 
-def batch_iterator(
-    cfg: DatasetConfig, feature_converter: str, start_batch: int = 0
-) -> Iterator[dict[str, np.ndarray]]:
-  """This process's rows of each global batch, from batch number `start_batch` on."""
-  from tasks import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow, on demand)
+def batches(cfg: DatasetConfig, converter: Converter, start_batch: int = 0) -> Iterable[dict]:
+  """This process's rows of each global batch, from batch `start_batch` on.
 
-  return pipeline.get_batch_iterator(
+  Built once: iterating again (each eval of a run) starts a new pass over the same pipeline.
+  """
+  return pipeline.get_batches(
       cfg.mixture_or_task_name,
       cfg.task_feature_lengths,
       cfg.split,
       cfg.batch_size,
-      feature_converter=feature_converter,
+      feature_converter=converter.name,
       pack=cfg.pack,
       shuffle=cfg.shuffle,
       seed=cfg.seed,
@@ -52,31 +42,78 @@ def batch_iterator(
   )
 
 
-def global_batch_shapes(cfg: DatasetConfig, feature_converter: str) -> dict[str, tuple[int, ...]]:
-  """Shapes of one global batch (what the model is initialised and compiled for)."""
-  first = next(batch_iterator(cfg, feature_converter))
-  return {k: (cfg.batch_size,) + v.shape[1:] for k, v in first.items()}
+def global_batch_shapes(cfg: DatasetConfig, converter: Converter) -> dict[str, tuple[int, int]]:
+  """Shapes of one global batch (what the model is initialised and compiled for), from the
+  converter's spec and the feature lengths: no data is read."""
+  pipeline.check_features(cfg.mixture_or_task_name, converter.name, module=cfg.module)
+  return pipeline.model_feature_shapes(
+      converter.name, cfg.task_feature_lengths, cfg.batch_size, cfg.pack
+  )
 
 
-def take(batches: Iterator[dict], max_batches: Optional[int]) -> Iterator[dict]:
+def take(batches: Iterable[dict], max_batches: Optional[int]) -> Iterator[dict]:
   """At most `max_batches` batches (all of them when None)."""
-  return batches if max_batches is None else itertools.islice(batches, max_batches)
+  return iter(batches) if max_batches is None else itertools.islice(batches, max_batches)
+
+
+def output_features(cfg: DatasetConfig) -> dict[str, Any]:
+  """The task's output features by name (each has `.vocabulary` and `.add_eos`)."""
+  provider = pipeline.get_task_or_mixture(cfg.mixture_or_task_name, module=cfg.module)
+  return dict(provider.output_features)
 
 
 def vocabulary(cfg: DatasetConfig, feature: str = "targets"):
   """The task's seqio vocabulary of `feature` (for decoding predictions to text)."""
-  from tasks import pipeline  # pylint: disable=g-import-not-at-top
-
-  task = pipeline.get_task_or_mixture(cfg.mixture_or_task_name, module=cfg.module)
-  return task.output_features[feature].vocabulary
+  return output_features(cfg)[feature].vocabulary
 
 
 def check_vocab_fits(cfg: DatasetConfig, model_vocab_size: int) -> None:
-  from tasks import pipeline  # pylint: disable=g-import-not-at-top
-
   size = pipeline.vocab_size(cfg.mixture_or_task_name, module=cfg.module)
   if size > model_vocab_size:
-    raise ValueError(
+    raise pipeline.DataError(
         f"The vocabulary of {cfg.mixture_or_task_name!r} has {size} ids but the model's embedding "
         f"has {model_vocab_size} rows; set --gin.TransformerConfig.vocab_size={size} (or larger)."
     )
+
+
+# --- SeqIO evaluation: decodes and scores judged by the tasks' metric functions ------------
+def evaluate_tasks(
+    model,
+    params,
+    partitioner: partitioning.Partitioner,
+    cfg: DatasetConfig,
+    decoder: Optional[Callable] = None,
+) -> dict[str, dict[str, float]]:
+  """task name -> metric name -> value over the split of `cfg` (decoded with `decoder`).
+
+  Each process feeds its rows of every global batch and gets every row's outputs back, so
+  all processes compute the same metrics.
+  """
+  predict = jax.jit(lambda p, b: model.predict_batch(p, b, decoder=decoder)[0])
+  score = jax.jit(model.score_batch)
+  return evaluation.evaluate_task(
+      cfg.mixture_or_task_name,
+      cfg.task_feature_lengths,
+      cfg.split,
+      cfg.batch_size,
+      feature_converter=model.FEATURE_CONVERTER_CLS.name,
+      predict_fn=lambda batch: partitioner.apply_gathered(predict, params, batch),
+      score_fn=lambda batch: partitioner.apply_gathered(score, params, batch),
+      module=cfg.module,
+      shard_index=jax.process_index(),
+      num_shards=jax.process_count(),
+  )
+
+
+def flatten(results: dict[str, dict[str, float]]) -> dict[str, float]:
+  """{"task/metric": value} for metric writers."""
+  return {
+      f"{task}/{metric}": value
+      for task, metrics in results.items()
+      for metric, value in metrics.items()
+  }
+
+
+def report(results: dict[str, dict[str, float]]) -> str:
+  """The task metrics as a printed table."""
+  return evaluation.format_table(results)

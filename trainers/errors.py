@@ -1,5 +1,7 @@
-"""User-facing errors: the CLIs print these as one clear message and exit non-zero."""
+"""User-facing errors of the trainers (subclasses of model_zoo.errors.UserError)."""
+
+from model_zoo.errors import UserError
 
 
-class TrainingDivergedError(RuntimeError):
-  """The loss became NaN or Inf."""
+class TrainingDivergedError(UserError, RuntimeError):
+  """The loss became NaN or Inf: a setting (learning rate, clipping, z-loss) must change."""

@@ -13,10 +13,12 @@ from typing import Optional, Sequence
 
 import gin
 
+from model_zoo.errors import ConfigError
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class FlagError(ValueError):
+class FlagError(ConfigError):
   """A command-line or gin configuration error, phrased for the user."""
 
 
@@ -29,6 +31,7 @@ class Flags:
   coordinator_address: Optional[str] = None
   num_processes: Optional[int] = None
   process_id: Optional[int] = None
+  help: bool = False
 
 
 _VALUE_FLAGS = {
@@ -71,7 +74,8 @@ def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
       else:
         setattr(flags, attr, int(value) if attr in ("num_processes", "process_id") else value)
     elif name in ("-h", "--help"):
-      raise FlagError(_USAGE.format(prog=prog))
+      flags.help = True
+      return flags
     else:
       raise FlagError(f"Unknown flag {arg!r}.\n{_USAGE.format(prog=prog)}")
   if not flags.gin_files:
@@ -80,6 +84,47 @@ def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
         f"--gin_file=gin/runs/quickstart.gin.\n{_USAGE.format(prog=prog)}"
     )
   return flags
+
+
+# What each entry point's run config must set, and the gin file that adds it to a model's.
+_RUN_CONFIGS = {
+    "train": (
+        "gin/runs/pretrain.gin (or gin/runs/quickstart.gin, which includes a model)",
+        "MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS; "
+        "optional: MIXTURE_OR_TASK_MODULE, EVAL_PERIOD, EVAL_STEPS, CHECKPOINT_PERIOD, "
+        "KEEP_CHECKPOINTS, LEARNING_RATE_SCHEDULE",
+    ),
+    "eval": (
+        "the run's own config (e.g. gin/runs/quickstart.gin) plus gin/runs/eval.gin",
+        "MODEL_DIR (holding the checkpoints), and the run's MIXTURE_OR_TASK_NAME, "
+        "TASK_FEATURE_LENGTHS, BATCH_SIZE; optional: EVAL_STEPS",
+    ),
+    "infer": (
+        "the run's own config (e.g. gin/runs/quickstart.gin) plus gin/runs/infer.gin",
+        "MODEL_DIR (holding the checkpoints), and the run's MIXTURE_OR_TASK_NAME, "
+        "TASK_FEATURE_LENGTHS; then infer.input_file, infer.mode (predict | score | "
+        "predict_with_aux), infer.decoder",
+    ),
+}
+
+
+def help_text(prog: str) -> str:
+  """--help: the usage, the macros a run config sets, and where the gin files are."""
+  files, macros = _RUN_CONFIGS[prog]
+  gin_dir = os.path.join(REPO_ROOT, "gin")
+  listing = "\n".join(
+      f"  gin/{kind}/: " + ", ".join(sorted(os.listdir(os.path.join(gin_dir, kind))))
+      for kind in sorted(os.listdir(gin_dir))
+      if os.path.isdir(os.path.join(gin_dir, kind))
+  )
+  return (
+      f"{_USAGE.format(prog=prog)}\n\n"
+      f"Run config: {files}.\n"
+      f"Macros it sets (override with --gin.NAME=VALUE): {macros}.\n"
+      "Strings need inner quotes: --gin.MODEL_DIR=\"'/tmp/run'\".\n\n"
+      f"Gin files (found relative to the working directory, --gin_search_paths and {REPO_ROOT}):\n"
+      f"{listing}"
+  )
 
 
 def _resolve_file(path: str, search_paths: Sequence[str]) -> str:

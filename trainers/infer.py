@@ -25,18 +25,19 @@ import functools
 import itertools
 import json
 import os
-import sys
-import time
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import gin
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from trainers import cli, data, partitioning, restore, text_prediction
+from model_zoo import feature_converters
+from model_zoo.decoding import sampling
+from model_zoo.errors import ConfigError, MissingFileError
+from trainers import cli, metrics_writer, partitioning, restore, text_prediction
 from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
-from trainers.decoding import sampling
+from trainers.dataset_config import DatasetConfig
 from trainers.trainer import Trainer
 
 MODES = ("predict", "score", "predict_with_aux")
@@ -62,8 +63,8 @@ class Codec:
   target_eos: bool
 
   @classmethod
-  def of_task(cls, cfg: data.DatasetConfig) -> "Codec":
-    features = _task_features(cfg)
+  def of_features(cls, features: Mapping[str, Any]) -> "Codec":
+    """From a task's output features (each with `.vocabulary` and `.add_eos`)."""
     prompt = features.get("inputs")
     target = features["targets"]
     return cls(
@@ -86,15 +87,6 @@ class Codec:
     return text_prediction.decode_tokens(self.target_vocab, ids, self.target_vocab.eos_id)
 
 
-def _task_features(cfg: data.DatasetConfig) -> dict:
-  """The output features (vocabulary, add_eos) of the task or mixture `cfg` names."""
-  from tasks import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow, on demand)
-
-  return dict(
-      pipeline.get_task_or_mixture(cfg.mixture_or_task_name, module=cfg.module).output_features
-  )
-
-
 def _encode(vocab, text: str, eos: bool) -> list[int]:
   ids = [int(t) for t in vocab.encode(text)]
   return ids + [vocab.eos_id] if eos else ids
@@ -104,7 +96,7 @@ def _encode(vocab, text: str, eos: bool) -> list[int]:
 def read_input_file(path: str, mode: str) -> list[tuple[str, Optional[str], str]]:
   """(input, target or None, where) of each example of a JSONL or plain text file."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"infer.input_file={path!r} does not exist; give a text file with one "
         "prompt per line or a .jsonl file, or None to read the task's split."
     )
@@ -113,14 +105,14 @@ def read_input_file(path: str, mode: str) -> list[tuple[str, Optional[str], str]
   if path.endswith(".jsonl"):
     items = [_json_example(line, f"{path} line {number}", mode) for number, line in lines]
   elif mode == "score":
-    raise ValueError(
+    raise ConfigError(
         f"infer.mode='score' needs targets, which the text file {path} cannot hold; give a "
         '.jsonl file with lines like {"input": "...", "target": "..."} as infer.input_file.'
     )
   else:
     items = [(line.rstrip("\r\n"), None, f"{path} line {number}") for number, line in lines]
   if not items:
-    raise ValueError(
+    raise ConfigError(
         f"infer.input_file={path} holds no examples (blank lines are skipped); write one "
         'prompt per line, or one {"input": ...} object per line of a .jsonl file.'
     )
@@ -132,12 +124,12 @@ def _json_example(line: str, where: str, mode: str) -> tuple[str, Optional[str],
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
-    raise ValueError(
+    raise ConfigError(
         f"{where} is not JSON ({e.msg}); each line of a .jsonl input_file must be an "
         'object like {"input": "...", "target": "..."}.'
     ) from e
   if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in needed):
-    raise ValueError(
+    raise ConfigError(
         f"{where}: expected an object with the string field(s) {list(needed)} "
         f"(mode={mode!r}); got {line.strip()[:100]}"
     )
@@ -163,64 +155,44 @@ def file_examples(
 
 
 def split_examples(
-    cfg: data.DatasetConfig, converter: str, max_examples: Optional[int]
+    rows: Iterable[dict[str, np.ndarray]],
+    converter: type[feature_converters.FeatureConverter],
+    name: str,
+    max_examples: Optional[int],
 ) -> Iterator[Example]:
-  """This process's share of the split, in order; a bad task or split fails here, not later."""
+  """This process's share of a split read one row per process and batch, in order."""
   p, n = jax.process_index(), jax.process_count()
-  # One row per process and batch, so drop_remainder drops nothing.
-  one_row = dataclasses.replace(cfg, batch_size=n, shuffle=False, pack=False, num_epochs=1)
-  batches = data.take(
-      data.batch_iterator(one_row, converter),
-      None if max_examples is None else -(-max_examples // n),
-  )
-  name = f"{cfg.mixture_or_task_name}/{cfg.split}"
+  batches = itertools.islice(rows, None if max_examples is None else -(-max_examples // n))
   return (
       Example(
           j * n + p,
-          *_row_tokens({k: v[0] for k, v in batch.items()}, converter),
+          *converter.row_tokens({k: v[0] for k, v in batch.items()}),
           f"{name} example {j * n + p}",
       )
       for j, batch in enumerate(batches)
   )
 
 
-def _row_tokens(row: dict[str, np.ndarray], converter: str) -> tuple[list[int], list[int]]:
-  """(prompt, target) ids of one unpacked row of SeqIO's `converter` features."""
-  targets = row["decoder_target_tokens"]
-  weights = row.get("decoder_loss_weights", targets > 0)
-  target = [int(t) for t, w in zip(targets, weights) if w > 0]
-  if converter == "encdec":
-    return [int(t) for t in row["encoder_input_tokens"] if t > 0], target
-  if converter == "prefix_lm":  # inputs sit after BOS, where causal attention is 1
-    return [
-        int(t) for t in row["decoder_input_tokens"][1 : int(row["decoder_causal_attention"].sum())]
-    ], target
-  return [], target
-
-
 def fit_length(
-    example: Example, *, mode: str, length: int, encdec: bool, truncate: bool
+    example: Example,
+    *,
+    mode: str,
+    length: int,
+    converter: type[feature_converters.FeatureConverter],
+    truncate: bool,
 ) -> Example:
   """The example if it fits `length`; else an error, or its prompt's last tokens if `truncate`."""
   if mode == "score" and len(example.target) > length:
-    raise ValueError(
+    raise ConfigError(
         f"The target of {example.where} has {len(example.target)} tokens but "
         f"infer.max_length={length}; raise --gin.infer.max_length (targets are never truncated)."
     )
-  if encdec:
-    room, why = length, "the encoder input"
-  elif mode == "score":
-    room, why = (
-        length - len(example.target),
-        f"the prompt and its {len(example.target)}-token target share it",
-    )
-  else:
-    room, why = length - 1, "the prompt and at least one generated token share it"
+  room, why = converter.prompt_room(length, len(example.target), scoring=mode == "score")
   size = len(example.prompt)
   if size <= room:
     return example
   if not truncate:
-    raise ValueError(
+    raise ConfigError(
         f"The prompt of {example.where} has {size} tokens but infer.max_length={length} leaves "
         f"room for {room} ({why}); raise --gin.infer.max_length, shorten the prompt, or set "
         f"--gin.infer.truncate_prompts=True to keep its last {room} tokens."
@@ -234,51 +206,12 @@ def fit_length(
 
 
 # --- batches ------------------------------------------------------------------------------
-def _pad(rows_of_ids: Sequence[Sequence[int]], rows: int, length: int) -> np.ndarray:
-  out = np.zeros((rows, length), np.int32)
-  for i, ids in enumerate(rows_of_ids):
-    out[i, : len(ids)] = ids
-  return out
-
-
-def _shift_right(targets: np.ndarray) -> np.ndarray:
-  return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
-
-
-def model_batch(
-    converter: str, mode: str, examples: Sequence[Example], rows: int, length: int
-) -> dict[str, np.ndarray]:
+def model_batch(model, mode: str, examples: Sequence[Example], rows: int, length: int) -> dict:
   """The model's batch of `examples` padded to `rows`: prompts to continue, or to score targets."""
   prompts = [e.prompt for e in examples]
-  if converter == "encdec":
-    targets = _pad([e.target for e in examples] if mode == "score" else [], rows, length)
-    return {
-        "encoder_input_tokens": _pad(prompts, rows, length),
-        "decoder_input_tokens": _shift_right(targets),
-        "decoder_target_tokens": targets,
-    }
-  if mode != "score":
-    return text_prediction.prompt_batch(prompts, length, rows)
-  return _scoring_batch(examples, rows, length, bidirectional_prefix=converter == "prefix_lm")
-
-
-def _scoring_batch(
-    examples: Sequence[Example], rows: int, length: int, bidirectional_prefix: bool
-) -> dict[str, np.ndarray]:
-  """Prompt then target in one decoder sequence; only the target carries loss weight."""
-  targets = _pad([e.prompt + e.target for e in examples], rows, length)
-  weights, prefix = np.zeros_like(targets), np.zeros_like(targets)
-  for i, e in enumerate(examples):
-    weights[i, len(e.prompt) : len(e.prompt) + len(e.target)] = 1
-    prefix[i, : len(e.prompt) + 1] = 1  # BOS and the prompt, as SeqIO's prefix-LM converter
-  batch = {
-      "decoder_input_tokens": _shift_right(targets),
-      "decoder_target_tokens": targets,
-      "decoder_loss_weights": weights,
-  }
-  if bidirectional_prefix:  # a prefix LM attends to its whole prompt, as in training
-    batch["decoder_causal_attention"] = prefix
-  return batch
+  if mode == "score":
+    return model.scoring_batch(prompts, [e.target for e in examples], rows, length)
+  return model.prompt_batch(prompts, rows, length)
 
 
 def _meta(examples: Sequence[Example], rows: int, width: int) -> dict[str, np.ndarray]:
@@ -290,8 +223,8 @@ def _meta(examples: Sequence[Example], rows: int, width: int) -> dict[str, np.nd
   index[: len(examples)] = [e.index for e in examples]
   return {
       "index": index,
-      "prompt": _pad([e.prompt for e in examples], rows, width),
-      "target": _pad([e.target for e in examples], rows, width),
+      "prompt": feature_converters.pad_rows([e.prompt for e in examples], rows, width),
+      "target": feature_converters.pad_rows([e.target for e in examples], rows, width),
   }
 
 
@@ -384,25 +317,6 @@ def _records(
   return records
 
 
-class _Progress:
-  """'done/total examples | examples/s | ETA' from process 0, every `period_s` and at the end."""
-
-  def __init__(self, total: Optional[int], period_s: float = 5.0):
-    self.total, self.period_s = total, period_s
-    self._start = self._printed = time.time()
-
-  def update(self, done: int, final: bool = False) -> None:
-    now = time.time()
-    if jax.process_index() or not (final or now - self._printed >= self.period_s):
-      return
-    self._printed = now
-    done = min(done, self.total) if self.total else done  # processes may overshoot max_examples
-    rate = done / max(now - self._start, 1e-9)
-    of = f"/{self.total}" if self.total else ""
-    eta = f" | ETA {(self.total - done) / max(rate, 1e-9):.0f}s" if self.total and not final else ""
-    print(f"infer: {done}{of} examples | {rate:.1f} examples/s{eta}", flush=True)
-
-
 def _write_jsonl(path: str, records: Iterable[dict]) -> None:
   """All or nothing: a reader never sees a half-written file."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -416,15 +330,15 @@ def _write_jsonl(path: str, records: Iterable[dict]) -> None:
 # --- the entry point ----------------------------------------------------------------------
 def _check_args(
     mode: str,
-    dataset_cfg: Optional[data.DatasetConfig],
+    dataset_cfg: Optional[DatasetConfig],
     batch_size: int,
     decoder,
     max_decode_rows: int,
 ) -> None:
   if mode not in MODES:
-    raise ValueError(f"infer.mode={mode!r} is not one of {MODES}.")
+    raise ConfigError(f"infer.mode={mode!r} is not one of {MODES}.")
   if dataset_cfg is None:
-    raise ValueError(
+    raise ConfigError(
         "infer.dataset_cfg is None; it names the task whose vocabulary encodes prompts and "
         "decodes outputs (and whose split is read without infer.input_file): bind it, e.g. "
         "infer.dataset_cfg = @validation/DatasetConfig()."
@@ -432,7 +346,7 @@ def _check_args(
   per_example = getattr(decoder, "rows_per_example", 1)
   rows = batch_size * per_example
   if mode != "score" and rows > max_decode_rows:
-    raise ValueError(
+    raise ConfigError(
         f"infer.batch_size={batch_size} x {per_example} decodes per example "
         f"({type(decoder).__name__}.rows_per_example: num_decodes or beam_size) = {rows} decode "
         f"rows, over infer.max_decode_rows={max_decode_rows} (the memory budget); lower "
@@ -442,29 +356,18 @@ def _check_args(
     )
 
 
-def _default_length(converter: str, cfg: data.DatasetConfig) -> int:
-  """The task's lengths: a decoder-only model holds prompt and continuation in one sequence."""
-  lengths = cfg.task_feature_lengths.values()
-  return max(lengths) if converter == "encdec" else sum(lengths)
-
-
-def _examples(
-    model,
-    mode: str,
-    dataset_cfg: data.DatasetConfig,
-    input_file: Optional[str],
-    codec: Codec,
-    fit: Callable[[Example], Example],
-    max_examples: Optional[int],
-):
+def _examples(data, model, mode: str, cfg: DatasetConfig, input_file, codec, fit, max_examples):
   """(this process's examples, texts by index or None, total or None). A file is read and
-  checked here, before any checkpoint is restored; a split is streamed."""
+  checked here, before any checkpoint is restored; a split is streamed, one row per process
+  and batch (so drop_remainder drops nothing)."""
   if input_file is None:
-    return (
-        map(fit, split_examples(dataset_cfg, model.FEATURE_CONVERTER, max_examples)),
-        None,
-        max_examples,
+    one_row = dataclasses.replace(
+        cfg, batch_size=jax.process_count(), shuffle=False, pack=False, num_epochs=1
     )
+    rows = data.batches(one_row, model.FEATURE_CONVERTER_CLS)
+    name = f"{cfg.mixture_or_task_name}/{cfg.split}"
+    examples = split_examples(rows, model.FEATURE_CONVERTER_CLS, name, max_examples)
+    return map(fit, examples), None, max_examples
   items = read_input_file(input_file, mode)[:max_examples]
   examples = [fit(e) for e in file_examples(items, codec, mode)]
   return examples, {i: item[:2] for i, item in enumerate(items)}, len(items)
@@ -476,7 +379,7 @@ def infer(
     model=gin.REQUIRED,
     model_dir: str = gin.REQUIRED,
     mode: str = "predict",
-    dataset_cfg: Optional[data.DatasetConfig] = None,
+    dataset_cfg: Optional[DatasetConfig] = None,
     input_file: Optional[str] = None,
     decoder: Optional[Callable] = None,
     return_all_decodes: bool = False,
@@ -491,24 +394,28 @@ def infer(
 ) -> str:
   """Runs `mode` (see the module doc) with a checkpoint of MODEL_DIR; returns the file written.
 
-  `decoder` is a trainers.decoding decoder (default greedy); `max_length` defaults to the
+  `decoder` is a model_zoo.decoding decoder (default greedy); `max_length` defaults to the
   dataset config's feature lengths; `batch_size` is global and `max_decode_rows` bounds
   batch_size x the decoder's rows per example, a memory budget; `output_dir` defaults to
   MODEL_DIR/inference; `checkpoint_step` to the newest checkpoint.
   """
+  from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
+
   decoder = decoder or sampling.greedy()
   _check_args(mode, dataset_cfg, batch_size, decoder, max_decode_rows)
   partitioner = partitioning.Partitioner()
   partitioner.check_batch_size(batch_size, "infer.batch_size")
   data.check_vocab_fits(dataset_cfg, model.vocab_size)
-  converter = model.FEATURE_CONVERTER
-  length = _default_length(converter, dataset_cfg) if max_length is None else max_length
-  codec = Codec.of_task(dataset_cfg)
+  converter = model.FEATURE_CONVERTER_CLS
+  length = converter.decode_length(dataset_cfg.task_feature_lengths) if max_length is None else max_length
+  codec = Codec.of_features(data.output_features(dataset_cfg))
   fit = functools.partial(
-      fit_length, mode=mode, length=length, encdec=converter == "encdec", truncate=truncate_prompts
+      fit_length, mode=mode, length=length, converter=converter, truncate=truncate_prompts
   )
-  examples, texts, total = _examples(model, mode, dataset_cfg, input_file, codec, fit, max_examples)
-  shapes = {k: v.shape for k, v in model_batch(converter, mode, [], batch_size, length).items()}
+  examples, texts, total = _examples(
+      data, model, mode, dataset_cfg, input_file, codec, fit, max_examples
+  )
+  shapes = {k: v.shape for k, v in model_batch(model, mode, [], batch_size, length).items()}
   state = restore.restore_state(
       Trainer(model=model, partitioner=partitioner), model_dir, shapes, checkpoint_step
   )
@@ -521,11 +428,12 @@ def infer(
   rows = batch_size // jax.process_count()
   width = max(length, *dataset_cfg.task_feature_lengths.values())
   batches = (
-      (model_batch(converter, mode, chunk, rows, length), _meta(chunk, rows, width))
+      (model_batch(model, mode, chunk, rows, length), _meta(chunk, rows, width))
       for chunk in _chunks(examples, rows)
   )
   results = _run_batches(_model_fn(model, mode, decoder), params, partitioner, batches, seed)
-  records = _collect(results, _Progress(total), mode, texts, codec, return_all_decodes)
+  progress = metrics_writer.Progress("infer: {done}{of} examples", "examples", total, period_s=5)
+  records = _collect(results, progress, mode, texts, codec, return_all_decodes)
   path = os.path.join(output_dir or os.path.join(model_dir, "inference"), f"{mode}-{step}.jsonl")
   if jax.process_index() == 0:
     _write_jsonl(path, records[:max_examples])
@@ -535,7 +443,7 @@ def infer(
 
 def _collect(
     results: Iterable[tuple[dict, dict]],
-    progress: "_Progress",
+    progress: metrics_writer.Progress,
     mode: str,
     texts: Optional[dict],
     codec: Codec,
@@ -546,18 +454,13 @@ def _collect(
   for outputs, meta in results:
     if jax.process_index() == 0:
       records += _records(mode, outputs, meta, texts, codec, return_all_decodes)
-      progress.update(len(records))
-  progress.update(len(records), final=True)
+      # Processes may overshoot max_examples.
+      progress.report(min(len(records), progress.total or len(records)))
+  progress.report(min(len(records), progress.total or len(records)), final=True)
   return [record for _, record in sorted(records, key=lambda r: r[0])]
 
 
-def main(argv: Sequence[str]) -> int:
-  return cli.run(lambda: infer(), argv, "infer")
-
-
-def console_main() -> None:
-  sys.exit(main(sys.argv[1:]))
-
+main, console_main = cli.entry_point(lambda: infer(), "infer")
 
 if __name__ == "__main__":
   console_main()

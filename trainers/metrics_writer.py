@@ -3,7 +3,7 @@
 import json
 import os
 import time
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 
@@ -37,27 +37,45 @@ class MetricsWriter:
 
 
 class Progress:
-  """A one-line progress report: steps/s, tokens/s and ETA."""
+  """One-line reports of long work: 'step 20/300 | ... | 2.10 steps/s | ETA 2m11s'.
 
-  def __init__(self, total_steps: int, start_step: int):
-    self.total_steps = total_steps
-    self._last_step = start_step
-    self._last_time = time.time()
+  `what` formats the count ("step {done}{of}"; `of` is "/total" when the total is known).
+  The training loop reports at its log period; inference every `period_s` seconds.
+  """
 
-  def rates(self, step: int, tokens: float) -> tuple[float, float, float]:
-    """(steps/s, tokens/s, seconds per step) since the previous call."""
-    now = time.time()
-    elapsed = max(now - self._last_time, 1e-9)
-    steps = max(step - self._last_step, 1)
-    self._last_step, self._last_time = step, now
-    return steps / elapsed, tokens / elapsed, elapsed / steps
+  def __init__(
+      self, what: str, unit: str, total: Optional[int], done: int = 0, period_s: float = 0.0
+  ):
+    self.what, self.unit, self.total, self.period_s = what, unit, total, period_s
+    self._last = self._printed = (done, time.time())
 
-  def line(self, step: int, loss: float, steps_per_s: float, tokens_per_s: float) -> str:
-    eta = (self.total_steps - step) / max(steps_per_s, 1e-9)
-    return (
-        f"step {step}/{self.total_steps} | loss {loss:.4f} | {steps_per_s:.2f} steps/s | "
-        f"{tokens_per_s:,.0f} tokens/s | ETA {_duration(eta)}"
-    )
+  def rate(self, done: int) -> tuple[float, float]:
+    """(units per second, seconds elapsed) since the previous call."""
+    rate, elapsed = _rate(self._last, done)
+    self._last = (done, time.time())
+    return rate, elapsed
+
+  def report(
+      self, done: int, *fields: str, rate: Optional[float] = None, final: bool = False
+  ) -> None:
+    """Prints the line from process 0, at most every period_s seconds unless `final`.
+
+    `rate` defaults to the rate since the previous printed line.
+    """
+    if jax.process_index() or not (final or time.time() - self._printed[1] >= self.period_s):
+      return
+    rate = _rate(self._printed, done)[0] if rate is None else rate
+    self._printed = (done, time.time())
+    of = f"/{self.total}" if self.total else ""
+    parts = [self.what.format(done=done, of=of), *fields, f"{rate:,.2f} {self.unit}/s"]
+    if self.total and not final:
+      parts.append(f"ETA {_duration((self.total - done) / max(rate, 1e-9))}")
+    print(" | ".join(parts), flush=True)
+
+
+def _rate(since: tuple[int, float], done: int) -> tuple[float, float]:
+  elapsed = max(time.time() - since[1], 1e-9)
+  return max(done - since[0], 0) / elapsed, elapsed
 
 
 def _duration(seconds: float) -> str:

@@ -4,27 +4,21 @@ Resumes from the newest readable checkpoint in MODEL_DIR (params, optimizer stat
 data position, so the resumed run sees the batches an uninterrupted run would), writes the
 operative config to MODEL_DIR/config.gin, metrics to TensorBoard and JSONL, and stops with
 a clear message, keeping the last good checkpoint, if the loss becomes NaN or Inf.
+
+`train()` runs in phases: restore-or-init, the step loop (logging and checkpoints), a
+periodic eval and, at the end, greedy continuations of a few prompts.
 """
 
 import math
 import os
-import sys
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import gin
 import jax
 
 from model_zoo import metrics as metrics_lib
-from trainers import (
-    checkpoints,
-    cli,
-    data,
-    gin_utils,
-    metrics_writer,
-    partitioning,
-    seqio_evaluation,
-    text_prediction,
-)
+from trainers import checkpoints, cli, gin_utils, metrics_writer, partitioning, text_prediction
+from trainers.dataset_config import DatasetConfig
 from trainers.errors import TrainingDivergedError
 from trainers.trainer import Trainer
 
@@ -62,22 +56,112 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoints.Checkpointer, s
   return state, position
 
 
-def _next_batch(batches: Iterator[dict], position: dict) -> dict:
-  batch = next(batches, None)
-  if batch is None:
-    raise ValueError(
-        f"The training data ran out after {position['train_batches']} batches; train "
-        "DatasetConfig.num_epochs should be None (repeat) for training."
-    )
-  return batch
+class _PeriodicEval:
+  """Eval losses on a split whose pipeline is built once, plus (optionally) SeqIO metrics."""
+
+  def __init__(
+      self,
+      data,
+      trainer: Trainer,
+      model_dir: str,
+      cfg: DatasetConfig,
+      steps: Optional[int],
+      baselines: Optional[Mapping[str, float]],
+      infer_cfg: Optional[DatasetConfig],
+      decoder: Optional[Callable],
+  ):
+    self.data, self.trainer = data, trainer
+    self.batches = data.batches(cfg, trainer.model.FEATURE_CONVERTER_CLS)
+    self.steps, self.baselines = steps, baselines or {}
+    self.infer_cfg, self.decoder = infer_cfg, decoder
+    self.writer = metrics_writer.MetricsWriter(model_dir, "eval")
+
+  def __call__(self, state, step: int) -> dict[str, float]:
+    values = self.trainer.evaluate(state, self.data.take(self.batches, self.steps))
+    cli.say(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+    for name, value in self.baselines.items():
+      cli.say(f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}")
+    if self.infer_cfg is not None:
+      task_metrics = self.data.evaluate_tasks(
+          self.trainer.model, state.params, self.trainer.partitioner, self.infer_cfg, self.decoder
+      )
+      values.update(self.data.flatten(task_metrics))
+      cli.say(self.data.report(task_metrics))
+    self.writer.write(step, values)
+    return values
 
 
-def _report_eval(
-    step: int, values: dict[str, float], baselines: Optional[Mapping[str, float]]
-) -> None:
-  cli.say(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
-  for name, value in (baselines or {}).items():
-    cli.say(f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}")
+def _log(
+    step: int,
+    pending: dict,
+    progress: metrics_writer.Progress,
+    writer: metrics_writer.MetricsWriter,
+    checkpointer: checkpoints.Checkpointer,
+) -> dict[str, float]:
+  """Writes and prints the metrics accumulated since the last log; stops a diverged run."""
+  results = metrics_lib.values(pending)
+  steps_per_s, elapsed = progress.rate(step)
+  tokens_per_s = float(jax.device_get(pending["target_tokens"].total)) / elapsed  # all hosts
+  _stop_if_diverged(results["loss"], True, step, checkpointer)
+  writer.write(
+      step,
+      {
+          **results,
+          "steps_per_second": steps_per_s,
+          "tokens_per_second": tokens_per_s,
+          "step_time_s": 1.0 / max(steps_per_s, 1e-9),
+      },
+  )
+  progress.report(
+      step, f"loss {results['loss']:.4f}", f"{tokens_per_s:,.0f} tokens/s", rate=steps_per_s
+  )
+  return results
+
+
+def _step_loop(
+    trainer: Trainer,
+    state,
+    position: dict,
+    batches: Iterable[dict],
+    checkpointer: checkpoints.Checkpointer,
+    writer: metrics_writer.MetricsWriter,
+    train_steps: int,
+    log_period: int,
+    periodic_eval: Optional[_PeriodicEval],
+    eval_period: int,
+):
+  """Steps to `train_steps`, logging, checkpointing and evaluating; returns (state, metrics)."""
+  step = int(jax.device_get(state.step))
+  progress = metrics_writer.Progress("step {done}{of}", "steps", train_steps, step)
+  iterator, pending, results = iter(batches), {}, {}
+  while step < train_steps:
+    batch = next(iterator, None)
+    if batch is None:
+      raise ValueError(
+          f"The training data ran out after {position['train_batches']} batches; train "
+          "DatasetConfig.num_epochs should be None (repeat) for training."
+      )
+    state, step_metrics = trainer.train_step(state, batch)
+    pending = metrics_lib.merge(pending, step_metrics)
+    step, position = step + 1, {"train_batches": position["train_batches"] + 1}
+    last, save = step == train_steps, checkpointer.should_save(step) or step == train_steps
+    if step % log_period == 0 or save:
+      results, pending = _log(step, pending, progress, writer, checkpointer), {}
+    if save:
+      _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)
+      checkpointer.save(state, position)
+    if periodic_eval is not None and (step % eval_period == 0 or last):
+      results.update({f"eval_{k}": v for k, v in periodic_eval(state, step).items()})
+  return state, results
+
+
+def _decode_prompts(data, trainer: Trainer, params, cfg: DatasetConfig, prompts, length) -> None:
+  """Prints greedy continuations of `prompts`: a quick look at what the model learned."""
+  outputs = text_prediction.continue_prompts(
+      trainer.model, params, trainer.partitioner, data.vocabulary(cfg), prompts, length
+  )
+  for prompt, output in zip(prompts, outputs):
+    cli.say(f"PROMPT: {prompt}\n  -> {output}")
 
 
 @gin.configurable
@@ -86,13 +170,13 @@ def train(
     model=gin.REQUIRED,
     model_dir: str = gin.REQUIRED,
     train_steps: int = gin.REQUIRED,
-    train_dataset_cfg: data.DatasetConfig = gin.REQUIRED,
-    eval_dataset_cfg: Optional[data.DatasetConfig] = None,
+    train_dataset_cfg: DatasetConfig = gin.REQUIRED,
+    eval_dataset_cfg: Optional[DatasetConfig] = None,
     eval_period: int = 100,
     eval_steps: Optional[int] = None,
     log_period: int = 10,
     eval_baselines: Optional[Mapping[str, float]] = None,
-    infer_eval_dataset_cfg: Optional[data.DatasetConfig] = None,
+    infer_eval_dataset_cfg: Optional[DatasetConfig] = None,
     eval_decoder: Optional[Callable] = None,
     predict_prompts: Sequence[str] = (),
     predict_length: int = 64,
@@ -105,6 +189,8 @@ def train(
   greedy) and runs the tasks' SeqIO metric functions. Returns the last train (and
   `eval_`-prefixed) metrics.
   """
+  from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
+
   os.makedirs(model_dir, exist_ok=True)
   if jax.process_index() == 0:
     gin_utils.write_operative_config(model_dir)
@@ -112,80 +198,43 @@ def train(
   trainer = Trainer(model=model, partitioner=partitioner)
   partitioner.check_batch_size(train_dataset_cfg.batch_size)
   data.check_vocab_fits(train_dataset_cfg, model.vocab_size)
-  converter = model.FEATURE_CONVERTER
+  converter = model.FEATURE_CONVERTER_CLS
   checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
   state, position = _restore_or_init(
       trainer, checkpointer, data.global_batch_shapes(train_dataset_cfg, converter)
   )
-  step = int(jax.device_get(state.step))
-  if step >= train_steps:
-    cli.say(f"MODEL_DIR already holds step {step} >= TRAIN_STEPS={train_steps}; nothing to train.")
-  train_writer = metrics_writer.MetricsWriter(model_dir, "train")
-  eval_writer = metrics_writer.MetricsWriter(model_dir, "eval")
-  batches = data.batch_iterator(train_dataset_cfg, converter, start_batch=position["train_batches"])
-  progress = metrics_writer.Progress(train_steps, step)
-  pending, results = {}, {}
-  while step < train_steps:
-    batch = _next_batch(batches, position)
-    state, step_metrics = trainer.train_step(state, batch)
-    pending = metrics_lib.merge(pending, step_metrics)
-    step, position = step + 1, {"train_batches": position["train_batches"] + 1}
-    last, save = step == train_steps, checkpointer.should_save(step) or step == train_steps
-    if step % log_period == 0 or save:
-      results = metrics_lib.values(pending)
-      tokens = float(jax.device_get(pending["loss"].count))  # real target tokens, all hosts
-      steps_per_s, tokens_per_s, step_time = progress.rates(step, tokens)
-      pending = {}
-      _stop_if_diverged(results["loss"], True, step, checkpointer)
-      train_writer.write(
-          step,
-          {
-              **results,
-              "steps_per_second": steps_per_s,
-              "tokens_per_second": tokens_per_s,
-              "step_time_s": step_time,
-          },
-      )
-      cli.say(progress.line(step, results["loss"], steps_per_s, tokens_per_s))
-    if save:
-      _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)
-      checkpointer.save(state, position)
-    if eval_dataset_cfg is not None and (step % eval_period == 0 or last):
-      eval_values = trainer.evaluate(
-          state, data.take(data.batch_iterator(eval_dataset_cfg, converter), eval_steps)
-      )
-      _report_eval(step, eval_values, eval_baselines)
-      if infer_eval_dataset_cfg is not None:
-        task_metrics = seqio_evaluation.evaluate(
-            model, state.params, partitioner, infer_eval_dataset_cfg, eval_decoder
-        )
-        eval_values.update(seqio_evaluation.flatten(task_metrics))
-        cli.say(seqio_evaluation.report(task_metrics))
-      eval_writer.write(step, eval_values)
-      results.update({f"eval_{k}": v for k, v in eval_values.items()})
-  if predict_prompts:
-    outputs = text_prediction.continue_prompts(
-        model,
-        state.params,
-        partitioner,
-        data.vocabulary(train_dataset_cfg),
-        predict_prompts,
-        predict_length,
+  if int(jax.device_get(state.step)) >= train_steps:
+    cli.say(f"MODEL_DIR already holds step {int(state.step)} >= TRAIN_STEPS={train_steps}; "
+            "nothing to train.")
+  periodic_eval = None
+  if eval_dataset_cfg is not None:
+    periodic_eval = _PeriodicEval(
+        data, trainer, model_dir, eval_dataset_cfg, eval_steps, eval_baselines,
+        infer_eval_dataset_cfg, eval_decoder,
     )
-    for prompt, output in zip(predict_prompts, outputs):
-      cli.say(f"PROMPT: {prompt}\n  -> {output}")
-  for closable in (checkpointer, train_writer, eval_writer):
-    closable.close()
+  writer = metrics_writer.MetricsWriter(model_dir, "train")
+  try:
+    state, results = _step_loop(
+        trainer,
+        state,
+        position,
+        data.batches(train_dataset_cfg, converter, start_batch=position["train_batches"]),
+        checkpointer,
+        writer,
+        train_steps,
+        log_period,
+        periodic_eval,
+        eval_period,
+    )
+  finally:
+    for closable in (checkpointer, writer) + ((periodic_eval.writer,) if periodic_eval else ()):
+      closable.close()
+  if predict_prompts:
+    _decode_prompts(data, trainer, state.params, train_dataset_cfg, predict_prompts, predict_length)
   return results
 
 
-def main(argv: Sequence[str]) -> int:
-  return cli.run(lambda: train(), argv, "train")
-
-
-def console_main() -> None:
-  sys.exit(main(sys.argv[1:]))
-
+main, console_main = cli.entry_point(lambda: train(), "train")
 
 if __name__ == "__main__":
   console_main()

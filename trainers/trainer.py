@@ -26,11 +26,6 @@ def _example_batch(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, jax.Array
   return {k: jnp.ones(s, jnp.int32) for k, s in shapes.items()}
 
 
-def _loss_weights(batch: Batch) -> jax.Array:
-  targets = batch["decoder_target_tokens"]
-  return batch.get("decoder_loss_weights", targets > 0).astype(jnp.float32)
-
-
 @gin.configurable
 class Trainer:
   """Owns the compiled train/eval steps of one model on one mesh."""
@@ -101,7 +96,7 @@ class Trainer:
 
   # --- steps ------------------------------------------------------------------------------
   def _grads_and_metrics(self, params, batch, rng):
-    normalizer = jnp.sum(_loss_weights(batch))
+    normalizer = self.model.loss_normalizer(batch)
     grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
     k = self.num_microbatches
     if k == 1:
@@ -129,6 +124,7 @@ class Trainer:
     rng = jax.random.fold_in(state.rng, state.step)
     grads, metrics = self._grads_and_metrics(state.params, batch, rng)
     metrics = dict(metrics)
+    metrics["target_tokens"] = Average.of(self.model.num_target_tokens(batch))  # per step
     metrics["learning_rate"] = Average.of(self.schedule(state.step))
     metrics["grad_norm"] = Average.of(optax.tree.norm(grads))
     return state.apply_gradients(grads), metrics
@@ -187,7 +183,7 @@ class Trainer:
       if jax.process_count() > 1:
         any_left = multihost_utils.process_allgather(np.int32(batch is not None)).max() > 0
         if batch is None and any_left and last is not None:
-          batch = {**last, "decoder_loss_weights": np.zeros_like(last["decoder_target_tokens"])}
+          batch = self.model.FEATURE_CONVERTER_CLS.without_loss(last)
         if not any_left:
           break
       if batch is None:

@@ -11,6 +11,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+from tasks import pipeline
 from tasks.parallel import vocabulary as parallel_vocabulary
 
 # No EOS after the inputs: an encoder sees where its inputs end anyway, and in a decoder-only
@@ -29,6 +30,17 @@ def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
 def tag_id(vocabulary: seqio.SentencePieceVocabulary, lang: str) -> int:
   """The id of `<2lang>`, one piece in a vocabulary that passes pipeline.check_special_tokens."""
   return vocabulary.tokenizer.piece_to_id(parallel_vocabulary.language_tag(lang))
+
+
+def prompt_prefix(vocabulary: seqio.SentencePieceVocabulary, output_language: str) -> list[int]:
+  """What every translation input into `output_language` starts with: its `<2xx>` tag id.
+
+  For `trainers.predict_fns.text_predict_fn(..., prompt_prefix=..., prompt_eos=INPUTS_ADD_EOS)`,
+  so a model asked to translate sees inputs laid out as in training. Fails, naming the tool
+  flag to add it, if the vocabulary lacks the tag.
+  """
+  pipeline.check_special_tokens(vocabulary, [parallel_vocabulary.language_tag(output_language)])
+  return [tag_id(vocabulary, output_language)]
 
 
 def mask_id(vocabulary: seqio.SentencePieceVocabulary) -> int:

@@ -173,7 +173,8 @@ def register_back_translation_task(
   """Registers `name`: source -> target pairs whose source side `predict_fn` made up.
 
   `predict_fn` (list of target-language texts -> their `source`-language translations, e.g.
-  `model_predict.model_predict_fn` of a target -> source model) runs over the target
+  `trainers.predict_fns.text_predict_fn` of a target -> source model, prompted with
+  `features.prompt_prefix(vocabulary, source)`) runs over the target
   language's corpus text; the pairs then go through the translation tasks' tokenize and
   tag steps. No metrics: the inputs of its validation split are the model's own output.
   The task shuffles after back-translation, so with shuffle=True the first example waits

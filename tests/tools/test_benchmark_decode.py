@@ -12,7 +12,7 @@ import pytest
 
 from tests.tools import without_tensorflow
 from tools import benchmark_decode
-from trainers.text_prediction import prompt_batch
+from model_zoo.feature_converters import DecoderFeatureConverter
 
 REPO_ROOT = without_tensorflow.REPO_ROOT
 TINY_GIN = os.path.join(REPO_ROOT, "gin/models/decoder_only_tiny.gin")
@@ -161,7 +161,7 @@ def test_decoders_agree_and_a_wrong_history_is_caught():
       np.random.default_rng(1), rows, prompt_len, model.vocab_size
   )
   cached, cached_scores = jax.jit(benchmark_decode.cached_decoder(model))(
-      params, prompt_batch(prompts, length, rows)
+      params, DecoderFeatureConverter.prompt_batch(prompts, rows, length)
   )
   nocache, nocache_scores = jax.jit(benchmark_decode.nocache_decoder(model, gen_len))(
       params, prompts

@@ -19,10 +19,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from model_zoo import dense, models
+from model_zoo import dense, feature_converters, models
 from tasks import quickstart
 from tests.trainers import helpers
-from trainers import cli, gin_utils, infer, text_prediction, train
+from trainers import cli, gin_utils, infer, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -129,7 +129,7 @@ def _jitted(method):
 
 def greedy_tokens(model, params, prompt_ids) -> list[int]:
   """The greedy continuation of one prompt (EOS kept), decoded here without trainers.infer."""
-  batch = text_prediction.prompt_batch([prompt_ids], LENGTH, 1)
+  batch = feature_converters.DecoderFeatureConverter.prompt_batch([prompt_ids], 1, LENGTH)
   tokens, _ = _jitted(model.predict_batch)(params, batch)
   return [int(t) for t in np.asarray(tokens)[0] if t > 0]
 
@@ -287,7 +287,7 @@ def test_encoder_decoder_predictions_score_as_their_score_batch():
       )
   )
   prompts = [infer.Example(0, [5, 9, 3, 1], [], "a"), infer.Example(1, [7, 1], [], "b")]
-  batch = infer.model_batch("encdec", "predict", prompts, 2, 12)
+  batch = infer.model_batch(model, "predict", prompts, 2, 12)
   shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))  # no init to compile
   rs = np.random.RandomState(0)
   params = jax.tree.map(lambda s: rs.normal(0, 0.3, s.shape).astype(s.dtype), shapes)
@@ -296,5 +296,5 @@ def test_encoder_decoder_predictions_score_as_their_score_batch():
       dataclasses.replace(e, target=[int(t) for t in row if t > 0])
       for e, row in zip(prompts, np.asarray(tokens))
   ]
-  expected = jax.jit(model.score_batch)(params, infer.model_batch("encdec", "score", scored, 2, 12))
+  expected = jax.jit(model.score_batch)(params, infer.model_batch(model, "score", scored, 2, 12))
   np.testing.assert_allclose(np.asarray(scores), np.asarray(expected), rtol=1e-4, atol=1e-4)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tests.decoding import common
-from trainers.decoding import sampling
+from tests.model_zoo.decoding import common
+from model_zoo.decoding import sampling
 
 
 def _assert_some_rows_end_early(expected):

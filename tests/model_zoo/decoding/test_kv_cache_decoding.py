@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from tests.decoding import common
-from trainers.decoding import fusion, sampling
+from tests.model_zoo.decoding import common
+from model_zoo.decoding import fusion, sampling
 
 LENGTH = 6
 TOL = dict(rtol=1e-5, atol=1e-5)

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from tests.decoding import common
+from tests.model_zoo.decoding import common
 from trainers import partitioning
-from trainers.decoding import beam_search, sampling
+from model_zoo.decoding import beam_search, sampling
 
 LENGTH = common.LM_LENGTH
 PROMPTS = common.PROMPTS

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from trainers.decoding import base, filters
+from model_zoo.decoding import base, filters
 
 
 def _decode_loop(

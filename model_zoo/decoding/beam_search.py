@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from trainers.decoding import base
+from model_zoo.decoding import base
 
 NEG_INF = -1e30
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from trainers.decoding import base
+from model_zoo.decoding import base
 
 
 def shallow_fusion(

@@ -1,4 +1,4 @@
-"""The back-translation adapter: a podzoo model's predict_batch, turned into text -> text."""
+"""The predict_fn adapter (what back-translation calls): predict_batch, turned into text -> text."""
 
 import flax.linen as nn
 import jax
@@ -7,9 +7,10 @@ import pytest
 
 from model_zoo import config, dense, models
 from tasks import pipeline
-from tasks.mt import model_predict
+from tasks.mt import features
 from tasks.parallel import corpus, vocabulary
 from tests.tasks import test_mt
+from trainers import predict_fns
 
 VOCAB = vocabulary.parallel_vocabulary()
 TINY = config.TransformerConfig(
@@ -73,8 +74,14 @@ def test_adapter_outputs_are_predict_batch_on_the_mt_inputs(kind):
   rs = np.random.RandomState(0)
   params = jax.tree.map(lambda s: rs.normal(0, 0.5, s.shape).astype(s.dtype), shapes)
 
-  predict_fn = model_predict.model_predict_fn(
-      model, params, VOCAB, output_language="de", max_length=MAX_LENGTH, batch_size=ROWS
+  predict_fn = predict_fns.text_predict_fn(
+      model,
+      params,
+      VOCAB,
+      prompt_prefix=features.prompt_prefix(VOCAB, "de"),
+      prompt_eos=features.INPUTS_ADD_EOS,
+      max_length=MAX_LENGTH,
+      batch_size=ROWS,
   )
   outputs = predict_fn(texts)
 
@@ -90,9 +97,10 @@ def test_adapter_outputs_are_predict_batch_on_the_mt_inputs(kind):
   assert len(set(outputs)) > 1 and all(outputs)  # the check compares real, varied text
 
 
-def test_adapter_needs_the_tag_of_its_output_language(tmp_path):
+def test_the_mt_prompt_prefix_needs_the_tag_of_its_output_language(tmp_path):
+  assert features.prompt_prefix(VOCAB, "de") == [VOCAB.tokenizer.piece_to_id("<2de>")]
   with pytest.raises(ValueError, match="languages"):
-    model_predict.model_predict_fn(tiny_model("encdec"), {}, VOCAB, output_language="xx")
+    features.prompt_prefix(VOCAB, "xx")
   no_tags = test_mt.vocabulary_without_tags(tmp_path)
   with pytest.raises(pipeline.DataError, match=r"\['<2de>'\]"):
-    model_predict.model_predict_fn(tiny_model("encdec"), {}, no_tags, output_language="de")
+    features.prompt_prefix(no_tags, "de")

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.decoding import common
-from trainers.decoding import beam_search, sampling
+from tests.model_zoo.decoding import common
+from model_zoo.decoding import beam_search, sampling
 
 LENGTH = common.ED_LENGTH
 

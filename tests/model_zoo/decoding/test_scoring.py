@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests.decoding import common
-from trainers.decoding import sampling
+from tests.model_zoo.decoding import common
+from model_zoo.decoding import sampling
 
 LENGTH = 7
 

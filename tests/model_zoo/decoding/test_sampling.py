@@ -2,7 +2,7 @@
 
 One decoding step of N identical rows gives N independent draws from the first-step
 distribution; their counts are compared (chi-square) with a NumPy reference built from a
-full forward's log-probs. The filters follow trainers/decoding/filters.py's contract:
+full forward's log-probs. The filters follow model_zoo/decoding/filters.py's contract:
 temperature, then top-k (ties at the k-th value kept), renormalise, then top-p (a token
 is kept iff the probability mass strictly before it, in descending order, is below p).
 """
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.decoding import common
-from trainers.decoding import filters, sampling
+from tests.model_zoo.decoding import common
+from model_zoo.decoding import filters, sampling
 
 N = 20_000
 P_MIN = 1e-3

@@ -12,8 +12,8 @@ import functools
 import numpy as np
 import pytest
 
-from tests.decoding import common
-from trainers.decoding import beam_search, sampling
+from tests.model_zoo.decoding import common
+from model_zoo.decoding import beam_search, sampling
 
 MAX_LEN = 4
 # At step t there are 4**t live prefixes (no EOS yet) and 5 * 4**t candidates; beam search

@@ -1,0 +1,222 @@
+"""The batch layouts of SeqIO's feature converters, described without TensorFlow.
+
+A Model names the converter whose batches it reads in `FEATURE_CONVERTER_CLS` (as T5X's
+models do); `tasks.pipeline` maps the class's `name` to the SeqIO converter that builds
+training batches. The same class builds the batches that decoding and scoring need from
+token lists, and reads a prompt and target back from one converter row, so no caller
+re-derives a layout by hand.
+
+Conventions (SeqIO's): id 0 is padding, and a decoder input is its target shifted right
+behind a 0 (BOS). A prompt of a decoder-only model is the prefix-LM input part, marked by
+`decoder_causal_attention` (1 over BOS and the prompt); an encoder-decoder's prompt is its
+encoder input.
+"""
+
+from typing import ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from model_zoo.errors import ConfigError
+
+Batch = Mapping[str, np.ndarray]
+
+
+def loss_weights(batch: Mapping):
+  """Which target positions count: `decoder_loss_weights`, else every non-padding target."""
+  targets = batch["decoder_target_tokens"]
+  weights = batch.get("decoder_loss_weights")
+  return (targets > 0 if weights is None else weights).astype(np.float32)
+
+
+def pad_rows(rows_of_ids: Sequence[Sequence[int]], rows: int, length: int) -> np.ndarray:
+  out = np.zeros((rows, length), np.int32)
+  for i, ids in enumerate(rows_of_ids):
+    out[i, : len(ids)] = ids
+  return out
+
+
+def _shift_right(targets: np.ndarray) -> np.ndarray:
+  return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+
+
+class FeatureConverter:
+  """One SeqIO converter's batch layout; subclasses are used as classes, never instantiated."""
+
+  name: ClassVar[str]  # tasks.pipeline's key for the SeqIO converter class
+  model_features: ClassVar[tuple[str, ...]]  # every batch feature a model may read
+  required_features: ClassVar[tuple[str, ...]]  # those a batch must hold
+
+  @classmethod
+  def decode_length(cls, task_feature_lengths: Mapping[str, int]) -> int:
+    """The sequence length that holds a task's prompt and continuation."""
+    raise NotImplementedError
+
+  @classmethod
+  def prompt_room(cls, length: int, target_length: int, scoring: bool) -> tuple[int, str]:
+    """(how many prompt tokens fit `length`, why) when scoring a target or generating."""
+    raise NotImplementedError
+
+  @classmethod
+  def prompt_batch(cls, prompts: Sequence[Sequence[int]], rows: int, length: int) -> dict:
+    """`rows` rows of `length` whose prompts are `prompts` (the rest empty), to continue."""
+    raise NotImplementedError
+
+  @classmethod
+  def scoring_batch(
+      cls,
+      prompts: Sequence[Sequence[int]],
+      targets: Sequence[Sequence[int]],
+      rows: int,
+      length: int,
+  ) -> dict:
+    """Rows whose loss-weighted targets are `targets` given `prompts` (log p(target | prompt))."""
+    raise NotImplementedError
+
+  @classmethod
+  def row_tokens(cls, row: Mapping[str, np.ndarray]) -> tuple[list[int], list[int]]:
+    """(prompt, target) ids of one unpacked row of this converter's batches."""
+    raise NotImplementedError
+
+  @classmethod
+  def without_loss(cls, batch: Batch) -> dict:
+    """`batch` with every loss weight 0: a collective step's filler that changes no metric."""
+    return {**batch, "decoder_loss_weights": np.zeros_like(batch["decoder_target_tokens"])}
+
+  @classmethod
+  def _targets(cls, row: Mapping[str, np.ndarray]) -> list[int]:
+    return [int(t) for t, w in zip(row["decoder_target_tokens"], loss_weights(row)) if w > 0]
+
+
+class DecoderFeatureConverter(FeatureConverter):
+  """A causal decoder-only LM (SeqIO's DecoderFeatureConverter); inputs, if any, are a prompt."""
+
+  name = "decoder"
+  model_features = (
+      "decoder_input_tokens",
+      "decoder_target_tokens",
+      "decoder_segment_ids",
+      "decoder_positions",
+  )
+  required_features = ("decoder_input_tokens", "decoder_target_tokens")
+
+  @classmethod
+  def decode_length(cls, task_feature_lengths):
+    return sum(task_feature_lengths.values())
+
+  @classmethod
+  def prompt_room(cls, length, target_length, scoring):
+    if scoring:
+      return length - target_length, f"the prompt and its {target_length}-token target share it"
+    return length - 1, "the prompt and at least one generated token share it"
+
+  @classmethod
+  def prompt_batch(cls, prompts, rows, length):
+    inputs = np.zeros((rows, length), np.int32)
+    prefix = np.zeros((rows, length), np.int32)
+    for i, ids in enumerate(prompts):
+      if len(ids) > length - 1:
+        raise ConfigError(
+            f"Prompt {i} has {len(ids)} tokens but the decode length is {length} (prompt + BOS "
+            "must fit): raise the length or shorten the prompt."
+        )
+      inputs[i, 1 : len(ids) + 1] = ids
+      prefix[i, : len(ids) + 1] = 1
+    return {
+        "decoder_input_tokens": inputs,
+        "decoder_target_tokens": np.zeros_like(inputs),
+        "decoder_causal_attention": prefix,
+    }
+
+  @classmethod
+  def scoring_batch(cls, prompts, targets, rows, length):
+    """Prompt then target in one sequence; only the target carries loss weight."""
+    sequences = pad_rows([list(p) + list(t) for p, t in zip(prompts, targets)], rows, length)
+    weights, prefix = np.zeros_like(sequences), np.zeros_like(sequences)
+    for i, (prompt, target) in enumerate(zip(prompts, targets)):
+      weights[i, len(prompt) : len(prompt) + len(target)] = 1
+      prefix[i, : len(prompt) + 1] = 1  # BOS and the prompt, as SeqIO's prefix-LM converter
+    return {
+        "decoder_input_tokens": _shift_right(sequences),
+        "decoder_target_tokens": sequences,
+        "decoder_loss_weights": weights,
+        "decoder_causal_attention": prefix,
+    }
+
+  @classmethod
+  def row_tokens(cls, row):
+    return [], cls._targets(row)
+
+
+class PrefixLMFeatureConverter(DecoderFeatureConverter):
+  """A decoder-only prefix LM (SeqIO's PrefixLMFeatureConverter): bidirectional over inputs."""
+
+  name = "prefix_lm"
+  model_features = DecoderFeatureConverter.model_features + ("decoder_causal_attention",)
+
+  @classmethod
+  def row_tokens(cls, row):
+    """The prompt sits after BOS, where causal attention is 1."""
+    end = int(np.sum(row["decoder_causal_attention"]))
+    return [int(t) for t in row["decoder_input_tokens"][1:end]], cls._targets(row)
+
+
+class EncDecFeatureConverter(FeatureConverter):
+  """An encoder-decoder (SeqIO's EncDecFeatureConverter): the prompt is the encoder input."""
+
+  name = "encdec"
+  model_features = (
+      "encoder_input_tokens",
+      "decoder_input_tokens",
+      "decoder_target_tokens",
+      "encoder_segment_ids",
+      "decoder_segment_ids",
+      "encoder_positions",
+      "decoder_positions",
+  )
+  required_features = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+
+  @classmethod
+  def decode_length(cls, task_feature_lengths):
+    return max(task_feature_lengths.values())
+
+  @classmethod
+  def prompt_room(cls, length, target_length, scoring):
+    return length, "the encoder input"
+
+  @classmethod
+  def prompt_batch(cls, prompts, rows, length):
+    return cls.scoring_batch(prompts, [], rows, length)
+
+  @classmethod
+  def scoring_batch(cls, prompts, targets, rows, length):
+    target_tokens = pad_rows(targets, rows, length)
+    return {
+        "encoder_input_tokens": pad_rows(prompts, rows, length),
+        "decoder_input_tokens": _shift_right(target_tokens),
+        "decoder_target_tokens": target_tokens,
+    }
+
+  @classmethod
+  def row_tokens(cls, row):
+    return [int(t) for t in row["encoder_input_tokens"] if t > 0], cls._targets(row)
+
+
+BY_NAME: dict[str, type[FeatureConverter]] = {
+    c.name: c for c in (DecoderFeatureConverter, PrefixLMFeatureConverter, EncDecFeatureConverter)
+}
+
+
+def strip_padding(prompts: np.ndarray, padding: str = "right") -> list[list[int]]:
+  """The token lists of a [batch, prompt_length] array of 0-padded prompts, padded either side."""
+  if padding not in ("left", "right"):
+    raise ConfigError(f"padding={padding!r}; expected 'left' or 'right'.")
+  rows = []
+  for row in np.asarray(prompts):
+    nonzero = np.flatnonzero(row)
+    if not len(nonzero):
+      rows.append([])
+    elif padding == "right":
+      rows.append(row[: nonzero[-1] + 1].tolist())
+    else:
+      rows.append(row[nonzero[0] :].tolist())
+  return rows
