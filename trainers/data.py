@@ -10,7 +10,6 @@ import itertools
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
-import numpy as np
 
 from model_zoo import feature_converters
 from tasks import evaluation, pipeline

@@ -7,8 +7,9 @@ Examples come from `infer.input_file` or, when it is None, from the split of
   - any other file: one prompt per line; blank lines are skipped.
 `infer.dataset_cfg` also names the task whose vocabularies encode and decode text; EOS
 is appended where the task's feature adds one (a decoder-only LM's prompt gets none).
-A prompt is the prefix of a decoder-only model (as text_prediction.prompt_batch marks
-it) or the encoder input of an encoder-decoder; `max_length` is the decode length,
+The Model lays out its own batches (`model.prompt_batch`, `model.scoring_batch`: the
+prefix of a decoder-only model, the encoder input of an encoder-decoder); this module only
+reads examples, calls the Model and writes outputs. `max_length` is the decode length,
 prompt included.
 
 Writes OUTPUT_DIR/<mode>-<step>.jsonl atomically, one object per example, in input order:
@@ -25,7 +26,7 @@ import functools
 import itertools
 import json
 import os
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import gin
 import jax
@@ -34,175 +35,14 @@ from jax.experimental import multihost_utils
 
 from model_zoo import feature_converters
 from model_zoo.decoding import sampling
-from model_zoo.errors import ConfigError, MissingFileError
-from trainers import cli, metrics_writer, partitioning, restore, text_prediction
+from model_zoo.errors import ConfigError
+from trainers import cli, infer_examples, metrics_writer, partitioning, restore
 from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
 from trainers.dataset_config import DatasetConfig
+from trainers.infer_examples import Codec, Example
 from trainers.trainer import Trainer
 
 MODES = ("predict", "score", "predict_with_aux")
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-  """Token ids of one example; `index` orders the output and `where` names it in messages."""
-
-  index: int
-  prompt: list[int]
-  target: list[int]
-  where: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Codec:
-  """Text <-> ids as the task's features do it, so prompts look like the training data."""
-
-  prompt_vocab: Any
-  target_vocab: Any
-  prompt_eos: bool  # only a task's "inputs" feature ends a prompt with EOS
-  target_eos: bool
-
-  @classmethod
-  def of_features(cls, features: Mapping[str, Any]) -> "Codec":
-    """From a task's output features (each with `.vocabulary` and `.add_eos`)."""
-    prompt = features.get("inputs")
-    target = features["targets"]
-    return cls(
-        prompt.vocabulary if prompt else target.vocabulary,
-        target.vocabulary,
-        bool(prompt and prompt.add_eos),
-        target.add_eos,
-    )
-
-  def encode_prompt(self, text: str) -> list[int]:
-    return _encode(self.prompt_vocab, text, self.prompt_eos)
-
-  def encode_target(self, text: str) -> list[int]:
-    return _encode(self.target_vocab, text, self.target_eos)
-
-  def decode_prompt(self, ids: Sequence[int]) -> str:
-    return text_prediction.decode_tokens(self.prompt_vocab, ids, self.prompt_vocab.eos_id)
-
-  def decode_target(self, ids: Sequence[int]) -> str:
-    return text_prediction.decode_tokens(self.target_vocab, ids, self.target_vocab.eos_id)
-
-
-def _encode(vocab, text: str, eos: bool) -> list[int]:
-  ids = [int(t) for t in vocab.encode(text)]
-  return ids + [vocab.eos_id] if eos else ids
-
-
-# --- reading examples ---------------------------------------------------------------------
-def read_input_file(path: str, mode: str) -> list[tuple[str, Optional[str], str]]:
-  """(input, target or None, where) of each example of a JSONL or plain text file."""
-  if not os.path.isfile(path):
-    raise MissingFileError(
-        f"infer.input_file={path!r} does not exist; give a text file with one "
-        "prompt per line or a .jsonl file, or None to read the task's split."
-    )
-  with open(path, encoding="utf-8") as f:
-    lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
-  if path.endswith(".jsonl"):
-    items = [_json_example(line, f"{path} line {number}", mode) for number, line in lines]
-  elif mode == "score":
-    raise ConfigError(
-        f"infer.mode='score' needs targets, which the text file {path} cannot hold; give a "
-        '.jsonl file with lines like {"input": "...", "target": "..."} as infer.input_file.'
-    )
-  else:
-    items = [(line.rstrip("\r\n"), None, f"{path} line {number}") for number, line in lines]
-  if not items:
-    raise ConfigError(
-        f"infer.input_file={path} holds no examples (blank lines are skipped); write one "
-        'prompt per line, or one {"input": ...} object per line of a .jsonl file.'
-    )
-  return items
-
-
-def _json_example(line: str, where: str, mode: str) -> tuple[str, Optional[str], str]:
-  needed = ("input", "target") if mode == "score" else ("input",)
-  try:
-    record = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise ConfigError(
-        f"{where} is not JSON ({e.msg}); each line of a .jsonl input_file must be an "
-        'object like {"input": "...", "target": "..."}.'
-    ) from e
-  if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in needed):
-    raise ConfigError(
-        f"{where}: expected an object with the string field(s) {list(needed)} "
-        f"(mode={mode!r}); got {line.strip()[:100]}"
-    )
-  target = record.get("target")
-  return record["input"], target if isinstance(target, str) else None, where
-
-
-def file_examples(
-    items: Sequence[tuple[str, Optional[str], str]], codec: Codec, mode: str
-) -> list[Example]:
-  """This process's share of the file's examples: every process_count-th one."""
-  p, n = jax.process_index(), jax.process_count()
-  return [
-      Example(
-          i,
-          codec.encode_prompt(text),
-          codec.encode_target(target) if mode == "score" else [],
-          where,
-      )
-      for i, (text, target, where) in enumerate(items)
-      if i % n == p
-  ]
-
-
-def split_examples(
-    rows: Iterable[dict[str, np.ndarray]],
-    converter: type[feature_converters.FeatureConverter],
-    name: str,
-    max_examples: Optional[int],
-) -> Iterator[Example]:
-  """This process's share of a split read one row per process and batch, in order."""
-  p, n = jax.process_index(), jax.process_count()
-  batches = itertools.islice(rows, None if max_examples is None else -(-max_examples // n))
-  return (
-      Example(
-          j * n + p,
-          *converter.row_tokens({k: v[0] for k, v in batch.items()}),
-          f"{name} example {j * n + p}",
-      )
-      for j, batch in enumerate(batches)
-  )
-
-
-def fit_length(
-    example: Example,
-    *,
-    mode: str,
-    length: int,
-    converter: type[feature_converters.FeatureConverter],
-    truncate: bool,
-) -> Example:
-  """The example if it fits `length`; else an error, or its prompt's last tokens if `truncate`."""
-  if mode == "score" and len(example.target) > length:
-    raise ConfigError(
-        f"The target of {example.where} has {len(example.target)} tokens but "
-        f"infer.max_length={length}; raise --gin.infer.max_length (targets are never truncated)."
-    )
-  room, why = converter.prompt_room(length, len(example.target), scoring=mode == "score")
-  size = len(example.prompt)
-  if size <= room:
-    return example
-  if not truncate:
-    raise ConfigError(
-        f"The prompt of {example.where} has {size} tokens but infer.max_length={length} leaves "
-        f"room for {room} ({why}); raise --gin.infer.max_length, shorten the prompt, or set "
-        f"--gin.infer.truncate_prompts=True to keep its last {room} tokens."
-    )
-  print(
-      f"Truncated the prompt of {example.where} from {size} to its last {room} tokens "
-      "(infer.truncate_prompts=True).",
-      flush=True,
-  )
-  return dataclasses.replace(example, prompt=example.prompt[size - room :])
 
 
 # --- batches ------------------------------------------------------------------------------
@@ -366,10 +206,10 @@ def _examples(data, model, mode: str, cfg: DatasetConfig, input_file, codec, fit
     )
     rows = data.batches(one_row, model.FEATURE_CONVERTER_CLS)
     name = f"{cfg.mixture_or_task_name}/{cfg.split}"
-    examples = split_examples(rows, model.FEATURE_CONVERTER_CLS, name, max_examples)
+    examples = infer_examples.split_examples(rows, model.FEATURE_CONVERTER_CLS, name, max_examples)
     return map(fit, examples), None, max_examples
-  items = read_input_file(input_file, mode)[:max_examples]
-  examples = [fit(e) for e in file_examples(items, codec, mode)]
+  items = infer_examples.read_input_file(input_file, mode)[:max_examples]
+  examples = [fit(e) for e in infer_examples.file_examples(items, codec, mode)]
   return examples, {i: item[:2] for i, item in enumerate(items)}, len(items)
 
 
@@ -410,7 +250,7 @@ def infer(
   length = converter.decode_length(dataset_cfg.task_feature_lengths) if max_length is None else max_length
   codec = Codec.of_features(data.output_features(dataset_cfg))
   fit = functools.partial(
-      fit_length, mode=mode, length=length, converter=converter, truncate=truncate_prompts
+      infer_examples.fit_length, mode=mode, length=length, converter=converter, truncate=truncate_prompts
   )
   examples, texts, total = _examples(
       data, model, mode, dataset_cfg, input_file, codec, fit, max_examples

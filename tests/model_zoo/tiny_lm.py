@@ -9,20 +9,9 @@ from flax.core import meta
 
 from model_zoo import dense
 from model_zoo.config import TransformerConfig
+from tests.tiny import tiny_config
 
-TINY = TransformerConfig(
-    vocab_size=32,
-    emb_dim=16,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    mlp_dim=32,
-    num_layers=2,
-    num_encoder_layers=2,
-    dtype="float32",
-    scan_layers=True,
-    remat_policy="none",
-)
+TINY = tiny_config(vocab_size=32, emb_dim=16, mlp_dim=32, scan_layers=True, remat_policy="none")
 
 
 def config(**overrides) -> TransformerConfig:

@@ -3,25 +3,15 @@
 import jax
 import numpy as np
 
-from model_zoo import config, dense, models
+from model_zoo import dense, models
+from tests.tiny import tiny_config
 from trainers import optimizers, partitioning, trainer
 
-TINY = config.TransformerConfig(
-    vocab_size=64,
-    emb_dim=32,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    mlp_dim=64,
-    num_layers=2,
-    dtype="float32",
-)
+TINY = tiny_config()
 
 
 def tiny_model(**overrides) -> models.DecoderOnlyModel:
-  import dataclasses
-
-  return models.DecoderOnlyModel(dense.DecoderOnlyLM(dataclasses.replace(TINY, **overrides)))
+  return models.DecoderOnlyModel(dense.DecoderOnlyLM(tiny_config(**overrides)))
 
 
 def synthetic_batch(

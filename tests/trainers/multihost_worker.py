@@ -85,21 +85,12 @@ def main(argv=None) -> int:
   from jax.experimental import multihost_utils
 
   from model_zoo import dense, metrics as metrics_lib, models
-  from model_zoo.config import TransformerConfig
+  from tests.tiny import tiny_config
   from trainers import metrics_writer, optimizers, partitioning
   from trainers.trainer import Trainer
 
   pid, nproc = jax.process_index(), jax.process_count()
-  cfg = TransformerConfig(
-      vocab_size=VOCAB,
-      emb_dim=32,
-      num_heads=4,
-      num_kv_heads=2,
-      head_dim=8,
-      mlp_dim=64,
-      num_layers=2,
-      dtype="float32",
-  )
+  cfg = tiny_config(vocab_size=VOCAB)
   model = models.DecoderOnlyModel(dense.DecoderOnlyLM(cfg))
   partitioner = partitioning.Partitioner(mesh_shape=(-1, 1, 1, 1), devices=jax.devices())
   schedule = optimizers.constant_schedule(1e-2)

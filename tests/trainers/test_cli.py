@@ -205,3 +205,38 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cap
   for step in steps:
     params = _flatten(saved_state(tmp_path, step)["params"])
     assert all(np.isfinite(v).all() for v in params.values()), step
+
+
+def test_a_bug_inside_a_step_shows_its_traceback(tmp_path, capfd, monkeypatch):
+  """A KeyError is a coding bug, not a user's mistake: the user sees where it was raised."""
+
+  def broken_step(self, state, batch):
+    raise KeyError("decoder_target_tokens")
+
+  monkeypatch.setattr(train.Trainer, "train_step", broken_step)
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
+  assert code == 1
+  assert "Traceback (most recent call last)" in log
+  assert "in broken_step" in log and "KeyError: 'decoder_target_tokens'" in log
+
+
+def test_a_user_error_is_one_line_without_traceback(tmp_path, capfd):
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 2, "--gin.MIXTURE_OR_TASK_NAME='nope'"))
+  errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+  assert code == 1 and len(errors) == 1 and "nope" in errors[0]
+  assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("entry", ["train", "eval", "infer"])
+def test_help_prints_usage_macros_and_gin_files_and_exits_zero(entry):
+  result = subprocess.run(
+      [sys.executable, "-m", f"trainers.{entry}", "--help"],
+      cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+      capture_output=True,
+      text=True,
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith(f"usage: python -m trainers.{entry} --gin_file=FILE")
+  assert "MODEL_DIR" in result.stdout and "ERROR" not in result.stdout + result.stderr
+  assert "gin/runs/: eval.gin, infer.gin, pretrain.gin, quickstart.gin" in result.stdout
+  assert "gin/models/:" in result.stdout and "decoder_only_tiny.gin" in result.stdout

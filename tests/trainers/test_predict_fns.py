@@ -5,24 +5,22 @@ import jax
 import numpy as np
 import pytest
 
-from model_zoo import config, dense, models
+from model_zoo import dense, models
 from tasks import pipeline
 from tasks.mt import features
 from tasks.parallel import corpus, vocabulary
 from tests.tasks import test_mt
+from tests.tiny import tiny_config
 from trainers import predict_fns
 
 VOCAB = vocabulary.parallel_vocabulary()
-TINY = config.TransformerConfig(
+TINY = tiny_config(
     vocab_size=vocabulary.VOCAB_SIZE,
-    emb_dim=32,
     num_heads=2,
     num_kv_heads=1,
     head_dim=16,
-    mlp_dim=64,
     num_layers=1,
     num_encoder_layers=1,
-    dtype="float32",
 )
 MAX_LENGTH, ROWS = 12, 4
 EOS = 1
