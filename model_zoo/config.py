@@ -7,12 +7,15 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from model_zoo.errors import ConfigError
+
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation
     "full": jax.checkpoint_policies.nothing_saveable,  # recompute everything in the backward pass
     "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")  # see layers.attention.dot_product_attention
 
 
 @gin.configurable
@@ -42,23 +45,39 @@ class TransformerConfig:
   attention_impl: str = "einsum"  # einsum | xla | cudnn
 
   def __post_init__(self):
+    for name in ("vocab_size", "emb_dim", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"TransformerConfig.{name}={getattr(self, name)} must be >= 1.")
+    for name in ("dtype", "param_dtype"):
+      try:
+        jnp.dtype(getattr(self, name))
+      except TypeError as e:
+        raise ConfigError(
+            f"TransformerConfig.{name}={getattr(self, name)!r} is not a dtype; use e.g. "
+            "'float32' or 'bfloat16'."
+        ) from e
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ConfigError(
+          f"TransformerConfig.attention_impl={self.attention_impl!r}; expected one of "
+          f"{list(ATTENTION_IMPLS)}."
+      )
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(
+      raise ConfigError(
           f"TransformerConfig.remat_policy={self.remat_policy!r}; "
           f"expected one of {sorted(REMAT_POLICIES)}."
       )
     if self.position_encoding not in ("rope", "relative_bias"):
-      raise ValueError(
+      raise ConfigError(
           f"TransformerConfig.position_encoding={self.position_encoding!r}; expected "
           "'rope' or 'relative_bias'."
       )
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(
+      raise ConfigError(
           f"TransformerConfig.num_heads={self.num_heads} must be a multiple of "
           f"TransformerConfig.num_kv_heads={self.num_kv_heads}."
       )
     if self.head_dim % 2:
-      raise ValueError(f"TransformerConfig.head_dim={self.head_dim} must be even for RoPE.")
+      raise ConfigError(f"TransformerConfig.head_dim={self.head_dim} must be even for RoPE.")
 
   @property
   def activation_dtype(self):

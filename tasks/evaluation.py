@@ -13,10 +13,15 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import UserError
 from tasks import pipeline
 
 BatchFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 _OutputType = seqio.metrics.ModelOutputType
+
+
+class MetricTypeError(UserError, TypeError):
+  """A task's metric returned something other than a scalar."""
 
 
 def evaluate_task(
@@ -104,7 +109,7 @@ def _model_fns(
   model_fns = {}
   for kind, task_name in needed.items():
     if kind not in given:
-      raise ValueError(
+      raise pipeline.DataError(
           f"task {task_name!r} has a metric of type {kind.name}; podzoo evaluates metrics of "
           "predictions (predict_fn) or scores (score_fn) only"
       )
@@ -165,7 +170,7 @@ def _as_float(task: str, metric: str, value) -> float:
   try:
     return float(value)
   except TypeError as e:
-    raise TypeError(
+    raise MetricTypeError(
         f"metric {metric!r} of task {task!r} returned {type(value).__name__}; podzoo "
         "reports scalar metrics only"
     ) from e

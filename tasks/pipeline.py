@@ -17,6 +17,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import numpy as np
 import seqio
 
+from model_zoo.errors import ConfigError
 from tasks import quickstart  # noqa: F401  (registers the shipped task)
 
 FEATURE_CONVERTERS = {
@@ -26,7 +27,7 @@ FEATURE_CONVERTERS = {
 }
 
 
-class DataError(ValueError):
+class DataError(ConfigError):
   """A task, split, batch size or module that cannot produce the requested batches."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
 from tasks import cache, vocabularies
 
 TASK_NAME = "kjv_genesis_lm"
@@ -30,7 +31,7 @@ def split_lines(split: str) -> list[str]:
   text is in-distribution but never seen in training.
   """
   if split not in ("train", "validation"):
-    raise ValueError(f"{TASK_NAME} has splits 'train' and 'validation'; got {split!r}")
+    raise ConfigError(f"{TASK_NAME} has splits 'train' and 'validation'; got {split!r}")
   lines = CORPUS_PATH.read_text(encoding="utf-8").splitlines()
   want_validation = split == "validation"
   return [

@@ -17,6 +17,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import sentencepiece as spm
 
+from model_zoo.errors import ConfigError, MissingFileError
 from tasks import cache
 
 _IDS = {"pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1}
@@ -39,24 +40,30 @@ def train_sentencepiece(
   (piece, score) are each written atomically, the model last.
   """
   if not text_paths:
-    raise ValueError("train_sentencepiece needs at least one text file; got none")
+    raise ConfigError("train_sentencepiece needs at least one text file; got none")
   for path in text_paths:
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"train_sentencepiece: text file {str(path)!r} does not exist")
+      raise MissingFileError(f"train_sentencepiece: text file {str(path)!r} does not exist")
   model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      input=[os.fspath(p) for p in text_paths],
-      model_writer=model,
-      vocab_size=vocab_size,
-      model_type=model_type,
-      byte_fallback=byte_fallback,
-      user_defined_symbols=list(user_defined_symbols),
-      num_threads=1,
-      input_sentence_size=0,
-      shuffle_input_sentence=False,
-      minloglevel=2,
-      **_IDS,
-  )
+  try:
+    spm.SentencePieceTrainer.train(
+        input=[os.fspath(p) for p in text_paths],
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        byte_fallback=byte_fallback,
+        user_defined_symbols=list(user_defined_symbols),
+        num_threads=1,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+        **_IDS,
+    )
+  except RuntimeError as e:  # sentencepiece's checks of the options, e.g. a vocab_size too high
+    raise ConfigError(
+        f"train_sentencepiece(vocab_size={vocab_size}, model_type={model_type!r}) failed: "
+        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    ) from e
   processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
   vocab = "".join(
       f"{_one_line(processor.id_to_piece(i))}\t{processor.get_score(i):g}\n"

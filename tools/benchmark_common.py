@@ -1,7 +1,7 @@
 """What the benchmark command lines (tools/benchmark_*.py) share.
 
-Gin flag handling and model loading (core configurables only, so no TensorFlow or SeqIO),
-peak memory, percentiles and the table + JSON output.
+The main() skeleton (`run_main`), gin flag handling and model loading (core configurables
+only, so no TensorFlow or SeqIO), peak memory, percentiles and the table + JSON output.
 """
 
 import argparse
@@ -17,7 +17,10 @@ import gin
 import jax
 import numpy as np
 
-from trainers import cli, gin_utils
+from model_zoo.errors import UserError
+from trainers import cli, distributed, gin_utils
+
+Results = dict[str, Any]
 
 
 def model_configurable(name: str) -> Callable[..., Any]:
@@ -31,6 +34,79 @@ def model_configurable(name: str) -> Callable[..., Any]:
 
   configured_model.__name__ = f"{name}_model"
   return gin.configurable(name)(configured_model)
+
+
+def new_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+  """A benchmark tool's parser with its first flags: --gin_file and --gin_search_paths."""
+  parser = argparse.ArgumentParser(
+      prog=prog, allow_abbrev=False, description=description, epilog=epilog
+  )
+  parser.add_argument(
+      "--gin_file",
+      action="append",
+      default=[],
+      required=True,
+      help="model config (repeatable), e.g. gin/models/decoder_only_tiny.gin",
+  )
+  parser.add_argument("--gin_search_paths", default="", help="comma-separated directories")
+  return parser
+
+
+def add_multihost_arguments(parser: argparse.ArgumentParser) -> None:
+  """--multihost, --coordinator_address, --num_processes, --process_id (see trainers.distributed).
+
+  `run_main` joins the multi-host run they describe before it loads the model.
+  """
+  parser.add_argument("--multihost", action="store_true")
+  parser.add_argument("--coordinator_address", default=None)
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+
+
+def parse_known_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[argparse.Namespace, list[str]]:
+  """(the tool's flags, gin bindings "NAME = VALUE" of the --gin.NAME=VALUE arguments)."""
+  args, rest = parser.parse_known_args(list(argv))
+  return args, split_gin_overrides(parser, rest)
+
+
+def run_main(
+    argv: Optional[Sequence[str]],
+    parse_args: Callable[[Sequence[str]], tuple[argparse.Namespace, list[str]]],
+    load_model: Callable[[argparse.Namespace, list[str]], Any],
+    run: Callable[[argparse.Namespace, Any], Results],
+    format_table: Callable[[Results], str],
+    *,
+    packages: Sequence[str],
+    exit_code: Callable[[Results], int] = lambda results: 0,
+) -> int:
+  """The main() of a benchmark tool; returns its exit code.
+
+  `parse_args(argv)` gives (flags, gin bindings) and exits through `parser.error` on a bad
+  flag (the flags must include --gin_file and --json_out); then, inside one `except
+  UserError` that prints the message in one line (exit 1): joins the multi-host run when
+  the parser has `add_multihost_arguments`' flags, `load_model(flags, bindings)`, and
+  `run(flags, model)` gives the results. The results, after `run_info` (the gin files,
+  overrides and versions of `packages`), are printed as `format_table(results)` plus the
+  JSON (or written to --json_out) by process 0 alone, and `exit_code(results)` is returned.
+  """
+  args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
+  try:
+    if hasattr(args, "multihost"):
+      distributed.initialize(
+          args.multihost, args.coordinator_address, args.num_processes, args.process_id
+      )
+    results = run(args, load_model(args, bindings))
+  except UserError as e:
+    return report_user_error(e)
+  results = {**run_info(args.gin_file, bindings, packages), **results}
+  if jax.process_index() != 0:
+    return 0
+  emit(results, format_table(results), args.json_out)
+  return exit_code(results)
 
 
 def split_gin_overrides(parser: argparse.ArgumentParser, rest: Sequence[str]) -> list[str]:

@@ -61,16 +61,15 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-import gin
 import jax
 import numpy as np
 
 from model_zoo import feature_converters
 from model_zoo import metrics as metrics_lib
-from model_zoo.errors import UserError
+from model_zoo.errors import ConfigError
 from tools import benchmark_common
 from tools.benchmark_common import peak_memory
-from trainers import cli, distributed, optimizers, partitioning
+from trainers import cli, optimizers, partitioning
 from trainers.trainer import Trainer
 
 LEARNING_RATE = 1e-4
@@ -191,17 +190,17 @@ def run_benchmark(
   if encdec:
     encoder_seq_len = encoder_seq_len or seq_len
   elif encoder_seq_len is not None:
-    raise ValueError(
+    raise ConfigError(
         f"--encoder_seq_len={encoder_seq_len} was given but the model is "
         f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER_CLS.name!r}), "
         "which has no encoder."
     )
   if batch_size % num_microbatches:
-    raise ValueError(
+    raise ConfigError(
         f"--batch_size={batch_size} is not divisible by --num_microbatches=" f"{num_microbatches}."
     )
   if batch_size % jax.process_count():
-    raise ValueError(
+    raise ConfigError(
         f"--batch_size={batch_size} is not divisible by the {jax.process_count()} " "processes."
     )
 
@@ -364,21 +363,12 @@ def format_table(r: dict[str, Any]) -> str:
 
 # --- command line ----------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = benchmark_common.new_parser(
       prog="python -m tools.benchmark_train",
-      allow_abbrev=False,
       description="Benchmark the training step of a gin-configured model on synthetic batches.",
       epilog="Gin overrides: --gin.NAME=VALUE (repeatable), e.g. "
       '--gin.TransformerConfig.dtype="\'float32\'" --gin.Partitioner.mesh_shape="(-1,1,1,1)".',
   )
-  parser.add_argument(
-      "--gin_file",
-      action="append",
-      default=[],
-      required=True,
-      help="model config (repeatable), e.g. gin/models/decoder_only_tiny.gin",
-  )
-  parser.add_argument("--gin_search_paths", default="", help="comma-separated directories")
   parser.add_argument("--batch_size", type=int, default=8, help="global batch size (rows)")
   parser.add_argument("--seq_len", type=int, default=128, help="decoder (target) length")
   parser.add_argument(
@@ -400,17 +390,13 @@ def _parser() -> argparse.ArgumentParser:
   )
   parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--multihost", action="store_true")
-  parser.add_argument("--coordinator_address", default=None)
-  parser.add_argument("--num_processes", type=int, default=None)
-  parser.add_argument("--process_id", type=int, default=None)
+  benchmark_common.add_multihost_arguments(parser)
   return parser
 
 
 def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = _parser()
-  args, rest = parser.parse_known_args(list(argv))
-  bindings = benchmark_common.split_gin_overrides(parser, rest)
+  args, bindings = benchmark_common.parse_known_args(parser, argv)
   for name in ("batch_size", "seq_len", "steps", "num_microbatches"):
     if getattr(args, name) < 1:
       parser.error(f"--{name}={getattr(args, name)} must be >= 1")
@@ -427,34 +413,24 @@ def _load_model(args: argparse.Namespace, bindings: list[str]):
   )
 
 
+def _run(args: argparse.Namespace, model) -> dict[str, Any]:
+  return run_benchmark(
+      model,
+      batch_size=args.batch_size,
+      seq_len=args.seq_len,
+      steps=args.steps,
+      warmup_steps=args.warmup_steps,
+      num_microbatches=args.num_microbatches,
+      encoder_seq_len=args.encoder_seq_len,
+      peak_tflops=args.peak_tflops,
+      seed=args.seed,
+  )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  args, bindings = _parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
-  try:
-    distributed.initialize(
-        args.multihost, args.coordinator_address, args.num_processes, args.process_id
-    )
-    model = _load_model(args, bindings)
-    results = run_benchmark(
-        model,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        steps=args.steps,
-        warmup_steps=args.warmup_steps,
-        num_microbatches=args.num_microbatches,
-        encoder_seq_len=args.encoder_seq_len,
-        peak_tflops=args.peak_tflops,
-        seed=args.seed,
-    )
-  except UserError as e:
-    return benchmark_common.report_user_error(e)
-  results = {**benchmark_common.run_info(args.gin_file, bindings, ("flax", "optax")), **results}
-  if jax.process_index() != 0:
-    return 0
-  benchmark_common.emit(results, format_table(results), args.json_out)
-  return 0
+  return benchmark_common.run_main(
+      argv, _parse_args, _load_model, _run, format_table, packages=("flax", "optax")
+  )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from model_zoo.errors import UserError
 from tasks.langid import filters
 from tasks.parallel import corpus
 from tools import benchmark_common
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_filters(args: argparse.Namespace) -> list[filters.LineFilter]:
-  """The default order with the command line's thresholds (ValueError on a bad one)."""
+  """The default order with the command line's thresholds (ConfigError on a bad one)."""
   return [
       filters.LengthFilter(args.min_chars, args.max_chars, args.min_words, args.max_words),
       filters.RepetitionFilter(
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for lang in languages:
       corpus.check_language(lang)
     pipeline = build_filters(args)
-  except ValueError as e:
+  except UserError as e:
     return benchmark_common.report_user_error(e)
   reports, untranslated = [], {}
   for lang in languages:

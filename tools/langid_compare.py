@@ -19,6 +19,7 @@ from importlib import metadata
 import time
 from typing import Callable, Sequence
 
+from model_zoo.errors import ConfigError, UserError
 from tasks.langid import data, train
 from tasks.parallel import corpus
 from tools import benchmark_common
@@ -148,12 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   unknown = [s for s in systems if s not in SYSTEMS]
   try:
     if unknown or not systems:
-      raise ValueError(
+      raise ConfigError(
           f"--systems={args.systems!r}: unknown {unknown or 'empty list'}; choose among "
           f"{list(SYSTEMS)}"
       )
     results = compare(systems, args.max_per_language)
-  except ValueError as e:
+  except UserError as e:
     return benchmark_common.report_user_error(e)
   versions = {f"{d}_version": metadata.version(d) for d in DISTRIBUTIONS}
   results = {**versions, "corpus_fingerprint": corpus.fingerprint(), **results}

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
+from model_zoo.errors import ConfigError, UserError
 from tasks import cache
 from tools import benchmark_common
 
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   unknown = [s for s in steps if s not in STEPS]
   if unknown or not steps:
     return benchmark_common.report_user_error(
-        ValueError(f"--only: unknown steps {unknown}; choose from {list(STEPS)}")
+        ConfigError(f"--only: unknown steps {unknown}; choose from {list(STEPS)}")
     )
   results = {"cache": str(cache.cache_dir("")), "steps": {}}
   rows = []
@@ -105,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
       path = STEPS[step]()
-    except (OSError, ValueError) as e:
-      return benchmark_common.report_user_error(ValueError(f"step {step}: {e}"))
+    except (OSError, UserError) as e:  # anything else is a bug: its traceback shows
+      return benchmark_common.report_user_error(ConfigError(f"step {step}: {e}"))
     seconds = time.perf_counter() - start
     results["steps"][step] = {"path": path, "bytes": _size(path), "seconds": seconds}
     rows.append(f"{step:>16}  {seconds:7.1f} s  {_size(path) / 2**20:8.2f} MiB  {path}")

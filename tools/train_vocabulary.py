@@ -14,11 +14,14 @@ those tasks' own vocabularies must already load.
 import argparse
 import itertools
 import os
+import sys
 import tempfile
 from typing import Iterator, Sequence
 
+from model_zoo.errors import UserError
 from tasks import pipeline, vocabularies
 from tasks.ul2 import vocabulary as ul2_vocabulary
+from tools import benchmark_common
 
 _PRETOKENIZED = "_pretokenized"
 
@@ -69,6 +72,10 @@ def mixture_text(
 ) -> Iterator[str]:
   """The raw text of every string feature of each task in `name`, one line per feature."""
   provider = pipeline.get_task_or_mixture(name, module=module)
+  if split not in provider.splits:
+    raise pipeline.DataError(
+        f"--split={split!r}: {name!r} has no such split; it has {sorted(provider.splits)}"
+    )
   for task in pipeline.tasks_of(provider):
     ds = task.get_dataset(sequence_length=None, split=split, shuffle=False)
     for example in itertools.islice(ds.as_numpy_iterator(), max_examples):
@@ -101,4 +108,7 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-  main()
+  try:
+    main()
+  except UserError as e:
+    sys.exit(benchmark_common.report_user_error(e))

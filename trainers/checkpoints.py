@@ -15,11 +15,16 @@ import gin
 import jax
 import orbax.checkpoint as ocp
 
+from model_zoo.errors import ConfigError, UserError
 from trainers import train_state
 
 
-class CheckpointShapeError(ValueError):
+class CheckpointShapeError(ConfigError):
   """MODEL_DIR holds checkpoints of a different model, or none that can be read."""
+
+
+class CheckpointDirError(UserError, OSError):
+  """The checkpoint directory cannot be created or written (a file, no permission, disk full)."""
 
 
 def _to_tree(state: train_state.TrainState) -> dict:
@@ -38,15 +43,24 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: Optional[int] = 3, save_period: int = 1000):
     self.directory = os.path.abspath(directory)
     self.save_period = save_period
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
-        ),
-        item_handlers={
-            "state": ocp.StandardCheckpointHandler(),
-            "data": ocp.JsonCheckpointHandler(),
-        },
+    try:
+      self.manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=keep, create=True, enable_async_checkpointing=False
+          ),
+          item_handlers={
+              "state": ocp.StandardCheckpointHandler(),
+              "data": ocp.JsonCheckpointHandler(),
+          },
+      )
+    except OSError as e:  # MODEL_DIR is a file, or not writable
+      raise self._dir_error("create", e) from e
+
+  def _dir_error(self, action: str, error: OSError) -> CheckpointDirError:
+    return CheckpointDirError(
+        f"Cannot {action} the checkpoint directory {self.directory} ({error}); set "
+        "--gin.MODEL_DIR to a writable directory with free space.",
     )
 
   def latest_step(self) -> Optional[int]:
@@ -59,14 +73,17 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     if step in self.manager.all_steps():
       return step
-    self.manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_to_tree(state)), data=ocp.args.JsonSave(data_position)
-        ),
-        force=True,
-    )
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(_to_tree(state)), data=ocp.args.JsonSave(data_position)
+          ),
+          force=True,
+      )
+      self.manager.wait_until_finished()
+    except OSError as e:  # no permission, disk full, a file in the way
+      raise self._dir_error(f"write step {step} into", e) from e
     return step
 
   def restore_latest(
@@ -81,6 +98,7 @@ class Checkpointer:
     target = _to_tree(abstract_state)
     newest_first = sorted(self.manager.all_steps(), reverse=True)
     candidates = newest_first if only_step is None else [only_step]
+    newest_error = ""
     for step in candidates:
       self._check_shapes(step, target)
       try:
@@ -91,6 +109,9 @@ class Checkpointer:
             ),
         )
       except Exception as e:  # a damaged step: fall back to the previous one
+        newest_error = newest_error or (
+            f"step {step}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        )
         logging.warning(
             "Checkpoint at step %d in %s cannot be read (%s: %s); falling back to the "
             "previous checkpoint.",
@@ -113,18 +134,17 @@ class Checkpointer:
     if candidates:
       raise CheckpointShapeError(
           f"None of the checkpoints in {self.directory} (steps {sorted(candidates)}) can be "
-          "read; move them away to start afresh, or point --gin.MODEL_DIR at another run."
+          f"read ({newest_error}). They are damaged, or were written by another "
+          "model or optimizer config: use that config, move them away to start afresh, or "
+          "point --gin.MODEL_DIR at another run."
       )
     return None
 
   def _check_shapes(self, step: int, target: dict) -> None:
     try:
-      metadata = self.manager.item_metadata(step)["state"]
-    except Exception:  # unreadable metadata: restore() will report it and fall back
+      saved = _shapes(self.manager.item_metadata(step)["state"]["params"])
+    except Exception:  # unreadable or foreign metadata: restore() will report it and fall back
       return
-    if metadata is None:
-      return
-    saved = _shapes(metadata["params"])
     wanted = _shapes(target["params"])
     diffs = [
         f"{k}: checkpoint {saved.get(k)} vs model {v}"

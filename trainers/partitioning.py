@@ -17,6 +17,8 @@ import numpy as np
 from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from model_zoo.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
 BATCH_AXES = ("data", "fsdp")
 
@@ -51,24 +53,24 @@ def resolve_mesh_shape(
 ) -> tuple[int, ...]:
   """Replaces a single -1 by the remaining devices and checks the product is `num_devices`."""
   if len(mesh_shape) != len(mesh_axes):
-    raise ValueError(
+    raise ConfigError(
         f"Partitioner.mesh_shape={tuple(mesh_shape)} has {len(mesh_shape)} entries but the "
         f"mesh axes are {tuple(mesh_axes)}; give one size per axis."
     )
   unknown = [i for i, s in enumerate(mesh_shape) if s == -1]
   known = math.prod(s for s in mesh_shape if s != -1)
   if len(unknown) > 1 or any(s == 0 or s < -1 for s in mesh_shape):
-    raise ValueError(
+    raise ConfigError(
         f"Partitioner.mesh_shape={tuple(mesh_shape)}: sizes must be positive, with at "
         "most one -1 meaning 'the rest of the devices'."
     )
   shape = list(mesh_shape)
   if unknown:
     if num_devices % known:
-      raise ValueError(_mesh_error(mesh_shape, mesh_axes, num_devices))
+      raise ConfigError(_mesh_error(mesh_shape, mesh_axes, num_devices))
     shape[unknown[0]] = num_devices // known
   if math.prod(shape) != num_devices:
-    raise ValueError(_mesh_error(mesh_shape, mesh_axes, num_devices))
+    raise ConfigError(_mesh_error(mesh_shape, mesh_axes, num_devices))
   return tuple(shape)
 
 
@@ -128,9 +130,14 @@ class Partitioner:
     mesh_axes = nn.logical_to_mesh_axes(tuple(logical_names), self.rules)
     resolved = []
     for dim, axes in zip(shape, mesh_axes):
-      size = math.prod(
-          self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ())
-      )
+      named = (axes,) if isinstance(axes, str) else axes or ()
+      unknown = [a for a in named if a not in self.mesh.shape]
+      if unknown:
+        raise ConfigError(
+            f"Partitioner.logical_axis_rules map {logical_names} onto the mesh axes {unknown}, "
+            f"which Partitioner.mesh_axes={tuple(self.mesh.axis_names)} does not have."
+        )
+      size = math.prod(self.mesh.shape[a] for a in named)
       if axes is not None and dim % size:
         logging.warning(
             "Replicating a dimension of size %d (logical %s): mesh axes %s of size %d do "
@@ -198,7 +205,7 @@ class Partitioner:
 
   def check_batch_size(self, global_batch_size: int, binding: str = "BATCH_SIZE") -> None:
     if global_batch_size % self.data_parallel_size:
-      raise ValueError(
+      raise ConfigError(
           f"{binding}={global_batch_size} is not divisible by the data-parallel size "
           f"{self.data_parallel_size} (mesh data x fsdp = {dict(self.mesh.shape)}); use a multiple of "
           f"{self.data_parallel_size} or change Partitioner.mesh_shape."

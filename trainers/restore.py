@@ -3,6 +3,7 @@
 import os
 from typing import Mapping, Optional
 
+from model_zoo.errors import MissingFileError
 from trainers import checkpoints, train_state
 from trainers.trainer import Trainer
 
@@ -27,7 +28,7 @@ def restore_state(
     if not steps:
       raise _no_checkpoint(directory)
     if step is not None and step not in steps:
-      raise FileNotFoundError(
+      raise MissingFileError(
           f"No checkpoint at step {step} in {directory}; it holds steps {steps}. "
           "Pick one of them, or None for the newest."
       )
@@ -38,8 +39,8 @@ def restore_state(
   return state
 
 
-def _no_checkpoint(directory: str) -> FileNotFoundError:
-  return FileNotFoundError(
+def _no_checkpoint(directory: str) -> MissingFileError:
+  return MissingFileError(
       f"No checkpoint in {directory}; train first or set --gin.MODEL_DIR to a "
       "directory holding one."
   )

@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from model_zoo import metrics as metrics_lib
+from model_zoo.errors import ConfigError
 from model_zoo.metrics import Average
 from trainers import partitioning, train_state
 
@@ -40,7 +41,7 @@ class Trainer:
       seed: int = 0,
   ):
     if num_microbatches < 1:
-      raise ValueError(f"Trainer.num_microbatches={num_microbatches} must be >= 1.")
+      raise ConfigError(f"Trainer.num_microbatches={num_microbatches} must be >= 1.")
     self.model = model
     self.partitioner = partitioner
     self.optimizer = optimizer
@@ -148,7 +149,7 @@ class Trainer:
       global_rows = len(next(iter(batch.values()))) * jax.process_count()
       self.partitioner.check_batch_size(global_rows)
       if global_rows % (self.num_microbatches * self.partitioner.data_parallel_size):
-        raise ValueError(
+        raise ConfigError(
             f"BATCH_SIZE={global_rows} must split into Trainer.num_microbatches={self.num_microbatches} "
             f"microbatches that each divide over the data-parallel size {self.partitioner.data_parallel_size}."
         )

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from model_zoo.errors import ConfigError
 from model_zoo.layers import embeddings, linear, masks, types
 
 _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
@@ -38,8 +39,9 @@ def dot_product_attention(
         q, k, v, bias=bias, mask=mask, scale=1.0, implementation=implementation
     )
   if implementation != "einsum":
-    raise ValueError(
-        f"Unknown attention implementation {implementation!r}; use einsum, xla or cudnn."
+    raise ConfigError(
+        f"Unknown attention implementation {implementation!r} (TransformerConfig.attention_impl); "
+        "use einsum, xla or cudnn."
     )
   q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim)
   logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)

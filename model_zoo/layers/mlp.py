@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from model_zoo.errors import ConfigError
 from model_zoo.layers import linear, types
 
 _ACTIVATIONS: dict[str, Callable[[types.Array], types.Array]] = {
@@ -18,7 +19,7 @@ _ACTIVATIONS: dict[str, Callable[[types.Array], types.Array]] = {
 
 def activation(name: str) -> Callable[[types.Array], types.Array]:
   if name not in _ACTIVATIONS:
-    raise ValueError(
+    raise ConfigError(
         f"Unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)} "
         "(set by the model config's `activations`)."
     )

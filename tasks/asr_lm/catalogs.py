@@ -10,8 +10,14 @@ import os
 import pathlib
 import struct
 
+from model_zoo.errors import UserError
+
 _MAGIC = 0x950412DE
 _CONTEXT_SEPARATOR = "\x04"
+
+
+class CatalogError(UserError, ValueError):
+  """An installed gettext catalog that cannot be read (damaged, or of another format)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,14 +32,21 @@ class Message:
 def read_mo(path: str | os.PathLike) -> list[Message]:
   """The messages of the `.mo` file `path` (the header entry, msgid "", left out)."""
   data = pathlib.Path(path).read_bytes()
+  try:
+    return _messages(data, path)
+  except (struct.error, UnicodeDecodeError) as e:  # a truncated or damaged file
+    raise CatalogError(f"{str(path)!r} is not a readable gettext .mo file ({e})") from e
+
+
+def _messages(data: bytes, path: str | os.PathLike) -> list[Message]:
   for order in ("<", ">"):
     magic, revision, count, ids_at, strs_at = struct.unpack_from(order + "5I", data)
     if magic == _MAGIC:
       break
   else:
-    raise ValueError(f"{str(path)!r} is not a gettext .mo file (bad magic number)")
+    raise CatalogError(f"{str(path)!r} is not a gettext .mo file (bad magic number)")
   if revision >> 16 > 1:
-    raise ValueError(f"{str(path)!r}: unsupported .mo major revision {revision >> 16}")
+    raise CatalogError(f"{str(path)!r}: unsupported .mo major revision {revision >> 16}")
 
   def raw(table: int, i: int) -> bytes:
     length, offset = struct.unpack_from(order + "2I", data, table + 8 * i)

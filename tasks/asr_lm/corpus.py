@@ -23,6 +23,7 @@ import os
 import pathlib
 from typing import Iterator
 
+from model_zoo.errors import ConfigError, MissingFileError
 from tasks.asr_lm import catalogs, normalize
 
 LOCALE_DIR = pathlib.Path("/usr/share/locale")
@@ -51,7 +52,7 @@ def read_catalogs(lang: str, locale_dir: str | os.PathLike = LOCALE_DIR) -> list
   for domain in DOMAINS:
     path = pathlib.Path(locale_dir, lang, "LC_MESSAGES", f"{domain}.mo")
     if not path.is_file():
-      raise FileNotFoundError(
+      raise MissingFileError(
           f"ASR LM text needs the gettext catalog {str(path)!r}; it is installed by the "
           "Debian packages libglib2.0-data, libgtk2.0-common and iso-codes"
       )
@@ -90,7 +91,7 @@ def splits(lang: str, locale_dir: str | os.PathLike = LOCALE_DIR) -> dict[str, t
 def split_lines(lang: str, split: str) -> tuple[str, ...]:
   """The lines of `lang` in `split` ("train" or "validation")."""
   if lang not in LANGUAGES:
-    raise ValueError(f"ASR LM text has languages {LANGUAGES}; got {lang!r}")
+    raise ConfigError(f"ASR LM text has languages {LANGUAGES}; got {lang!r}")
   if split not in SPLITS:
-    raise ValueError(f"ASR LM text has splits {SPLITS}; got {split!r}")
+    raise ConfigError(f"ASR LM text has splits {SPLITS}; got {split!r}")
   return splits(lang)[split]

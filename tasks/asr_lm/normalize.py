@@ -32,6 +32,8 @@ import unicodedata
 
 import num2words
 
+from model_zoo.errors import ConfigError
+
 _MAX_CARDINAL_DIGITS = 18
 _MAX_DECIMAL_DIGITS = 15  # what a float holds exactly; num2words reads decimals from floats
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})
@@ -75,7 +77,7 @@ def remove_ui_markup(text: str) -> str:
 def spoken_form(text: str, lang: str) -> str:
   """`text` as words of language `lang`: lowercase, numbers spelt out, no punctuation."""
   if lang not in NUMBER_STYLES:
-    raise ValueError(f"spoken_form: language {lang!r} is not one of {sorted(NUMBER_STYLES)}")
+    raise ConfigError(f"spoken_form: language {lang!r} is not one of {sorted(NUMBER_STYLES)}")
   text = remove_ui_markup(unicodedata.normalize("NFKC", text))
   text = _number_pattern(lang).sub(functools.partial(_say_number, lang=lang), text)
   text = text.lower().translate(_APOSTROPHES)

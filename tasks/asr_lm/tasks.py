@@ -14,6 +14,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
 from tasks import cache, vocabularies
 from tasks.asr_lm import corpus
 
@@ -50,7 +51,7 @@ def vocabulary() -> seqio.SentencePieceVocabulary:
 def mixing_rates(temperature: float) -> dict[str, float]:
   """Task name -> sampling probability, proportional to n_train ** (1 / temperature)."""
   if temperature <= 0:
-    raise ValueError(f"the mixture temperature must be > 0; got {temperature}")
+    raise ConfigError(f"the mixture temperature must be > 0; got {temperature}")
   weights = {
       task_name(lang): len(corpus.split_lines(lang, "train")) ** (1.0 / temperature)
       for lang in corpus.LANGUAGES

@@ -14,6 +14,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
 from tasks import metrics
 from tasks.flan import instructions
 from tasks.flan.instructions import Example, Instance, InstructionTask
@@ -77,7 +78,7 @@ FORMS = (_add, _subtract, _multiply, _divide, _two_steps)
 def problems(split: str) -> tuple[dict[str, str], ...]:
   """The problems of `split` as the source yields them: key, question, rationale, answer."""
   if split not in SPLIT_SIZES:
-    raise ValueError(f"arithmetic problems have splits {tuple(SPLIT_SIZES)}; got {split!r}")
+    raise ConfigError(f"arithmetic problems have splits {tuple(SPLIT_SIZES)}; got {split!r}")
   seen = {p["question"] for p in problems("train")} if split != "train" else set()
   rng = random.Random(f"podzoo-flan-arithmetic/{split}")
   out = []

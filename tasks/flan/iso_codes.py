@@ -8,6 +8,7 @@ import functools
 import json
 import pathlib
 
+from model_zoo.errors import MissingFileError
 from tasks.parallel import corpus
 
 ISO_CODES_DIR = pathlib.Path("/usr/share/iso-codes/json")
@@ -16,7 +17,7 @@ ISO_CODES_DIR = pathlib.Path("/usr/share/iso-codes/json")
 def _table(standard: str) -> list[dict[str, str]]:
   path = ISO_CODES_DIR / f"iso_{standard}.json"
   if not path.is_file():
-    raise FileNotFoundError(f"Flan tasks need {str(path)!r}; install the Debian package iso-codes")
+    raise MissingFileError(f"Flan tasks need {str(path)!r}; install the Debian package iso-codes")
   return json.loads(path.read_text(encoding="utf-8"))[standard]
 
 

@@ -17,6 +17,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 
 import seqio
 
+from model_zoo.errors import ConfigError
 from tasks.flan import arithmetic, corpus_tasks, instructions, templates
 
 # The instruction tasks of every Flan mixture here.
@@ -37,19 +38,19 @@ DEFAULT_TEMPLATE_RATES = {"zero_shot": 0.5, "few_shot": 0.3, "cot": 0.2}
 
 def check_rates(cap: float, template_rates: Mapping[str, float]) -> None:
   if not (cap > 0 and math.isfinite(cap)):
-    raise ValueError(
+    raise ConfigError(
         f"the Flan mixing cap is {cap!r}; it must be a positive number of examples (Flan "
         f"uses the size of a mid-sized task, e.g. the default {DEFAULT_CAP})"
     )
   if not template_rates:
-    raise ValueError(f"template_rates is empty; give a rate to one or more of {templates.KINDS}")
+    raise ConfigError(f"template_rates is empty; give a rate to one or more of {templates.KINDS}")
   for kind, rate in template_rates.items():
     if kind not in templates.KINDS:
-      raise ValueError(
+      raise ConfigError(
           f"template_rates has the unknown template kind {kind!r}; the kinds are {templates.KINDS}"
       )
     if not (rate > 0 and math.isfinite(rate)):
-      raise ValueError(
+      raise ConfigError(
           f"the template rate of {kind!r} is {rate!r}; rates must be positive and finite "
           "(leave a kind out of template_rates to leave its tasks out of the mixture)"
       )
@@ -87,7 +88,7 @@ def register_flan_mixture(
   rates = mixing_rates(cap, template_rates)
   missing = sorted(set(rates) - set(seqio.TaskRegistry.names()))
   if missing:
-    raise ValueError(
+    raise ConfigError(
         f"mixture {name!r} needs the Flan tasks {missing}, which are not registered; "
         "`import tasks.flan.tasks` first"
     )

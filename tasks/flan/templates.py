@@ -16,6 +16,8 @@ import dataclasses
 import re
 from typing import Mapping, Sequence
 
+from model_zoo.errors import ConfigError
+
 KINDS = ("zero_shot", "few_shot", "cot")
 FIELD = re.compile(r"\{(\w+)\}")
 EXEMPLAR_SEPARATOR = "\n\n"
@@ -53,7 +55,7 @@ def fill(pattern: str, fields: Mapping[str, str], template_name: str) -> str:
   def value(match: re.Match) -> str:
     name = match.group(1)
     if name not in fields:
-      raise ValueError(
+      raise ConfigError(
           f"template {template_name!r} needs the field {name!r}, which is missing; it was "
           f"given {sorted(fields)}. Pass a value for {name!r} or drop it from the pattern."
       )

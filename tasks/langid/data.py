@@ -9,6 +9,7 @@ train text (of any language), so it measures generalisation, not memory.
 
 import collections
 
+from model_zoo.errors import ConfigError
 from tasks.parallel import corpus
 
 
@@ -37,7 +38,7 @@ def held_out(max_per_language: int | None = None) -> dict[str, list[str]]:
   `max_per_language` keeps the first that many of each language (None: all).
   """
   if max_per_language is not None and max_per_language < 1:
-    raise ValueError(f"max_per_language must be >= 1 (or None for all); got {max_per_language}")
+    raise ConfigError(f"max_per_language must be >= 1 (or None for all); got {max_per_language}")
   seen = _languages_of("train")
   languages = _languages_of("validation")
   return {

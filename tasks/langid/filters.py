@@ -21,6 +21,7 @@ from typing import Sequence
 
 import wordfreq
 
+from model_zoo.errors import ConfigError
 from tasks.langid import model, train
 from tasks.parallel import corpus
 
@@ -35,7 +36,7 @@ def words(line: str) -> list[str]:
 
 def _check_fraction(owner: str, name: str, value: float) -> None:
   if not 0.0 <= value <= 1.0:
-    raise ValueError(f"{owner}.{name} must be a fraction in [0, 1]; got {value!r}")
+    raise ConfigError(f"{owner}.{name} must be a fraction in [0, 1]; got {value!r}")
 
 
 class LineFilter(abc.ABC):
@@ -66,7 +67,7 @@ class LangIdFilter(LineFilter):
 
   def keep(self, lines: Sequence[str], lang: str) -> list[bool]:
     if lang not in corpus.LANGUAGES:
-      raise ValueError(
+      raise ConfigError(
           f"the LangID model knows {corpus.LANGUAGES}, not {lang!r}; leave LangIdFilter out "
           "of the filters for other languages"
       )
@@ -97,7 +98,7 @@ class WordlistFilter(LineFilter):
   def __post_init__(self):
     _check_fraction("WordlistFilter", "min_fraction", self.min_fraction)
     if self.top_n < 1:
-      raise ValueError(f"WordlistFilter.top_n must be >= 1; got {self.top_n}")
+      raise ConfigError(f"WordlistFilter.top_n must be >= 1; got {self.top_n}")
     self._lists: dict[str, frozenset[str]] = {}
 
   def applies_to(self, lang: str) -> bool:
@@ -132,7 +133,7 @@ class LengthFilter(LineFilter):
   def __post_init__(self):
     for low, high in (("min_chars", "max_chars"), ("min_words", "max_words")):
       if not 0 <= getattr(self, low) <= getattr(self, high):
-        raise ValueError(
+        raise ConfigError(
             f"LengthFilter needs 0 <= {low} <= {high}; got {low}={getattr(self, low)}, "
             f"{high}={getattr(self, high)}"
         )
@@ -165,7 +166,7 @@ class RepetitionFilter(LineFilter):
     _check_fraction("RepetitionFilter", "max_word_share", self.max_word_share)
     _check_fraction("RepetitionFilter", "max_repeated_bigram_share", self.max_repeated_bigram_share)
     if self.min_words < 2:
-      raise ValueError(f"RepetitionFilter.min_words must be >= 2; got {self.min_words}")
+      raise ConfigError(f"RepetitionFilter.min_words must be >= 2; got {self.min_words}")
 
   def repeats(self, line: str) -> bool:
     tokens = words(line)
@@ -253,7 +254,7 @@ def run_filters(lines: Sequence[str], lang: str, filters: Sequence[LineFilter]) 
   """Applies `filters` in order; each sees only the lines every earlier filter kept."""
   names = [f.name for f in filters]
   if len(set(names)) != len(names):
-    raise ValueError(f"filter names must be distinct to count drops per filter; got {names}")
+    raise ConfigError(f"filter names must be distinct to count drops per filter; got {names}")
   reasons: list[str | None] = [None] * len(lines)
   not_applied = []
   for line_filter in filters:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model_zoo.errors import ConfigError
 from tasks.langid import features
 from tasks.parallel import corpus
 
@@ -36,9 +37,9 @@ class LangIdConfig:
   def __post_init__(self):
     for name in ("num_buckets", "embed_dim", "max_order", "epochs", "batch_size"):
       if getattr(self, name) < 1:
-        raise ValueError(f"LangIdConfig.{name} must be >= 1; got {getattr(self, name)}")
+        raise ConfigError(f"LangIdConfig.{name} must be >= 1; got {getattr(self, name)}")
     if not self.learning_rate > 0:
-      raise ValueError(f"LangIdConfig.learning_rate must be > 0; got {self.learning_rate}")
+      raise ConfigError(f"LangIdConfig.learning_rate must be > 0; got {self.learning_rate}")
 
 
 class NgramClassifier(nn.Module):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from model_zoo.errors import ConfigError
 from tasks import cache
 from tasks.langid import data, features, model
 from tasks.parallel import corpus
@@ -37,7 +38,7 @@ def train(config: model.LangIdConfig, examples: list[tuple[str, str]]) -> model.
   for _, lang in examples:
     corpus.check_language(lang)
   if len(examples) < config.batch_size:
-    raise ValueError(
+    raise ConfigError(
         f"LangID training needs at least batch_size={config.batch_size} examples; "
         f"got {len(examples)}. Lower LangIdConfig.batch_size."
     )

@@ -13,6 +13,8 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import numpy as np
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
+
 PredictFn = Callable[[Sequence[str]], Sequence[str]]
 
 
@@ -41,7 +43,7 @@ def back_translate(
   Examples are strings, so the tokenize step of the task follows this one.
   """
   if batch_size < 1:
-    raise ValueError(f"back_translate needs batch_size >= 1; got {batch_size}")
+    raise ConfigError(f"back_translate needs batch_size >= 1; got {batch_size}")
 
   def translate(texts: tf.Tensor) -> dict[str, tf.Tensor]:
     sources = tf.numpy_function(

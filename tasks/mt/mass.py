@@ -13,6 +13,8 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
+
 
 def span_length(num_tokens):
   """Tokens MASS hides out of `num_tokens` (an int or a tensor): half, rounded up, so >= 1.
@@ -35,7 +37,7 @@ def _max_source_tokens(
   inputs = sequence_length["inputs"] - int(output_features["inputs"].add_eos) - 1
   targets = sequence_length["targets"] - int(output_features["targets"].add_eos)
   if inputs < 1 or targets < 1:
-    raise ValueError(
+    raise ConfigError(
         "MASS needs room for the language tag and one token in the inputs and one token "
         f"(plus EOS) in the targets; the task feature lengths {dict(sequence_length)} leave "
         f"{inputs} and {targets}. Raise TASK_FEATURE_LENGTHS."

@@ -20,6 +20,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 
 import seqio
 
+from model_zoo.errors import ConfigError
 from tasks import metrics, pipeline
 from tasks.mt import back_translation, features, mass
 from tasks.parallel import corpus, tfds_dataset
@@ -90,7 +91,7 @@ def _check_pair(source: str, target: str) -> None:
   corpus.check_language(source)
   corpus.check_language(target)
   if source == target:
-    raise ValueError(
+    raise ConfigError(
         f"a translation task needs two different languages; got source = target = {source!r}"
     )
 
@@ -209,16 +210,16 @@ def mixing_rates(
   module: translation, MASS or back-translation.
   """
   if not temperature > 0:
-    raise ValueError(
+    raise ConfigError(
         f"the mixture temperature must be > 0 (1 samples in proportion to data, larger values "
         f"flatten toward uniform; the default is {DEFAULT_TEMPERATURE}); got {temperature}"
     )
   tasks = default_translation_tasks() if tasks is None else list(tasks)
   if not tasks:
-    raise ValueError("a mixture needs at least one task; got none")
+    raise ConfigError("a mixture needs at least one task; got none")
   unknown = [name for name in tasks if name not in _TRAIN_EXAMPLES]
   if unknown:
-    raise ValueError(
+    raise ConfigError(
         f"tasks {unknown} are not tasks of tasks.mt.tasks, whose sizes the rates need; "
         "register them first with add_translation_task(source, target), add_mass_task(lang) "
         "or register_back_translation_task(...)"

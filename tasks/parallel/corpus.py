@@ -22,6 +22,7 @@ import pathlib
 import unicodedata
 from typing import Iterator
 
+from model_zoo.errors import ConfigError, MissingFileError
 from tasks.asr_lm import catalogs, corpus as asr_corpus, normalize
 
 LOCALE_DIR = pathlib.Path("/usr/share/locale")
@@ -87,7 +88,7 @@ def fingerprint(locale_dir: str | os.PathLike = LOCALE_DIR) -> str:
 def _read(lang: str, domain: str, locale_dir: str | os.PathLike) -> list[catalogs.Message]:
   path = catalog_path(lang, domain, locale_dir)
   if not path.is_file():
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"the parallel corpus needs the gettext catalog {str(path)!r}; install the Debian "
         "packages libglib2.0-data, libgtk2.0-common, xkb-data and iso-codes"
     )
@@ -150,13 +151,13 @@ def untranslated(
 def split_records(split: str) -> tuple[Record, ...]:
   """The records of `split` ("train" or "validation")."""
   if split not in SPLITS:
-    raise ValueError(f"the parallel corpus has splits {SPLITS}; got {split!r}")
+    raise ConfigError(f"the parallel corpus has splits {SPLITS}; got {split!r}")
   return records()[split]
 
 
 def check_language(lang: str) -> None:
   if lang not in LANGUAGES:
-    raise ValueError(f"the parallel corpus has languages {LANGUAGES}; got {lang!r}")
+    raise ConfigError(f"the parallel corpus has languages {LANGUAGES}; got {lang!r}")
 
 
 def pairs(source: str, target: str, split: str) -> list[tuple[str, str]]:

@@ -19,6 +19,8 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
+
 _NO_LIMIT = 1 << 29  # a token budget that never binds (no sequence_length given)
 
 
@@ -51,7 +53,7 @@ def max_source_length(
   so the lengths that fit are 2..max and a scan over candidates finds max.
   """
   if not (0 < noise_density < 1 and mean_span >= 1 and num_sentinels >= 1):
-    raise ValueError(
+    raise ConfigError(
         "span corruption needs 0 < noise_density < 1, mean_span >= 1 and at least one "
         f"sentinel; got noise_density={noise_density}, mean_span={mean_span}, "
         f"num_sentinels={num_sentinels} (the vocabulary's extra_ids)"
@@ -66,7 +68,7 @@ def max_source_length(
       & (noise + spans <= targets_budget)
   )
   if not fits[0]:
-    raise ValueError(
+    raise ConfigError(
         f"span corruption cannot fit even 2 source tokens into {inputs_budget} inputs and "
         f"{targets_budget} targets tokens (the task feature lengths less EOS); raise them"
     )
@@ -176,7 +178,7 @@ def prefix_lm(
   max_prefix = _budget(sequence_length, output_features, "inputs") - 1
   max_suffix = _budget(sequence_length, output_features, "targets")
   if max_prefix < 1 or max_suffix < 1:
-    raise ValueError(
+    raise ConfigError(
         "prefix LM needs room for the mode token and one token of inputs and one of targets; "
         f"the task feature lengths {dict(sequence_length)} leave {max_prefix} and {max_suffix}"
     )

@@ -16,6 +16,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
 from tasks import quickstart
 from tasks.ul2 import denoisers, vocabulary
 
@@ -96,10 +97,10 @@ def register_mixture(name: str, rates: Mapping[str, float]) -> seqio.Mixture:
   positive finite number; a task that should not be sampled is left out.
   """
   if not rates:
-    raise ValueError(f"mixture {name!r} needs at least one task and its rate; got none")
+    raise ConfigError(f"mixture {name!r} needs at least one task and its rate; got none")
   for task, rate in rates.items():
     if not (rate > 0 and math.isfinite(rate)):
-      raise ValueError(
+      raise ConfigError(
           f"mixture {name!r}: the rate of task {task!r} is {rate!r}; rates must be positive "
           "and finite (leave a task out instead of giving it rate 0)"
       )

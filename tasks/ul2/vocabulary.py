@@ -11,6 +11,7 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 
 import seqio
 
+from model_zoo.errors import ConfigError
 from tasks import quickstart, vocabularies
 
 # Denoiser -> UL2's mode token: R (regular span corruption) is tagged as NLU, X (extreme
@@ -34,9 +35,9 @@ def ul2_vocabulary() -> seqio.SentencePieceVocabulary:
 def mode_id(vocabulary: seqio.SentencePieceVocabulary, mode: str) -> int:
   """The id of the mode token of denoiser `mode` ("R", "X" or "S")."""
   if mode not in MODE_TOKENS:
-    raise ValueError(f"unknown UL2 denoiser {mode!r}; expected one of {sorted(MODE_TOKENS)}")
+    raise ConfigError(f"unknown UL2 denoiser {mode!r}; expected one of {sorted(MODE_TOKENS)}")
   piece = MODE_TOKENS[mode]
   token = vocabulary.tokenizer.piece_to_id(piece)
   if token == vocabulary.unk_id:
-    raise ValueError(f"{vocabulary} has no piece {piece!r}; train it with it as a user symbol")
+    raise ConfigError(f"{vocabulary} has no piece {piece!r}; train it with it as a user symbol")
   return token
