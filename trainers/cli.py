@@ -7,6 +7,7 @@ the macros a run config sets and where the gin files are (exit 0).
 
 import logging
 import os
+import re
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -16,6 +17,8 @@ import jax
 
 from model_zoo.errors import UserError
 from trainers import distributed, gin_utils
+
+_GIN_CONTEXT = re.compile(r"^\s+In call to configurable '[^']*' \(.*\)$")
 
 
 def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
@@ -37,12 +40,19 @@ def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
   except UserError as e:
     if os.environ.get("PODZOO_DEBUG"):
       traceback.print_exc()
-    print(f"ERROR: {e}", file=sys.stderr, flush=True)
+    print(f"ERROR: {_without_gin_context(str(e))}", file=sys.stderr, flush=True)
     return 1
   except Exception:  # pylint: disable=broad-except  (a bug: show where)
     traceback.print_exc()
     return 1
   return 0
+
+
+def _without_gin_context(message: str) -> str:
+  """The message without the "In call to configurable ..." lines gin appends on the way up."""
+  return "\n".join(
+      line for line in message.splitlines() if not _GIN_CONTEXT.match(line)
+  )
 
 
 def entry_point(entry: Callable[[], object], prog: str):
