@@ -155,10 +155,14 @@ class BaseModel:
       decoder: Optional[Callable] = None,
       return_all_decodes: bool = False,
   ) -> tuple[jax.Array, jax.Array]:
-    """Decoded continuations (prompt removed, 0 after EOS) and their log-probs, best first.
+    """Decoded continuations (the generated tokens only, 0 after EOS) and their log-probs,
+    best first.
 
-    `decoder` is a model_zoo.decoding decoder (default greedy). Shapes: [batch, length] and
-    [batch], or [batch, decodes, length] and [batch, decodes] with `return_all_decodes`.
+    `decoder` is a model_zoo.decoding decoder (default greedy). `decode_inputs` prefills each
+    prompt into the cache in one pass, and the decoder then runs one step per generated
+    token: a row whose prompt has P tokens generates at most length - P of them. Shapes:
+    [batch, length] and [batch], or [batch, decodes, length] and [batch, decodes] with
+    `return_all_decodes`.
     """
     decoder = decoder or sampling.greedy()
     per_example = decoder.rows_per_example
@@ -166,8 +170,6 @@ class BaseModel:
     inputs = self.decode_inputs(params, expanded)
     rng = jax.random.PRNGKey(0) if rng is None else rng
     sequences, scores = decoder(inputs, rng=rng, eos_id=self.eos_id)
-    num_forced = inputs.num_forced.reshape(-1, per_example)[:, :1]
-    sequences = decoding.strip_prompt(sequences, num_forced)
     return (sequences, scores) if return_all_decodes else (sequences[:, 0], scores[:, 0])
 
   def predict_batch_with_aux(
@@ -183,7 +185,9 @@ class BaseModel:
     return sequences, {"scores": scores}
 
   def decode_inputs(self, params: Params, batch: Batch) -> decoding.DecodeInputs:
-    """The step function, initial cache and prompt of `batch` (one row per decoded sequence)."""
+    """What a decoder needs for `batch` (one row per decoded sequence): the step function,
+    the cache with the prompt prefilled, each row's first input and room (see
+    model_zoo.decoding.base)."""
     raise NotImplementedError
 
   def _reorder_cache(self, cache, rows: jax.Array):
@@ -216,25 +220,29 @@ class DecoderOnlyModel(BaseModel):
     return issubclass(self.FEATURE_CONVERTER_CLS, feature_converters.PrefixLMFeatureConverter)
 
   def decode_inputs(self, params, batch):
-    """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1.
+    """The prompt is the prefix-LM input part: decoder_input_tokens where causal attention is 1
+    (BOS and the prompt tokens).
 
-    The prompt is prefilled into the cache in one pass (with bidirectional attention over
-    it when the model is a prefix LM), so decoding sees exactly what training saw.
+    BOS + prompt are prefilled into the cache in one pass (with bidirectional attention over
+    them when the model is a prefix LM), so decoding sees exactly what training saw. The
+    cache then holds each row's next position: the first step feeds the row's last prefilled
+    input (its last prompt token, or BOS) at its own position, which is already cached, so
+    only its query runs; each later step feeds the previous token at the next position.
     """
     inputs = batch["decoder_input_tokens"]
     rows, length = inputs.shape
     prefix = batch.get("decoder_causal_attention", jnp.zeros_like(inputs))
     prefill_length = jnp.sum(prefix, axis=-1).astype(jnp.int32)  # BOS + prompt
-    # Input t+1 is target t; the leading input (BOS) is not a token to force.
-    num_forced = jnp.maximum(prefill_length - 1, 0)
-    forced = jnp.concatenate([inputs[:, 1:], jnp.zeros_like(inputs[:, :1])], axis=1)
+    num_prompt = jnp.maximum(prefill_length - 1, 0)  # input t+1 is target t: BOS is no token
     positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
     apply = functools.partial(
         self.module.apply, decode=True, max_decode_length=length, mutable=["cache"]
     )
-    _, state = apply({"params": params}, inputs, inputs)
+    # The empty cache (zeros, every cache_index 0), shaped without running its forward pass.
+    shapes = jax.eval_shape(lambda: apply({"params": params}, inputs, inputs)[1]["cache"])
+    empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     _, state = apply(
-        {"params": params, "cache": state["cache"]},
+        {"params": params, "cache": empty},
         inputs,
         inputs,
         decoder_positions=positions,
@@ -243,21 +251,29 @@ class DecoderOnlyModel(BaseModel):
     cache = _set_cache_index(state["cache"], prefill_length)
 
     def tokens_to_logits(token, cache):
-      step_positions = jnp.broadcast_to(cache["step"], (rows, 1))
+      # Rows that are done may run past the end; they are clamped to the last position.
+      position = jnp.minimum(cache["position"], length - 1)
       logits, state = apply(
           {"params": params, "cache": cache["model"]},
           token,
           token,
-          decoder_positions=step_positions,
+          decoder_positions=position[:, None],
       )
-      return logits[:, -1], {"model": state["cache"], "step": cache["step"] + 1}
+      return logits[:, -1], {"model": state["cache"], "position": cache["position"] + 1}
+
+    def reorder_cache(cache, index):
+      return {
+          "model": self._reorder_cache(cache["model"], index),
+          "position": jnp.take(cache["position"], index, axis=0),
+      }
 
     return decoding.DecodeInputs(
-        tokens_to_logits,
-        {"model": cache, "step": jnp.array(0, jnp.int32)},
-        forced,
-        num_forced,
-        self._reorder_cache,
+        tokens_to_logits=tokens_to_logits,
+        cache={"model": cache, "position": num_prompt},
+        first_token=jnp.take_along_axis(inputs, num_prompt[:, None], axis=1)[:, 0],
+        max_new_tokens=length - num_prompt,
+        length=length,
+        reorder_cache=reorder_cache,
     )
 
 
@@ -279,40 +295,37 @@ class EncoderDecoderModel(BaseModel):
   FEATURE_CONVERTER_CLS = feature_converters.EncDecFeatureConverter
 
   def decode_inputs(self, params, batch):
+    """No prompt in the decoder: every row starts from BOS (0) at position 0 and may fill the
+    whole decode length; the step attends to the encoded `encoder_input_tokens`."""
     encoder_tokens = batch["encoder_input_tokens"]
     targets = batch["decoder_target_tokens"]
     encoded = self.module.apply({"params": params}, encoder_tokens, method="encode")
-    length = targets.shape[1]
-    _, state = self.module.apply(
-        {"params": params},
-        encoded,
-        encoder_tokens,
-        targets,
-        targets,
-        decode=True,
-        max_decode_length=length,
-        mutable=["cache"],
-        method="decode",
-    )
+    rows, length = targets.shape
 
-    def tokens_to_logits(token, cache):
-      logits, state = self.module.apply(
-          {"params": params, "cache": cache},
+    def decode(cache, tokens):
+      return self.module.apply(
+          {"params": params, "cache": cache} if cache is not None else {"params": params},
           encoded,
           encoder_tokens,
-          token,
-          token,
+          tokens,
+          tokens,
           decode=True,
           max_decode_length=length,
           mutable=["cache"],
           method="decode",
       )
+
+    def tokens_to_logits(token, cache):  # each row continues at its cache_index
+      logits, state = decode(cache, token)
       return logits[:, -1], state["cache"]
 
+    # The empty cache (zeros, every cache_index 0), shaped without running its forward pass.
+    shapes = jax.eval_shape(lambda: decode(None, targets)[1]["cache"])
     return decoding.DecodeInputs(
-        tokens_to_logits,
-        state["cache"],
-        jnp.zeros_like(targets),
-        jnp.zeros((targets.shape[0],), jnp.int32),
-        self._reorder_cache,
+        tokens_to_logits=tokens_to_logits,
+        cache=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+        first_token=jnp.zeros((rows,), jnp.int32),
+        max_new_tokens=jnp.full((rows,), length, jnp.int32),
+        length=length,
+        reorder_cache=self._reorder_cache,
     )

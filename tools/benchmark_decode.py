@@ -1,8 +1,10 @@
-"""Decoding benchmark: KV-cached greedy decoding against a no-cache recompute baseline.
+"""Decoding benchmark: KV-cached greedy decoding against a no-cache recompute baseline, at
+one or more prompt lengths.
 
   python -m tools.benchmark_decode --gin_file=gin/models/decoder_only_tiny.gin \
-      [--gin_file=...] [--gin.NAME=VALUE ...] --batch_sizes 1,8,64 --prompt_len 32 \
-      --gen_len 256 [--repeats 3] [--warmup 1] [--json_out FILE] [--match_tol X]
+      [--gin_file=...] [--gin.NAME=VALUE ...] --batch_sizes 1,8,64 \
+      (--prompt_len 32 | --prompt_lens 32,512) --gen_len 256 [--repeats 3] [--warmup 1] \
+      [--json_out FILE] [--match_tol X]
 
 On a CPU add --gin.TransformerConfig.dtype="'float32'" (CPUs have no fast bf16).
 
@@ -11,28 +13,41 @@ SeqIO), so this runs on an accelerator machine without the [tasks] extra. The mo
 from gin (the MODEL macro); its parameters are freshly initialised (--seed), and everything
 runs under plain `jax.jit` on one device (jax.devices()[0]; no mesh).
 
-For each batch size, in one run and on the same parameters and prompts (uniform random
-tokens in [2, vocab), --prompt_len of them per row), two greedy decoders each generate
-exactly --gen_len tokens per row. End of sequence can not stop either of them: the EOS id
-(the model's eos_id, 1) gets log-probability -1e30 before the argmax.
+For each batch size and each prompt length (--prompt_lens, or the single --prompt_len), in
+one run and on the same parameters and prompts (uniform random tokens in [2, vocab),
+prompt_len of them per row), two greedy decoders each generate exactly --gen_len tokens per
+row. End of sequence can not stop either of them: the EOS id (the model's eos_id, 1) gets
+log-probability -1e30 before the argmax.
 
   * cached: `jax.jit(model.predict_batch)` with `model_zoo.decoding.sampling.greedy(
     logit_callback=<EOS suppression>)` on a prefix-LM batch of length prompt_len + gen_len
     built by `DecoderFeatureConverter.prompt_batch` (the prompt is marked by
-    decoder_causal_attention). The decoder runs prompt_len + gen_len single-token steps
-    against the KV cache (the prompt is fed, one forced token a step, through the cache).
+    decoder_causal_attention). `model.decode_inputs` prefills BOS + prompt into the KV cache
+    in one pass; the decode loop then runs gen_len single-token steps, whatever the prompt
+    length. Its two parts are also timed on their own, as two programs:
+      - prefill: `model.decode_inputs(params, batch).cache` (the prompt's forward pass);
+      - decode loop: the greedy decoder on decode_inputs with that prefilled cache passed
+        in (XLA drops the unused prefill), so it times the gen_len steps alone. Its tokens
+        must equal predict_batch's ("loop_outputs_match_cached").
+    The loop runs gen_len steps whatever the prompt length. What still grows with the prompt
+    is each step's own cost: attention reads the whole fixed-length cache buffer
+    (prompt_len + gen_len positions, masked), so "loop x" above 1 at a long prompt is that
+    per-step cost, not extra steps.
   * no-cache: one `jax.jit` holding a `lax.fori_loop` over the gen_len steps; step t runs
     the model's full forward pass over the whole fixed-length (prompt_len + gen_len)
     sequence buffer, [BOS, prompt, generated so far, padding], and takes the argmax at
-    position t. The buffer is attended causally everywhere (no decoder_causal_attention):
-    that is how the cached decoder treats the prompt, token by token; a bidirectional
-    prefix would be a different model function and could not give the same tokens.
+    position t. The buffer is attended causally everywhere (no decoder_causal_attention), as
+    a causal LM (DecoderOnlyModel's default feature converter, "decoder") prefills its
+    prompt; a prefix LM's bidirectional prompt would be another model function, which this
+    baseline does not compute.
 
-Measured per decoder: the compile (jit lower + XLA compile, ahead of time, so no timed call
+Measured per program: the compile (jit lower + XLA compile, ahead of time, so no timed call
 compiles), --warmup untimed calls, then --repeats timed calls each ended by
 `jax.block_until_ready`; the median is reported (and every time).
   * tokens/s = batch * gen_len / median time (generated tokens only; the cached decoder's
-    prompt steps are part of its time).
+    prefill is part of its time, not of the decode loop's).
+  * loop x = the decode loop's median time / its median time at the shortest prompt length
+    of the same batch size (1.00 when flat in the prompt length).
   * speed-up = no-cache median time / cached median time (= cached tokens/s / no-cache
     tokens/s).
   * memory: the compiled program's buffers (XLA memory_analysis: arguments + outputs +
@@ -40,7 +55,7 @@ compiles), --warmup untimed calls, then --repeats timed calls each ended by
     so far, after both decoders of that batch size have run: max over local devices of
     memory_stats()["peak_bytes_in_use"] where the backend reports it (GPU, TPU), else the
     process's maximum resident set size, labelled "host RSS". Both peaks are never reset, so
-    they include every earlier batch size.
+    they include every earlier batch size and prompt length.
 
 Outputs check: the two decoders' tokens are compared exactly ("outputs match"). Each
 decoder's tokens are also scored by one teacher-forced full forward pass over [BOS, prompt,
@@ -55,14 +70,15 @@ tokens] (EOS suppressed), which gives two float-noise measures, each held to --m
     say little about the cache (distinct_generated_tokens_per_row shows how varied they are).
 The verdict is "identical" (same tokens, all measures within tolerance), "differ within float
 noise" (a near tie broken differently, after which the continuations part) or "MISMATCH"
-(a measure beyond the tolerance); a MISMATCH makes the command exit with status 1 after the
-results are printed.
+(a measure beyond the tolerance, or a decode loop whose tokens differ from predict_batch's);
+a MISMATCH makes the command exit with status 1 after the results are printed.
 
 The results go to --json_out as JSON (numbers and config), or to stdout after the table
 when --json_out is not given.
 """
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -70,20 +86,19 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from model_zoo import models
-from model_zoo.errors import UserError
+from model_zoo.errors import ConfigError
 from tools import benchmark_common
-from trainers import cli
 from model_zoo.decoding import sampling
 from model_zoo.feature_converters import DecoderFeatureConverter
 
 NEG_INF = -1e30
+DEFAULT_PROMPT_LEN = 32
 FLOAT32_MATCH_TOL = 1e-3  # nats
 LOW_PRECISION_MATCH_TOL = 0.05
 
@@ -112,6 +127,25 @@ def cached_decoder(model) -> Callable[..., tuple[jax.Array, jax.Array]]:
   """model.predict_batch with greedy decoding and EOS suppressed: (params, batch) -> (tokens, scores)."""
   decoder = sampling.greedy(logit_callback=suppress_eos(model.eos_id))
   return functools.partial(model.predict_batch, decoder=decoder)
+
+
+def prefill(model) -> Callable[[Any, Any], Any]:
+  """(params, batch) -> the KV cache with BOS + prompt prefilled (decode_inputs' one pass)."""
+  return lambda params, batch: model.decode_inputs(params, batch).cache
+
+
+def decode_loop(model) -> Callable[[Any, Any, Any], tuple[jax.Array, jax.Array]]:
+  """(params, batch, prefilled cache) -> (tokens [B, L], scores [B]): the cached decoder's loop
+  alone, started from a cache `prefill` made (decode_inputs' own prefill goes unused, and
+  XLA removes it from the compiled program)."""
+  decoder = sampling.greedy(logit_callback=suppress_eos(model.eos_id))
+
+  def run(params, batch, cache):
+    inputs = dataclasses.replace(model.decode_inputs(params, batch), cache=cache)
+    tokens, scores = decoder(inputs, rng=jax.random.PRNGKey(0), eos_id=model.eos_id)
+    return tokens[:, 0], scores[:, 0]
+
+  return run
 
 
 def _full_logits(model, params, inputs: jax.Array) -> jax.Array:
@@ -261,24 +295,124 @@ def compare_outputs(
 # --- the benchmark -----------------------------------------------------------------------------
 def _check_model(model) -> None:
   if not isinstance(model, models.DecoderOnlyModel):
-    raise ValueError(
+    raise ConfigError(
         f"benchmark_decode needs a decoder-only model (MODEL = @DecoderOnlyModel()); the "
         f"gin files give {type(model).__name__} (feature converter "
         f"{model.FEATURE_CONVERTER_CLS.name!r})."
     )
   vocab = model.vocab_size
   if vocab <= max(2, model.eos_id + 1):
-    raise ValueError(
+    raise ConfigError(
         f"TransformerConfig.vocab_size={vocab} leaves no token to decode: ids 0 (padding) "
         f"and {model.eos_id} (EOS) are never prompted or generated."
     )
+
+
+def _timed_program(fn, args: tuple, repeats: int, warmup: int) -> dict[str, Any]:
+  """Compiles `fn` for `args` ahead of time, then times it: compile, times, median, output."""
+  compiled, compile_s = _compile(fn, *args)
+  warmup_times, times, out = _timed_calls(compiled, args, repeats, warmup)
+  return {
+      "compiled": compiled,
+      "compile_s": compile_s,
+      "warmup_times_s": warmup_times,
+      "times_s": times,
+      "median_s": benchmark_common.percentile(times, 50),
+      "out": out,
+  }
+
+
+def _measure(
+    model,
+    params,
+    prompts: np.ndarray,
+    gen_len: int,
+    repeats: int,
+    warmup: int,
+    match_tol: float,
+    device,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+  """One (batch size, prompt length) row: prefill, decode loop, cached and no-cache decoders."""
+  batch_size, prompt_len = prompts.shape
+  length = prompt_len + gen_len
+  batch = jax.device_put(DecoderFeatureConverter.prompt_batch(prompts, batch_size, length), device)
+  prompts_on_device = jax.device_put(prompts, device)
+  generated = batch_size * gen_len
+  where = f"batch {batch_size}, prompt {prompt_len}"
+
+  log(f"{where}: prefill and decode loop ({warmup} warm-up + {repeats} timed each)")
+  pre = _timed_program(prefill(model), (params, batch), repeats, warmup)
+  loop = _timed_program(decode_loop(model), (params, batch, pre["out"]), repeats, warmup)
+  log(f"{where}: cached decoding (prefill + loop in one program)")
+  cached = _timed_program(cached_decoder(model), (params, batch), repeats, warmup)
+  log(
+      f"{where}: prefill {pre['median_s']:.3f} s, loop {loop['median_s']:.3f} s, cached "
+      f"{cached['median_s']:.3f} s; no-cache decoding"
+  )
+  nocache = _timed_program(
+      nocache_decoder(model, gen_len), (params, prompts_on_device), repeats, warmup
+  )
+  memory, memory_label = benchmark_common.peak_memory()
+
+  score_fn = jax.jit(teacher_forced(model))
+  outputs = {}
+  for name, (tokens, scores) in (("cached", cached["out"]), ("nocache", nocache["out"])):
+    tokens = np.asarray(tokens)[:, :gen_len]  # predict_batch pads the continuation to the length
+    gaps, log_probs = jax.device_get(score_fn(params, prompts_on_device, tokens))
+    outputs[name] = {
+        "tokens": tokens,
+        "scores": np.asarray(scores),
+        "gaps": gaps,
+        "log_probs": log_probs,
+    }
+  check = compare_outputs(outputs["cached"], outputs["nocache"], match_tol)
+  loop_tokens, loop_scores = jax.device_get(loop["out"])
+  cached_tokens, cached_scores = jax.device_get(cached["out"])
+  check["loop_outputs_match_cached"] = bool(
+      np.array_equal(loop_tokens, cached_tokens)
+      and np.allclose(loop_scores, cached_scores, rtol=0, atol=match_tol * gen_len)
+  )
+  if not check["loop_outputs_match_cached"]:
+    check["match_verdict"] = "MISMATCH"
+  speedup = nocache["median_s"] / cached["median_s"]
+  log(
+      f"{where}: no-cache {nocache['median_s']:.3f} s, speed-up {speedup:.2f}x, outputs "
+      f"{check['match_verdict']}"
+  )
+  row = {
+      "batch_size": batch_size,
+      "prompt_len": prompt_len,
+      "sequence_length": length,
+      "generated_tokens": generated,
+  }
+  for name, timed in (
+      ("prefill", pre),
+      ("decode_loop", loop),
+      ("cached", cached),
+      ("nocache", nocache),
+  ):
+    row[f"{name}_compile_s"] = timed["compile_s"]
+    row[f"{name}_time_median_s"] = timed["median_s"]
+    row[f"{name}_times_s"] = timed["times_s"]
+    row[f"{name}_warmup_times_s"] = timed["warmup_times_s"]
+    row[f"{name}_program_bytes"] = program_memory(timed["compiled"])
+    if name != "prefill":
+      row[f"{name}_tokens_per_second"] = generated / timed["median_s"]
+  return {
+      **row,
+      "speedup": speedup,
+      "peak_memory_bytes": memory,
+      "peak_memory_source": memory_label,
+      **check,
+  }
 
 
 def run_benchmark(
     model,
     *,
     batch_sizes: Sequence[int],
-    prompt_len: int,
+    prompt_lens: Sequence[int],
     gen_len: int,
     repeats: int,
     warmup: int = 1,
@@ -286,89 +420,37 @@ def run_benchmark(
     seed: int = 0,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-  """Times both decoders at each batch size on one device; returns config and per-batch results."""
+  """Times the decoders at each batch size and prompt length on one device; returns config
+  and one result row per (batch size, prompt length), prompt lengths varying fastest."""
   _check_model(model)
   cfg = model.module.config
-  length = prompt_len + gen_len
   if match_tol is None:
     match_tol = (
         FLOAT32_MATCH_TOL if jnp.dtype(cfg.dtype) == jnp.float32 else LOW_PRECISION_MATCH_TOL
     )
   device = jax.devices()[0]
-  example = {
-      "decoder_input_tokens": np.zeros((1, length), np.int32),
-      "decoder_target_tokens": np.ones((1, length), np.int32),
+  example = {  # parameter shapes do not depend on the length
+      "decoder_input_tokens": np.zeros((1, max(prompt_lens) + gen_len), np.int32),
+      "decoder_target_tokens": np.ones((1, max(prompt_lens) + gen_len), np.int32),
   }
   with jax.default_device(device):
     params = jax.jit(lambda rng: nn.unbox(model.init(rng, example)))(jax.random.PRNGKey(seed))
   params = jax.device_put(params, device)
   params_total = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
-  cached_fn, nocache_fn = cached_decoder(model), nocache_decoder(model, gen_len)
-  score_fn = jax.jit(teacher_forced(model))
   rng = np.random.default_rng(seed)
   rows = []
   for batch_size in batch_sizes:
-    prompts = random_prompts(rng, batch_size, prompt_len, model.vocab_size)
-    batch = jax.device_put(DecoderFeatureConverter.prompt_batch(prompts, batch_size, length), device)
-    prompts_on_device = jax.device_put(prompts, device)
-    generated = batch_size * gen_len
-
-    log(f"batch {batch_size}: compiling")
-    cached_compiled, cached_compile_s = _compile(cached_fn, params, batch)
-    nocache_compiled, nocache_compile_s = _compile(nocache_fn, params, prompts_on_device)
-    log(f"batch {batch_size}: cached decoding ({warmup} warm-up + {repeats} timed)")
-    cached_warmup, cached_times, cached_out = _timed_calls(
-        cached_compiled, (params, batch), repeats, warmup
-    )
-    cached_s = benchmark_common.percentile(cached_times, 50)
-    log(
-        f"batch {batch_size}: cached {cached_s:.3f} s; no-cache decoding ({warmup} warm-up + "
-        f"{repeats} timed)"
-    )
-    nocache_warmup, nocache_times, nocache_out = _timed_calls(
-        nocache_compiled, (params, prompts_on_device), repeats, warmup
-    )
-    nocache_s = benchmark_common.percentile(nocache_times, 50)
-    memory, memory_label = benchmark_common.peak_memory()
-
-    outputs = {}
-    for name, (tokens, scores) in (("cached", cached_out), ("nocache", nocache_out)):
-      tokens = np.asarray(tokens)[:, :gen_len]  # predict_batch pads the continuation to the length
-      gaps, log_probs = jax.device_get(score_fn(params, prompts_on_device, tokens))
-      outputs[name] = {
-          "tokens": tokens,
-          "scores": np.asarray(scores),
-          "gaps": gaps,
-          "log_probs": log_probs,
-      }
-    check = compare_outputs(outputs["cached"], outputs["nocache"], match_tol)
-    log(
-        f"batch {batch_size}: no-cache {nocache_s:.3f} s, speed-up {nocache_s / cached_s:.2f}x, "
-        f"outputs {check['match_verdict']}"
-    )
-    rows.append(
-        {
-            "batch_size": batch_size,
-            "generated_tokens": generated,
-            "cached_compile_s": cached_compile_s,
-            "cached_time_median_s": cached_s,
-            "cached_times_s": cached_times,
-            "cached_warmup_times_s": cached_warmup,
-            "cached_tokens_per_second": generated / cached_s,
-            "cached_program_bytes": program_memory(cached_compiled),
-            "nocache_compile_s": nocache_compile_s,
-            "nocache_time_median_s": nocache_s,
-            "nocache_times_s": nocache_times,
-            "nocache_warmup_times_s": nocache_warmup,
-            "nocache_tokens_per_second": generated / nocache_s,
-            "nocache_program_bytes": program_memory(nocache_compiled),
-            "speedup": nocache_s / cached_s,
-            "peak_memory_bytes": memory,
-            "peak_memory_source": memory_label,
-            **check,
-        }
-    )
+    shortest = None
+    for prompt_len in prompt_lens:
+      prompts = random_prompts(rng, batch_size, prompt_len, model.vocab_size)
+      row = _measure(model, params, prompts, gen_len, repeats, warmup, match_tol, device, log)
+      shortest = row if shortest is None or prompt_len < shortest["prompt_len"] else shortest
+      rows.append(row)
+    for row in rows[-len(prompt_lens) :]:  # the loop's growth with the prompt length
+      row["decode_loop_time_vs_shortest_prompt"] = (
+          row["decode_loop_time_median_s"] / shortest["decode_loop_time_median_s"]
+      )
 
   return {
       "model": type(model).__name__,
@@ -389,10 +471,10 @@ def run_benchmark(
       "device_count_used": 1,
       "jax_version": jax.__version__,
       "batch_sizes": list(batch_sizes),
-      "prompt_len": prompt_len,
+      "prompt_lens": list(prompt_lens),
       "gen_len": gen_len,
-      "sequence_length": length,
-      "cached_decode_steps": length,
+      "sequence_lengths": [p + gen_len for p in prompt_lens],
+      "cached_decode_steps": gen_len,
       "nocache_forward_passes": gen_len,
       "repeats": repeats,
       "warmup": warmup,
@@ -401,15 +483,22 @@ def run_benchmark(
       "eos_suppressed": True,
       "match_tol": match_tol,
       "cached": (
-          "jax.jit(model.predict_batch), greedy(logit_callback=EOS suppression), KV cache, "
-          f"{length} single-token steps (prompt forced through the cache)"
+          "jax.jit(model.predict_batch), greedy(logit_callback=EOS suppression), KV cache: "
+          f"one prefill pass over BOS + prompt, then {gen_len} single-token steps"
+      ),
+      "prefill": "jax.jit(model.decode_inputs(params, batch).cache)",
+      "decode_loop": (
+          f"jax.jit(greedy decoder over the {gen_len} steps, from the prefilled cache passed in)"
       ),
       "nocache": (
           f"jax.jit(lax.fori_loop over {gen_len} steps of a full causal forward pass over "
-          f"{length} tokens, argmax at the current position)"
+          "prompt_len + gen_len tokens, argmax at the current position)"
       ),
       "speedup_definition": "nocache_time_median_s / cached_time_median_s",
       "min_speedup": min(r["speedup"] for r in rows),
+      "max_decode_loop_time_vs_shortest_prompt": max(
+          r["decode_loop_time_vs_shortest_prompt"] for r in rows
+      ),
       "all_outputs_match": all(r["outputs_match"] for r in rows),
       "any_mismatch_beyond_float_noise": any(r["match_verdict"] == "MISMATCH" for r in rows),
       "results": rows,
@@ -421,7 +510,7 @@ def _mib(n: Optional[int]) -> str:
 
 
 def format_table(r: dict[str, Any]) -> str:
-  """The run's settings, then one line per batch size."""
+  """The run's settings, then one line per (batch size, prompt length)."""
   header = [
       (
           "model",
@@ -433,10 +522,15 @@ def format_table(r: dict[str, Any]) -> str:
       ("dtype / params", f"{r['dtype']} / {r['param_dtype']}, attention {r['attention_impl']}"),
       (
           "lengths",
-          f"prompt {r['prompt_len']} + generated {r['gen_len']} = {r['sequence_length']} "
+          f"prompt {', '.join(map(str, r['prompt_lens']))} + generated {r['gen_len']} "
           "(EOS suppressed)",
       ),
       ("timing", f"median of {r['repeats']} after {r['warmup']} warm-up (compile excluded)"),
+      (
+          "columns",
+          "prefill / loop: the cached decoder's two parts timed alone; loop x: loop time / "
+          "loop time at the shortest prompt; cached = predict_batch (prefill + loop)",
+      ),
       (
           "memory",
           f"peak = {r['results'][0]['peak_memory_source']}, so far; program = XLA buffers "
@@ -447,11 +541,16 @@ def format_table(r: dict[str, Any]) -> str:
   lines = [f"{k.ljust(width)} | {v}" for k, v in header]
   columns = (
       "batch",
+      "prompt",
+      "prefill s",
+      "loop s",
+      "loop tok/s",
+      "loop x",
+      "cached s",
       "cached tok/s",
+      "no-cache s",
       "no-cache tok/s",
       "speed-up",
-      "cached s",
-      "no-cache s",
       "peak MiB",
       "program MiB",
       "outputs",
@@ -459,7 +558,9 @@ def format_table(r: dict[str, Any]) -> str:
   table = [columns]
   for row in r["results"]:
     outputs = row["match_verdict"]
-    if not row["outputs_match"]:
+    if not row["loop_outputs_match_cached"]:
+      outputs += " (the decode loop alone differs from predict_batch)"
+    elif not row["outputs_match"]:
       outputs += (
           f" ({row['matching_rows']}/{row['batch_size']} rows equal, first at step "
           f"{row['first_mismatch_step']}, gaps {row['cached_greedy_max_gap']:.2g} / "
@@ -470,11 +571,16 @@ def format_table(r: dict[str, Any]) -> str:
     table.append(
         (
             str(row["batch_size"]),
+            str(row["prompt_len"]),
+            f"{row['prefill_time_median_s']:.3f}",
+            f"{row['decode_loop_time_median_s']:.3f}",
+            f"{row['decode_loop_tokens_per_second']:,.0f}",
+            f"{row['decode_loop_time_vs_shortest_prompt']:.2f}",
+            f"{row['cached_time_median_s']:.3f}",
             f"{row['cached_tokens_per_second']:,.0f}",
+            f"{row['nocache_time_median_s']:.3f}",
             f"{row['nocache_tokens_per_second']:,.0f}",
             f"{row['speedup']:.2f}x",
-            f"{row['cached_time_median_s']:.3f}",
-            f"{row['nocache_time_median_s']:.3f}",
             _mib(row["peak_memory_bytes"]),
             f"{_mib(row['cached_program_bytes'])} / {_mib(row['nocache_program_bytes'])}",
             outputs,
@@ -496,23 +602,21 @@ def format_table(r: dict[str, Any]) -> str:
 
 # --- command line ------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = benchmark_common.new_parser(
       prog="python -m tools.benchmark_decode",
-      allow_abbrev=False,
       description="Benchmark cached greedy decoding against a no-cache recompute baseline.",
       epilog="Gin overrides: --gin.NAME=VALUE (repeatable), e.g. "
       "--gin.TransformerConfig.dtype=\"'float32'\".",
   )
-  parser.add_argument(
-      "--gin_file",
-      action="append",
-      default=[],
-      required=True,
-      help="model config (repeatable), e.g. gin/models/decoder_only_tiny.gin",
-  )
-  parser.add_argument("--gin_search_paths", default="", help="comma-separated directories")
   parser.add_argument("--batch_sizes", default="1,8,64", help="comma-separated batch sizes (rows)")
-  parser.add_argument("--prompt_len", type=int, default=32, help="random prompt tokens per row")
+  parser.add_argument(
+      "--prompt_len", type=int, default=None, help="random prompt tokens per row (default 32)"
+  )
+  parser.add_argument(
+      "--prompt_lens",
+      default=None,
+      help="comma-separated prompt lengths to run in turn, e.g. 32,512 (instead of --prompt_len)",
+  )
   parser.add_argument("--gen_len", type=int, default=256, help="generated tokens per row")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per decoder (median)")
   parser.add_argument(
@@ -535,8 +639,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = _parser()
-  args, rest = parser.parse_known_args(list(argv))
-  bindings = benchmark_common.split_gin_overrides(parser, rest)
+  args, bindings = benchmark_common.parse_known_args(parser, argv)
   try:
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
   except ValueError:
@@ -545,7 +648,24 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     )
   if not args.batch_sizes or min(args.batch_sizes) < 1:
     parser.error(f"--batch_sizes={args.batch_sizes} must be integers >= 1")
-  for name in ("prompt_len", "gen_len", "repeats"):
+  if args.prompt_lens is None:
+    args.prompt_lens = [DEFAULT_PROMPT_LEN if args.prompt_len is None else args.prompt_len]
+    flag = "--prompt_len"
+  elif args.prompt_len is not None:
+    parser.error("--prompt_len and --prompt_lens: give one of them")
+  else:
+    flag = "--prompt_lens"
+    try:
+      args.prompt_lens = [int(p) for p in args.prompt_lens.split(",") if p.strip()]
+    except ValueError:
+      parser.error(
+          f"--prompt_lens={args.prompt_lens!r}: expected comma-separated integers, e.g. 32,512"
+      )
+    if not args.prompt_lens:
+      parser.error("--prompt_lens is empty: expected comma-separated integers, e.g. 32,512")
+  if min(args.prompt_lens) < 1:
+    parser.error(f"{flag}={','.join(map(str, args.prompt_lens))} must be >= 1")
+  for name in ("gen_len", "repeats"):
     if getattr(args, name) < 1:
       parser.error(f"--{name}={getattr(args, name)} must be >= 1")
   if args.warmup < 0:
@@ -561,28 +681,21 @@ def _load_model(args: argparse.Namespace, bindings: list[str]):
   )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  args, bindings = _parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
-  try:
-    model = _load_model(args, bindings)
-    results = run_benchmark(
-        model,
-        batch_sizes=args.batch_sizes,
-        prompt_len=args.prompt_len,
-        gen_len=args.gen_len,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        match_tol=args.match_tol,
-        seed=args.seed,
-        log=lambda s: print(s, file=sys.stderr, flush=True),
-    )
-  except UserError as e:
-    return benchmark_common.report_user_error(e)
-  results = {**benchmark_common.run_info(args.gin_file, bindings, ("flax",)), **results}
-  benchmark_common.emit(results, format_table(results), args.json_out)
+def _run(args: argparse.Namespace, model) -> dict[str, Any]:
+  return run_benchmark(
+      model,
+      batch_sizes=args.batch_sizes,
+      prompt_lens=args.prompt_lens,
+      gen_len=args.gen_len,
+      repeats=args.repeats,
+      warmup=args.warmup,
+      match_tol=args.match_tol,
+      seed=args.seed,
+      log=lambda s: print(s, file=sys.stderr, flush=True),
+  )
+
+
+def _exit_code(results: dict[str, Any]) -> int:
   if results["any_mismatch_beyond_float_noise"]:
     print(
         "ERROR: cached and no-cache greedy decoding disagree beyond float noise (see "
@@ -592,6 +705,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     return 1
   return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  return benchmark_common.run_main(
+      argv, _parse_args, _load_model, _run, format_table, packages=("flax",), exit_code=_exit_code
+  )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,19 @@
 fusion) plug into.
 
 A decoder never sees a model, only `DecodeInputs`: a `tokens_to_logits(token [N, 1], cache)
--> (logits [N, V], cache)` step, the initial cache, the prompt tokens to force, and how to
-reorder cache rows (beam search). N = batch x rows per example (`num_decodes` or the beam
-size): models repeat each example before building the cache, so decoders never reshape one.
+-> (logits [N, V], cache)` step, the initial cache, the first input of each row, how many
+tokens each row may generate, and how to reorder cache rows (beam search). N = batch x rows
+per example (`num_decodes` or the beam size): models repeat each example before building the
+cache, so decoders never reshape one.
+
+The prompt is never fed through the decode loop: the model prefills it into the cache in one
+pass before decoding starts, and the initial cache already knows where each row's prompt ends.
+Step 0 feeds `first_token` (the row's last prompt token, or BOS when there is no prompt) at
+its own position, and each later step feeds the previous generated token at the next
+position; the step function keeps each row's position in its cache (reordered with the rows).
+So the loop runs once per generated token, whatever the prompt length, and decoders return
+generated tokens only: sequences [N, L] with the continuation from column 0, 0 after EOS and
+after the row's room (`max_new_tokens[n]` tokens, L - its prompt length) runs out.
 """
 
 import dataclasses
@@ -20,18 +30,26 @@ ReorderCache = Callable[[Any, jax.Array], Any]
 
 @dataclasses.dataclass(frozen=True)
 class DecodeInputs:
-  tokens_to_logits: TokensToLogits
-  cache: Any
-  forced_tokens: jax.Array  # [N, L]: row n's first num_forced[n] tokens are given (the prompt)
-  num_forced: jax.Array  # [N]
+  tokens_to_logits: TokensToLogits  # (token [N, 1], cache) -> (next-token logits [N, V], cache)
+  cache: Any  # after the prompt's prefill; each step moves every row one position on
+  first_token: jax.Array  # [N] int: step 0's input, the last prompt token (BOS 0 if none)
+  max_new_tokens: jax.Array  # [N] int: how many tokens row n may generate (L - its prompt)
+  length: int  # L: decoders return [N, L] (static)
   reorder_cache: ReorderCache  # (cache, row indices [N]) -> cache with rows gathered
 
 
 class DecodingState(flax.struct.PyTreeNode):
-  """The loop state the callbacks see, per row: step t is the position being chosen."""
+  """The loop state the callbacks see, per row.
 
-  step: jax.Array  # scalar
-  sequences: jax.Array  # [N, L]; positions >= step are 0
+  `step` is the number of tokens generated so far: the logit callback of step t sees the
+  distribution of generated token t (column t of `sequences`), and the state callback runs
+  after it is written, with step t + 1. A row is done after EOS or once its room
+  (`DecodeInputs.max_new_tokens`) is used up; a state callback may mark rows done, which stops
+  them (and the loop once every row is done); clearing a row's done flag has no effect.
+  """
+
+  step: jax.Array  # scalar: tokens generated so far (the loop iteration)
+  sequences: jax.Array  # [N, L] generated tokens; columns >= step are 0
   previous_token: jax.Array  # [N]: the model's input at this step
   done: jax.Array  # [N]
   cache: Any
@@ -44,6 +62,11 @@ LogitCallback = Callable[[jax.Array, DecodingState], jax.Array]
 StateCallback = Callable[[DecodingState], DecodingState]
 
 
+def room(inputs: DecodeInputs) -> jax.Array:
+  """[N] int32: how many tokens each row may generate, within [0, L]."""
+  return jnp.clip(inputs.max_new_tokens, 0, inputs.length).astype(jnp.int32)
+
+
 def next_log_probs(
     inputs: DecodeInputs, state: DecodingState, logit_callback: Optional[LogitCallback]
 ) -> tuple[jax.Array, Any]:
@@ -53,11 +76,3 @@ def next_log_probs(
   if logit_callback is not None:
     log_probs = logit_callback(log_probs, state)
   return log_probs, cache
-
-
-def strip_prompt(sequences: jax.Array, num_forced: jax.Array) -> jax.Array:
-  """Shifts each row [..., L] left by its prompt length, so the continuation starts at 0."""
-  length = sequences.shape[-1]
-  idx = jnp.arange(length) + num_forced[..., None]
-  shifted = jnp.take_along_axis(sequences, jnp.minimum(idx, length - 1), axis=-1)
-  return jnp.where(idx < length, shifted, 0)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from model_zoo.decoding import base, filters
+from model_zoo.errors import ConfigError
 
 
 def _decode_loop(
@@ -20,33 +21,36 @@ def _decode_loop(
     logit_callback: Optional[base.LogitCallback],
     state_callback: Optional[base.StateCallback],
 ) -> tuple[jax.Array, jax.Array]:
-  """Runs until every row is done or full; returns sequences [N, L] and generated log-probs [N].
+  """Runs until every row is done; returns sequences [N, L] and generated log-probs [N].
 
-  At step t the input is the token at t-1 (0 at t=0); a row's first num_forced tokens are
-  copied from the prompt, the rest chosen by `choose(log_probs, rng)`; after EOS a row is 0.
+  Step t chooses generated token t by `choose(log_probs, rng)` from the input
+  `inputs.first_token` (t = 0) or generated token t - 1; a row is done after EOS or after
+  `max_new_tokens` tokens, and 0 from then on.
   """
-  rows, length = inputs.forced_tokens.shape
+  rows, length = inputs.first_token.shape[0], inputs.length
+  room = base.room(inputs)
 
   def body(carry):
     state, scores, rng = carry
     rng, step_rng = jax.random.split(rng)
     log_probs, cache = base.next_log_probs(inputs, state, logit_callback)
     t = state.step
-    forced = t < inputs.num_forced
-    token = jnp.where(forced, inputs.forced_tokens[:, t], choose(log_probs, step_rng))
-    token = jnp.where(state.done, 0, token).astype(jnp.int32)
-    generated = jnp.logical_not(jnp.logical_or(forced, state.done))
+    generated = jnp.logical_not(state.done)
+    token = jnp.where(generated, choose(log_probs, step_rng), 0).astype(jnp.int32)
     token_log_prob = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
     scores = scores + jnp.where(generated, token_log_prob, 0.0)
+    ended = jnp.logical_or(token == eos_id, t + 1 >= room)
+    done = jnp.logical_or(state.done, jnp.logical_and(generated, ended))
     state = state.replace(
         step=t + 1,
         sequences=lax.dynamic_update_slice(state.sequences, token[:, None], (0, t)),
         previous_token=token,
         cache=cache,
-        done=jnp.logical_or(state.done, jnp.logical_and(generated, token == eos_id)),
+        done=done,
     )
     if state_callback is not None:
       state = state_callback(state)
+      state = state.replace(done=jnp.logical_or(state.done, done))
     return state, scores, rng
 
   def running(carry):
@@ -56,8 +60,8 @@ def _decode_loop(
   state = base.DecodingState(
       step=jnp.array(0),
       sequences=jnp.zeros((rows, length), jnp.int32),
-      previous_token=jnp.zeros((rows,), jnp.int32),
-      done=jnp.zeros((rows,), bool),
+      previous_token=inputs.first_token.astype(jnp.int32),
+      done=room <= 0,
       cache=inputs.cache,
   )
   state, scores, _ = lax.while_loop(running, body, (state, jnp.zeros((rows,), jnp.float32), rng))
@@ -92,13 +96,13 @@ class Sampling:
 
   def __post_init__(self):
     if self.temperature < 0:
-      raise ValueError(f"Sampling.temperature={self.temperature} must be >= 0 (0 is greedy).")
+      raise ConfigError(f"Sampling.temperature={self.temperature} must be >= 0 (0 is greedy).")
     if not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"Sampling.top_p={self.top_p} must be in (0, 1].")
+      raise ConfigError(f"Sampling.top_p={self.top_p} must be in (0, 1].")
     if self.top_k < 0:
-      raise ValueError(f"Sampling.top_k={self.top_k} must be >= 0 (0 disables it).")
+      raise ConfigError(f"Sampling.top_k={self.top_k} must be >= 0 (0 disables it).")
     if self.num_decodes < 1:
-      raise ValueError(f"Sampling.num_decodes={self.num_decodes} must be >= 1.")
+      raise ConfigError(f"Sampling.num_decodes={self.num_decodes} must be >= 1.")
 
   @property
   def rows_per_example(self) -> int:

@@ -28,15 +28,15 @@ def clean_gin():
 
 def test_tiny_run_writes_consistent_json(tmp_path):
   out = tmp_path / "sub" / "decode.json"
-  prompt_len, gen_len = 4, 8
+  prompt_lens, gen_len = [4, 9], 8
   rc = benchmark_decode.main(
       [
           f"--gin_file={TINY_GIN}",
           F32,
           "--batch_sizes",
           "1,2",
-          "--prompt_len",
-          str(prompt_len),
+          "--prompt_lens",
+          ",".join(map(str, prompt_lens)),
           "--gen_len",
           str(gen_len),
           "--repeats",
@@ -56,14 +56,16 @@ def test_tiny_run_writes_consistent_json(tmp_path):
       "device_kind",
       "jax_version",
       "batch_sizes",
-      "prompt_len",
+      "prompt_lens",
       "gen_len",
-      "sequence_length",
+      "sequence_lengths",
+      "cached_decode_steps",
       "repeats",
       "warmup",
       "eos_suppressed",
       "match_tol",
       "min_speedup",
+      "max_decode_loop_time_vs_shortest_prompt",
       "all_outputs_match",
       "any_mismatch_beyond_float_noise",
       "results",
@@ -73,11 +75,23 @@ def test_tiny_run_writes_consistent_json(tmp_path):
       "TransformerConfig.dtype='float32'"
   ]
   assert r["dtype"] == "float32" and r["params_total"] == 885_888
-  assert (r["batch_sizes"], r["prompt_len"], r["gen_len"]) == ([1, 2], prompt_len, gen_len)
-  assert r["sequence_length"] == prompt_len + gen_len
-  assert [row["batch_size"] for row in r["results"]] == [1, 2]
+  assert (r["batch_sizes"], r["prompt_lens"], r["gen_len"]) == ([1, 2], prompt_lens, gen_len)
+  assert r["sequence_lengths"] == [p + gen_len for p in prompt_lens]
+  assert r["cached_decode_steps"] == gen_len  # the prompt is prefilled, not stepped
+  # One row per (batch size, prompt length), the prompt lengths side by side.
+  assert [(row["batch_size"], row["prompt_len"]) for row in r["results"]] == [
+      (1, 4),
+      (1, 9),
+      (2, 4),
+      (2, 9),
+  ]
   for row in r["results"]:
     for key in (
+        "prefill_time_median_s",
+        "prefill_compile_s",
+        "decode_loop_time_median_s",
+        "decode_loop_tokens_per_second",
+        "decode_loop_time_vs_shortest_prompt",
         "cached_time_median_s",
         "cached_tokens_per_second",
         "cached_compile_s",
@@ -90,26 +104,41 @@ def test_tiny_run_writes_consistent_json(tmp_path):
         "peak_memory_bytes",
         "peak_memory_source",
         "outputs_match",
+        "loop_outputs_match_cached",
         "match_verdict",
         "cached_greedy_max_gap",
         "cached_score_error_per_token",
     ):
       assert key in row, key
-    assert len(row["cached_times_s"]) == len(row["nocache_times_s"]) == 1
-    assert len(row["cached_warmup_times_s"]) == len(row["nocache_warmup_times_s"]) == 1
+    assert row["sequence_length"] == row["prompt_len"] + gen_len
+    for name in ("prefill", "decode_loop", "cached", "nocache"):
+      assert len(row[f"{name}_times_s"]) == len(row[f"{name}_warmup_times_s"]) == 1
+      assert row[f"{name}_time_median_s"] == row[f"{name}_times_s"][0] > 0
     cached_s, nocache_s = row["cached_time_median_s"], row["nocache_time_median_s"]
-    assert cached_s > 0 and nocache_s > 0
+    loop_s = row["decode_loop_time_median_s"]
     assert row["speedup"] == pytest.approx(nocache_s / cached_s, rel=1e-12)
     generated = row["batch_size"] * gen_len
     assert row["generated_tokens"] == generated
     assert row["cached_tokens_per_second"] == pytest.approx(generated / cached_s, rel=1e-12)
     assert row["nocache_tokens_per_second"] == pytest.approx(generated / nocache_s, rel=1e-12)
+    assert row["decode_loop_tokens_per_second"] == pytest.approx(generated / loop_s, rel=1e-12)
+    shortest = next(
+        x for x in r["results"] if (x["batch_size"], x["prompt_len"]) == (row["batch_size"], 4)
+    )
+    assert row["decode_loop_time_vs_shortest_prompt"] == pytest.approx(
+        loop_s / shortest["decode_loop_time_median_s"], rel=1e-12
+    )
+    # The decode loop timed alone (from the prefilled cache) gives predict_batch's tokens.
+    assert row["loop_outputs_match_cached"]
     assert row["outputs_match"] and row["match_verdict"] == "identical"
     assert row["matching_rows"] == row["batch_size"] and row["first_mismatch_step"] is None
     assert row["cached_greedy_max_gap"] <= 1e-3 and row["cached_score_error_per_token"] <= 1e-3
     assert row["peak_memory_bytes"] > 0
   assert r["all_outputs_match"] and not r["any_mismatch_beyond_float_noise"]
   assert r["min_speedup"] == min(row["speedup"] for row in r["results"])
+  assert r["max_decode_loop_time_vs_shortest_prompt"] == max(
+      row["decode_loop_time_vs_shortest_prompt"] for row in r["results"]
+  )
 
 
 def test_json_goes_to_stdout_without_json_out(tmp_path, monkeypatch, capsys):
@@ -127,8 +156,10 @@ def test_json_goes_to_stdout_without_json_out(tmp_path, monkeypatch, capsys):
   assert benchmark_decode.main(args + ["--repeats", "1", "--warmup", "0"]) == 0
   assert not os.listdir(tmp_path)  # no files unless asked
   text = capsys.readouterr().out
-  assert "cached tok/s" in text and "no-cache tok/s" in text
+  for column in ("prefill s", "loop s", "loop tok/s", "cached tok/s", "no-cache tok/s"):
+    assert column in text, column
   r = json.loads(text[text.index("\n{") + 1 :])
+  assert r["prompt_lens"] == [2]  # --prompt_len alone still works
   assert r["results"][0]["outputs_match"] and r["results"][0]["cached_warmup_times_s"] == []
 
 
@@ -192,6 +223,44 @@ def test_decoders_agree_and_a_wrong_history_is_caught():
   assert wrong["match_verdict"] == "MISMATCH" and wrong["cached_score_error_per_token"] > 1e-2
 
 
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis["flops"])
+
+
+def test_prefill_and_decode_loop_split_the_cached_decoder():
+  """The two programs timed apart: prefill + loop give predict_batch's tokens and scores, the
+  loop starts from the cache it is given (its own prefill is dropped from its program), and
+  its cost does not grow with the prompt."""
+  gen_len, rows = 6, 3
+  model, params = _tiny_model_and_params(gen_len)  # parameter shapes do not depend on the length
+  loop_flops = {}
+  for prompt_len in (5, 40):
+    length = prompt_len + gen_len
+    prompts = benchmark_decode.random_prompts(
+        np.random.default_rng(2), rows, prompt_len, model.vocab_size
+    )
+    batch = DecoderFeatureConverter.prompt_batch(prompts, rows, length)
+    prefill = jax.jit(benchmark_decode.prefill(model)).lower(params, batch).compile()
+    cache = prefill(params, batch)
+    loop = jax.jit(benchmark_decode.decode_loop(model)).lower(params, batch, cache).compile()
+    whole = jax.jit(benchmark_decode.cached_decoder(model)).lower(params, batch).compile()
+    tokens, scores = loop(params, batch, cache)
+    cached, cached_scores = whole(params, batch)
+    np.testing.assert_array_equal(tokens, cached)
+    np.testing.assert_allclose(scores, cached_scores, atol=1e-5)
+    # Keys and values zeroed (positions kept): other scores, so the given cache is used.
+    lost = jax.tree.map(lambda x: x if x.dtype == np.int32 else np.zeros_like(x), cache)
+    assert np.abs(np.asarray(loop(params, batch, lost)[1]) - np.asarray(scores)).max() > 1e-2
+    # The loop program holds no prefill: the whole decoder costs prefill + loop.
+    assert _flops(loop) < 0.5 * _flops(prefill)
+    assert _flops(prefill) + _flops(loop) == pytest.approx(_flops(whole), rel=0.02)
+    loop_flops[prompt_len] = _flops(loop)
+  # One loop step's cost (XLA counts a while body once) grows only with the attended cache.
+  assert loop_flops[40] < 1.2 * loop_flops[5]
+
+
 def test_compare_outputs_verdicts():
   tokens = np.array([[5, 6, 7], [8, 9, 10]])
   zeros = np.zeros((2, 3))
@@ -235,6 +304,8 @@ def test_encoder_decoder_model_is_refused(capsys):
         ("--batch_sizes", "1,x"),
         ("--gen_len", "0"),
         ("--prompt_len", "0"),
+        ("--prompt_lens", "4,0"),
+        ("--prompt_lens", "4,x"),
         ("--repeats", "0"),
         ("--warmup", "-1"),
         ("--gin_typo", "1"),

@@ -18,22 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
 
-from model_zoo import config, dense, models
+from model_zoo import dense, models
+from tests.tiny import tiny_config
 
 PAD, EOS = 0, 1
 
 # A 5-token vocabulary (pad 0, EOS 1): small enough to enumerate every output.
-V5 = config.TransformerConfig(
-    vocab_size=5,
-    emb_dim=16,
-    num_heads=2,
-    num_kv_heads=1,
-    head_dim=8,
-    mlp_dim=32,
-    num_layers=2,
-    num_encoder_layers=2,
-    dtype="float32",
-)
+V5 = tiny_config(vocab_size=5, emb_dim=16, num_heads=2, num_kv_heads=1, mlp_dim=32)
 # 16 tokens, 4 heads over 2 KV heads: shardable over a tensor axis of 2.
 V16 = dataclasses.replace(V5, vocab_size=16, num_heads=4, num_kv_heads=2)
 
@@ -105,7 +96,8 @@ def decoder_only_batch(prompts, length: int):
   """A prefix-LM batch (SeqIO's layout) whose inputs part is each row's prompt.
 
   decoder_input_tokens is [0, prompt..., 0...]; decoder_causal_attention covers the prompt
-  plus one position (the shifted inputs), so `decode_inputs` forces len(prompt) tokens.
+  plus one position (the shifted inputs), so `decode_inputs` prefills BOS + prompt and the
+  row may generate length - len(prompt) tokens.
   Rows without a prompt get no causal-attention feature at all when every row is empty.
   """
   rows = len(prompts)

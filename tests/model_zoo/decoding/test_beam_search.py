@@ -14,6 +14,7 @@ import pytest
 
 from tests.model_zoo.decoding import common
 from model_zoo.decoding import beam_search, sampling
+from model_zoo.errors import ConfigError
 
 MAX_LEN = 4
 # At step t there are 4**t live prefixes (no EOS yet) and 5 * 4**t candidates; beam search
@@ -188,5 +189,5 @@ def test_slots_beyond_the_possible_outputs_stay_empty(alpha):
 
 
 def test_beam_size_below_one_is_rejected_by_name():
-  with pytest.raises(ValueError, match="BeamSearch.beam_size"):
+  with pytest.raises(ConfigError, match="BeamSearch.beam_size"):
     beam_search.BeamSearch(beam_size=0)

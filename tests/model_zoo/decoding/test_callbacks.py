@@ -9,8 +9,11 @@ import pytest
 
 from tests.model_zoo.decoding import common
 from model_zoo.decoding import beam_search, sampling
+from model_zoo.errors import ConfigError
 
 LENGTH = common.ED_LENGTH
+ALPHA = 0.6
+BEAM_SIZES = {"beam": 8, "beam4": 4}
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,8 +35,8 @@ def _count_step():
 
 @functools.lru_cache(maxsize=None)
 def _compiled(kind):
-  """predict_batch with a logit callback adding `penalty` [V] and, for the loops with a `done`
-  flag, a state callback marking every row done once `stop_at` positions are written.
+  """predict_batch with a logit callback adding `penalty` [V] and a state callback marking the
+  rows of example b done once `stop_at[b]` tokens are generated.
 
   Both are arguments of one compiled function, so the runs with and without them (a zero
   penalty, stop_at past the end) share one compilation.
@@ -46,7 +49,8 @@ def _compiled(kind):
       return log_probs + penalty
 
     def state_callback(state):
-      return state.replace(done=jnp.logical_or(state.done, state.step >= stop_at))
+      per_row = jnp.repeat(stop_at, state.done.shape[0] // stop_at.shape[0])
+      return state.replace(done=jnp.logical_or(state.done, state.step >= per_row))
 
     if kind == "greedy":
       decoder = sampling.greedy(logit_callback=logit_callback, state_callback=state_callback)
@@ -58,18 +62,28 @@ def _compiled(kind):
           state_callback=state_callback,
       )
     else:
-      decoder = beam_search.BeamSearch(beam_size=8, alpha=0.6, logit_callback=logit_callback)
+      decoder = beam_search.BeamSearch(
+          beam_size=BEAM_SIZES[kind],
+          alpha=ALPHA,
+          logit_callback=logit_callback,
+          state_callback=state_callback,
+      )
     return model.predict_batch(params, batch, rng, decoder=decoder, return_all_decodes=True)
 
   return jax.jit(run)
 
 
 def _predict(kind, forbid=None, stop_at=LENGTH + 1, seed=0):
-  """Decodes; returns sequences [B, E, L], scores [B, E] and the number of loop iterations."""
+  """Decodes; returns sequences [B, E, L], scores [B, E] and the number of loop iterations.
+
+  `stop_at`: generated tokens after which the state callback marks an example done (one
+  number for all, or one per example).
+  """
   _, batch, params, _ = _setup()
   penalty = np.zeros(16, np.float32)
   if forbid is not None:
     penalty[forbid] = -1e30
+  stop_at = np.broadcast_to(np.asarray(stop_at, np.int32), (len(batch["encoder_input_tokens"]),))
   _STEPS.clear()
   sequences, scores = _compiled(kind)(params, batch, jax.random.PRNGKey(seed), penalty, stop_at)
   jax.effects_barrier()
@@ -131,6 +145,49 @@ def test_state_callback_that_marks_rows_done_stops_decoding(kind):
   np.testing.assert_allclose(scores.reshape(-1), expected, rtol=1e-5, atol=1e-5)
 
 
+def _beam_scores(sequences, max_tokens):
+  """[B, K, L] -> [B, K]: log p / length_penalty(n) of each output by a full forward, with n
+  its tokens up to and including EOS, at most `max_tokens` (the independent beam score)."""
+  model, batch, params, _ = _setup()
+  rows, k = sequences.shape[:2]
+  flat = sequences.reshape(rows * k, LENGTH)
+  repeated = {key: np.repeat(v, k, axis=0) for key, v in batch.items()}
+  n = np.minimum(common.generated_length(flat), max_tokens)
+  log_p = common.sequence_log_probs(model, params, repeated, flat, np.zeros(len(flat), int), n)
+  return (log_p / common.length_penalty(n, ALPHA)).reshape(rows, k)
+
+
+def test_state_callback_that_marks_beams_done_stops_their_examples():
+  """Beam search: an example whose rows are marked done stops growing; the loop stops once
+  every example is done. A stopped example keeps its finished hypotheses (each ending at
+  EOS), or, with none yet, returns its live beams scored as if the length ran out there."""
+  free, free_scores, free_steps = _predict("beam4")
+  assert free_steps > 2 and np.any(free[:, :, 2:])  # would go on without the callback
+  sequences, scores, steps = _predict("beam4", stop_at=2)
+  assert steps == 2  # the loop stopped, it did not just write zeros
+  assert not sequences[:, :, 2:].any()
+  valid = scores > -1e29
+  assert valid[:, 0].all() and np.all(np.diff(scores, axis=1) <= 0)  # best first
+  assert not sequences[~valid].any()  # empty slots hold nothing
+  np.testing.assert_allclose(scores[valid], _beam_scores(sequences, 2)[valid], rtol=1e-5, atol=1e-5)
+  has_eos = np.any(sequences == common.EOS, axis=-1)
+  kept = has_eos[:, 0]  # examples in which something finished within two tokens
+  for b in range(len(sequences)):
+    if kept[b]:  # only its finished hypotheses, each ending at EOS
+      assert has_eos[b][valid[b]].all()
+    else:  # its live beams (two tokens each, as their scores above say), no EOS
+      assert valid[b].all() and not has_eos[b].any()
+  assert kept.any() and not kept.all(), kept  # both rules occur
+  # Stopping half of the examples leaves the others' outputs exactly as without the callback.
+  half = np.where(np.arange(len(sequences)) % 2 == 0, 2, LENGTH + 1)
+  mixed, mixed_scores, mixed_steps = _predict("beam4", stop_at=half)
+  assert mixed_steps > 2
+  np.testing.assert_array_equal(mixed[half == 2], sequences[half == 2])
+  np.testing.assert_allclose(mixed_scores[half == 2], scores[half == 2], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(mixed[half > 2], free[half > 2])
+  np.testing.assert_allclose(mixed_scores[half > 2], free_scores[half > 2], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs,field",
     [
@@ -143,7 +200,7 @@ def test_state_callback_that_marks_rows_done_stops_decoding(kind):
     ],
 )
 def test_invalid_sampling_arguments_are_rejected_by_name(kwargs, field):
-  with pytest.raises(ValueError, match=field):
+  with pytest.raises(ConfigError, match=field):
     sampling.Sampling(**kwargs)
 
 
@@ -154,5 +211,5 @@ def test_valid_extremes_are_accepted():
 
 @pytest.mark.parametrize("beam_size", [0, -2])
 def test_invalid_beam_size_is_rejected_by_name(beam_size):
-  with pytest.raises(ValueError, match="BeamSearch.beam_size"):
+  with pytest.raises(ConfigError, match="BeamSearch.beam_size"):
     beam_search.BeamSearch(beam_size=beam_size)

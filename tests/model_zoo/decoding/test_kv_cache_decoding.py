@@ -1,4 +1,5 @@
-"""Stepping `decode_inputs(...).tokens_to_logits` through a sequence equals one full forward.
+"""Stepping `decode_inputs(...).tokens_to_logits` through a sequence equals one full forward
+(after a prompt: from where the prompt ends).
 
 Also for shallow fusion of two different models: the fused step's scores are
 log_softmax(primary) + w * log_softmax(other) of the two full forwards, the fused cache
@@ -74,21 +75,41 @@ def test_cached_steps_equal_the_full_forward_at_every_position(kind):
   np.testing.assert_allclose(got, expected, **TOL)
 
 
+@functools.lru_cache(maxsize=None)
+def _steps_after_prompt_fn(model):
+  """(params, batch, tokens [rows, T]) -> first_token, room and [rows, T, V]: the cache from
+  decode_inputs (the prompt prefilled), fed `tokens` one a step from where each prompt ends."""
+
+  def run(params, batch, tokens):
+    inputs = model.decode_inputs(params, batch)
+    return inputs.first_token, inputs.max_new_tokens, _steps(inputs, inputs.cache, tokens)[1]
+
+  return jax.jit(run)
+
+
 def test_steps_after_a_prefix_lm_prompt_equal_the_prefix_lm_full_forward():
   """A prefix LM (decoder_causal_attention) attends bidirectionally within its prompt.
 
-  The decoder feeds the prompt through the cache and then generates; the logits it
-  generates from (positions >= prompt length) must be the model's own, i.e. those of the
-  full forward over the same batch, in which the prompt positions see each other.
+  decode_inputs prefills the prompt; the decoder's first step feeds the last prompt input at
+  its own position and each later step the next input. The logits it generates from
+  (positions >= prompt length) must be the model's own, i.e. those of the full forward over
+  the same batch, in which the prompt positions see each other.
   """
   model, _, params = common.lm16()
   prompt_lengths = np.array([3, 1, 4, 2, 0, 5, 1, 2])
   targets = np.random.RandomState(8).randint(2, 16, size=(8, LENGTH)).astype(np.int32)
   batch = _training_batch(targets, prefix_lengths=prompt_lengths)
   expected = np.asarray(common.jitted_logits(model)(params, batch))
-  got = np.asarray(_stepped_logits_fn(model)(params, batch))
+  # Step j of row n feeds input p_n + j (the first is the last prompt input); 0 past the end.
+  position = prompt_lengths[:, None] + np.arange(LENGTH)[None, :]
+  inside = position < LENGTH
+  tokens = np.take_along_axis(batch["decoder_input_tokens"], np.minimum(position, LENGTH - 1), 1)
+  tokens = np.where(inside, tokens, 0).astype(np.int32)
+  first, room, got = jax.tree.map(np.asarray, _steps_after_prompt_fn(model)(params, batch, tokens))
+  np.testing.assert_array_equal(first, tokens[:, 0])
+  np.testing.assert_array_equal(room, LENGTH - prompt_lengths)
   generating = np.arange(LENGTH)[None, :] >= prompt_lengths[:, None]
-  np.testing.assert_allclose(got[generating], expected[generating], **TOL)
+  np.testing.assert_allclose(got[inside], expected[generating], **TOL)
 
 
 # --- shallow fusion ----------------------------------------------------------------------------
