@@ -139,7 +139,7 @@ class Attention(nn.Module):
     if not initialized:  # the cache-creating call: a plain causal forward over the given inputs
       causal = masks.causal_mask(k.shape[1])
       return k, v, causal if mask is None else jnp.logical_and(causal, mask), bias
-    chunk, max_length = k.shape[1], cached_key.value.shape[1]
+    max_length = cached_key.value.shape[1]
     start = positions[:, 0]
     is_new = positions >= cache_index.value[:, None]  # [batch, chunk]
     cached_key.value = _write_rows(cached_key.value, k, start, is_new)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 import flax.linen as nn
 import gin

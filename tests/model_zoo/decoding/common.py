@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
 
-from model_zoo import dense, models
+from model_zoo import config, dense, models
 from tests.tiny import tiny_config
 
 PAD, EOS = 0, 1
