@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from model_zoo import feature_converters, losses
 from model_zoo.decoding import base as decoding
 from model_zoo.decoding import sampling
+from model_zoo.errors import ConfigError
 from model_zoo.metrics import Average
 
 Batch = Mapping[str, jax.Array]
@@ -208,7 +209,7 @@ class DecoderOnlyModel(BaseModel):
     super().__init__(module, **kwargs)
     allowed = {"decoder", "prefix_lm"}
     if feature_converter not in allowed:
-      raise ValueError(
+      raise ConfigError(
           f"DecoderOnlyModel.feature_converter={feature_converter!r}; expected one of "
           f"{sorted(allowed)} ('prefix_lm' attends both ways over the inputs)."
       )

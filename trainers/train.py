@@ -17,6 +17,7 @@ import gin
 import jax
 
 from model_zoo import metrics as metrics_lib
+from model_zoo.errors import ConfigError
 from trainers import checkpoints, cli, gin_utils, metrics_writer, partitioning, text_prediction
 from trainers.dataset_config import DatasetConfig
 from trainers.errors import TrainingDivergedError
@@ -137,7 +138,7 @@ def _step_loop(
   while step < train_steps:
     batch = next(iterator, None)
     if batch is None:
-      raise ValueError(
+      raise ConfigError(
           f"The training data ran out after {position['train_batches']} batches; train "
           "DatasetConfig.num_epochs should be None (repeat) for training."
       )

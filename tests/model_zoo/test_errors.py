@@ -6,6 +6,7 @@ import dataclasses
 import jax.numpy as jnp
 import pytest
 
+from model_zoo import dense, models
 from model_zoo.errors import ConfigError, UserError
 from model_zoo.layers import attention, mlp
 from tests.tiny import tiny_config
@@ -42,3 +43,8 @@ def test_unknown_activation_and_attention_implementation_are_user_errors():
   q = jnp.zeros((1, 2, 2, 4))
   with pytest.raises(UserError, match="attention_impl"):
     attention.dot_product_attention(q, q, q, implementation="flash9")
+
+
+def test_a_decoder_only_model_with_an_encdec_layout_is_a_user_error():
+  with pytest.raises(ConfigError, match="DecoderOnlyModel.feature_converter='encdec'"):
+    models.DecoderOnlyModel(dense.DecoderOnlyLM(tiny_config()), feature_converter="encdec")
