@@ -24,6 +24,82 @@ class MetricTypeError(UserError, TypeError):
   """A task's metric returned something other than a scalar."""
 
 
+class TaskEvaluator:
+  """A split's SeqIO evaluation, built once: the tasks are looked up and their examples read
+  and cached here, so a run that evaluates every N steps pays for it once.
+
+  `evaluate(predict_fn, score_fn)` then runs the model functions and the tasks' metrics.
+  The functions get unpacked feature-converter batches (dicts of int32 [rows, length]).
+  `predict_fn` returns the predicted targets as int tokens [batch_size, length], 0 after
+  EOS (for prefix-LM batches only the continuation, not the inputs); `score_fn` returns
+  each row's target log-likelihood, float [batch_size]. Every process sees the whole
+  split in the same order, cut into global batches of `batch_size` (the last one padded
+  with all-zero rows, whose outputs are dropped), and passes its rows
+  [shard_index * local, (shard_index + 1) * local) to the function, local = batch_size //
+  num_shards. The function must return the outputs of the whole global batch, every
+  process's rows in order (as an all-gather of the sharded output gives), so that each
+  process computes the same metrics. A function no metric needs may be None; a task
+  without metrics gets {}. seqio writes no files.
+  """
+
+  def __init__(
+      self,
+      mixture_or_task_name: str,
+      task_feature_lengths: Mapping[str, int],
+      split: str,
+      batch_size: int,
+      *,
+      feature_converter: str,
+      module: str | None = None,
+      shard_index: int = 0,
+      num_shards: int = 1,
+  ):
+    if feature_converter not in pipeline.FEATURE_CONVERTERS:
+      raise pipeline.DataError(
+          f"feature_converter={feature_converter!r} is not one of "
+          f"{sorted(pipeline.FEATURE_CONVERTERS)}"
+      )
+    if batch_size <= 0 or batch_size % num_shards or not 0 <= shard_index < num_shards:
+      raise pipeline.DataError(
+          f"evaluation needs a positive batch_size divisible by num_shards and 0 <= "
+          f"shard_index < num_shards; got batch_size={batch_size}, num_shards={num_shards}, "
+          f"shard_index={shard_index} (BATCH_SIZE is global, split over the processes)"
+      )
+    provider = pipeline.get_task_or_mixture(mixture_or_task_name, module=module)
+    if split not in provider.splits:
+      raise pipeline.DataError(
+          f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"
+      )
+    self.tasks = [t for t in seqio.get_subtasks(provider) if split in t.splits]
+    self._rows = (batch_size, shard_index, num_shards)
+    self._evaluator = None
+    if any(task.metric_objs for task in self.tasks):  # else no data needs reading
+      self._evaluator = seqio.Evaluator(
+          mixture_or_task_name,
+          feature_converter=pipeline.FEATURE_CONVERTERS[feature_converter](pack=False),
+          eval_split=split,
+          sequence_length=dict(task_feature_lengths),
+          logger_cls=(),
+          async_compute_metrics=False,
+      )
+      for name, ds in self._evaluator.cached_task_datasets.items():
+        if int(ds.cardinality()) == 0:
+          raise pipeline.DataError(f"task {name!r} split {split!r} has no examples to evaluate")
+
+  def evaluate(
+      self, predict_fn: BatchFn | None, score_fn: BatchFn | None
+  ) -> dict[str, dict[str, float]]:
+    """Metrics of each task that has the split: {task: {metric: value}}."""
+    results = {t.name: {} for t in self.tasks}
+    model_fns = _model_fns(self.tasks, predict_fn, score_fn, *self._rows)
+    if self._evaluator is None:
+      return results
+    metrics, _ = self._evaluator.evaluate(compute_metrics=True, model_fns=model_fns)
+    for task_name, task_metrics in metrics.result().items():
+      results[task_name] = {k: _as_float(task_name, k, v) for k, v in task_metrics.items()}
+    return results
+
+
 def evaluate_task(
     mixture_or_task_name: str,
     task_feature_lengths: Mapping[str, int],
@@ -37,56 +113,18 @@ def evaluate_task(
     shard_index: int = 0,
     num_shards: int = 1,
 ) -> dict[str, dict[str, float]]:
-  """Metrics of each task of `mixture_or_task_name` that has `split`: {task: {metric: value}}.
-
-  The functions get unpacked feature-converter batches (dicts of int32 [rows, length]).
-  `predict_fn` returns the predicted targets as int tokens [batch_size, length], 0 after
-  EOS (for prefix-LM batches only the continuation, not the inputs); `score_fn` returns
-  each row's target log-likelihood, float [batch_size]. Every process sees the whole
-  split in the same order, cut into global batches of `batch_size` (the last one padded
-  with all-zero rows, whose outputs are dropped), and passes its rows
-  [shard_index * local, (shard_index + 1) * local) to the function, local = batch_size //
-  num_shards. The function must return the outputs of the whole global batch, every
-  process's rows in order (as an all-gather of the sharded output gives), so that each
-  process computes the same metrics. A function no metric needs may be None; a task
-  without metrics gets {}. seqio writes no files.
-  """
-  if feature_converter not in pipeline.FEATURE_CONVERTERS:
-    raise pipeline.DataError(
-        f"feature_converter={feature_converter!r} is not one of "
-        f"{sorted(pipeline.FEATURE_CONVERTERS)}"
-    )
-  if batch_size <= 0 or batch_size % num_shards or not 0 <= shard_index < num_shards:
-    raise pipeline.DataError(
-        f"evaluation needs a positive batch_size divisible by num_shards and 0 <= "
-        f"shard_index < num_shards; got batch_size={batch_size}, num_shards={num_shards}, "
-        f"shard_index={shard_index} (BATCH_SIZE is global, split over the processes)"
-    )
-  provider = pipeline.get_task_or_mixture(mixture_or_task_name, module=module)
-  if split not in provider.splits:
-    raise pipeline.DataError(
-        f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"
-    )
-  tasks = [t for t in seqio.get_subtasks(provider) if split in t.splits]
-  results = {t.name: {} for t in tasks}
-  model_fns = _model_fns(tasks, predict_fn, score_fn, batch_size, shard_index, num_shards)
-  if not model_fns:
-    return results  # no task has metrics: skip reading the data
-  evaluator = seqio.Evaluator(
+  """One evaluation (see TaskEvaluator): {task: {metric: value}}."""
+  evaluator = TaskEvaluator(
       mixture_or_task_name,
-      feature_converter=pipeline.FEATURE_CONVERTERS[feature_converter](pack=False),
-      eval_split=split,
-      sequence_length=dict(task_feature_lengths),
-      logger_cls=(),
-      async_compute_metrics=False,
+      task_feature_lengths,
+      split,
+      batch_size,
+      feature_converter=feature_converter,
+      module=module,
+      shard_index=shard_index,
+      num_shards=num_shards,
   )
-  for name, ds in evaluator.cached_task_datasets.items():
-    if int(ds.cardinality()) == 0:
-      raise pipeline.DataError(f"task {name!r} split {split!r} has no examples to evaluate")
-  metrics, _ = evaluator.evaluate(compute_metrics=True, model_fns=model_fns)
-  for task_name, task_metrics in metrics.result().items():
-    results[task_name] = {k: _as_float(task_name, k, v) for k, v in task_metrics.items()}
-  return results
+  return evaluator.evaluate(predict_fn, score_fn)
 
 
 def _model_fns(

@@ -76,32 +76,42 @@ def check_vocab_fits(cfg: DatasetConfig, model_vocab_size: int) -> None:
 
 
 # --- SeqIO evaluation: decodes and scores judged by the tasks' metric functions ------------
-def evaluate_tasks(
-    model,
-    params,
-    partitioner: partitioning.Partitioner,
-    cfg: DatasetConfig,
-    decoder: Optional[Callable] = None,
-) -> dict[str, dict[str, float]]:
-  """task name -> metric name -> value over the split of `cfg` (decoded with `decoder`).
+class TaskMetrics:
+  """The split of `cfg` decoded (with `decoder`) and scored, judged by each task's metric
+  functions: task name -> metric name -> value.
 
-  Each process feeds its rows of every global batch and gets every row's outputs back, so
-  all processes compute the same metrics.
+  Built once per run (tasks looked up, examples read and cached); call it with the current
+  params at every eval. Each process feeds its rows of every global batch and gets every
+  row's outputs back, so all processes compute the same metrics.
   """
-  predict = jax.jit(lambda p, b: model.predict_batch(p, b, decoder=decoder)[0])
-  score = jax.jit(model.score_batch)
-  return evaluation.evaluate_task(
-      cfg.mixture_or_task_name,
-      cfg.task_feature_lengths,
-      cfg.split,
-      cfg.batch_size,
-      feature_converter=model.FEATURE_CONVERTER_CLS.name,
-      predict_fn=lambda batch: partitioner.apply_gathered(predict, params, batch),
-      score_fn=lambda batch: partitioner.apply_gathered(score, params, batch),
-      module=cfg.module,
-      shard_index=jax.process_index(),
-      num_shards=jax.process_count(),
-  )
+
+  def __init__(
+      self,
+      model,
+      partitioner: partitioning.Partitioner,
+      cfg: DatasetConfig,
+      decoder: Optional[Callable] = None,
+  ):
+    self.partitioner = partitioner
+    self._predict = jax.jit(lambda p, b: model.predict_batch(p, b, decoder=decoder)[0])
+    self._score = jax.jit(model.score_batch)
+    self._evaluator = evaluation.TaskEvaluator(
+        cfg.mixture_or_task_name,
+        cfg.task_feature_lengths,
+        cfg.split,
+        cfg.batch_size,
+        feature_converter=model.FEATURE_CONVERTER_CLS.name,
+        module=cfg.module,
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count(),
+    )
+
+  def __call__(self, params) -> dict[str, dict[str, float]]:
+    apply = self.partitioner.apply_gathered
+    return self._evaluator.evaluate(
+        predict_fn=lambda batch: apply(self._predict, params, batch),
+        score_fn=lambda batch: apply(self._score, params, batch),
+    )
 
 
 def flatten(results: dict[str, dict[str, float]]) -> dict[str, float]:

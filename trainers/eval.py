@@ -43,8 +43,8 @@ def evaluate(
   )
   task_metrics = {}
   if infer_eval_dataset_cfg is not None:
-    task_metrics = data.evaluate_tasks(
-        model, state.params, partitioner, infer_eval_dataset_cfg, decoder
+    task_metrics = data.TaskMetrics(model, partitioner, infer_eval_dataset_cfg, decoder)(
+        state.params
     )
     values.update(data.flatten(task_metrics))
   writer = metrics_writer.MetricsWriter(model_dir, "eval")

@@ -74,7 +74,9 @@ class _PeriodicEval:
     self.data, self.trainer = data, trainer
     self.batches = data.batches(cfg, trainer.model.FEATURE_CONVERTER_CLS)
     self.steps, self.baselines = steps, baselines or {}
-    self.infer_cfg, self.decoder = infer_cfg, decoder
+    self.task_metrics = None
+    if infer_cfg is not None:
+      self.task_metrics = data.TaskMetrics(trainer.model, trainer.partitioner, infer_cfg, decoder)
     self.writer = metrics_writer.MetricsWriter(model_dir, "eval")
 
   def __call__(self, state, step: int) -> dict[str, float]:
@@ -82,10 +84,8 @@ class _PeriodicEval:
     cli.say(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
     for name, value in self.baselines.items():
       cli.say(f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}")
-    if self.infer_cfg is not None:
-      task_metrics = self.data.evaluate_tasks(
-          self.trainer.model, state.params, self.trainer.partitioner, self.infer_cfg, self.decoder
-      )
+    if self.task_metrics is not None:
+      task_metrics = self.task_metrics(state.params)
       values.update(self.data.flatten(task_metrics))
       cli.say(self.data.report(task_metrics))
     self.writer.write(step, values)

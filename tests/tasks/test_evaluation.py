@@ -271,3 +271,25 @@ def test_metric_values_become_floats():
   assert isinstance(evaluation._as_float("t", "m", np.int64(2)), float)
   with pytest.raises(TypeError, match="metric 'm' of task 't' returned Text"):
     evaluation._as_float("t", "m", seqio.metrics.Text("hello"))
+
+
+def test_one_evaluator_reads_the_split_once_and_judges_each_model_afresh(monkeypatch):
+  """A run evaluates every N steps: the split is read once, each call scores the new fns."""
+  built = []
+  real = evaluation.seqio.Evaluator
+  monkeypatch.setattr(
+      evaluation.seqio, "Evaluator", lambda *a, **k: built.append(1) or real(*a, **k)
+  )
+  evaluator = evaluation.TaskEvaluator(LM_TASK, LENGTHS, "validation", 2, feature_converter="decoder")
+  perfect = evaluator.evaluate(target_tokens, token_sum_score)
+
+  def first_token_wrong(batch):
+    tokens = target_tokens(batch)
+    tokens[:, 0] = np.where(tokens[:, 0] == 5, 6, 5)
+    return tokens
+
+  worse = evaluator.evaluate(first_token_wrong, token_sum_score)
+  again = evaluator.evaluate(target_tokens, token_sum_score)
+  assert len(built) == 1
+  assert perfect == again and perfect[LM_TASK]["accuracy"] == 100.0
+  assert worse[LM_TASK]["accuracy"] == 0.0
