@@ -50,9 +50,7 @@ def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
 
 def _without_gin_context(message: str) -> str:
   """The message without the "In call to configurable ..." lines gin appends on the way up."""
-  return "\n".join(
-      line for line in message.splitlines() if not _GIN_CONTEXT.match(line)
-  )
+  return "\n".join(line for line in message.splitlines() if not _GIN_CONTEXT.match(line))
 
 
 def entry_point(entry: Callable[[], object], prog: str):

@@ -38,9 +38,7 @@ def evaluate(
       trainer, model_dir, data.global_batch_shapes(eval_dataset_cfg, converter)
   )
   step = int(jax.device_get(state.step))
-  values = trainer.evaluate(
-      state, data.take(data.batches(eval_dataset_cfg, converter), eval_steps)
-  )
+  values = trainer.evaluate(state, data.take(data.batches(eval_dataset_cfg, converter), eval_steps))
   task_metrics = {}
   if infer_eval_dataset_cfg is not None:
     task_metrics = data.TaskMetrics(model, partitioner, infer_eval_dataset_cfg, decoder)(

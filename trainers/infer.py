@@ -247,10 +247,18 @@ def infer(
   partitioner.check_batch_size(batch_size, "infer.batch_size")
   data.check_vocab_fits(dataset_cfg, model.vocab_size)
   converter = model.FEATURE_CONVERTER_CLS
-  length = converter.decode_length(dataset_cfg.task_feature_lengths) if max_length is None else max_length
+  length = (
+      converter.decode_length(dataset_cfg.task_feature_lengths)
+      if max_length is None
+      else max_length
+  )
   codec = Codec.of_features(data.output_features(dataset_cfg))
   fit = functools.partial(
-      infer_examples.fit_length, mode=mode, length=length, converter=converter, truncate=truncate_prompts
+      infer_examples.fit_length,
+      mode=mode,
+      length=length,
+      converter=converter,
+      truncate=truncate_prompts,
   )
   examples, texts, total = _examples(
       data, model, mode, dataset_cfg, input_file, codec, fit, max_examples

@@ -83,7 +83,9 @@ class _PeriodicEval:
     values = self.trainer.evaluate(state, self.data.take(self.batches, self.steps))
     cli.say(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
     for name, value in self.baselines.items():
-      cli.say(f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}")
+      cli.say(
+          f"  eval cross_entropy {values['cross_entropy']:.4f} nats/token vs {name} {value:.4f}"
+      )
     if self.task_metrics is not None:
       task_metrics = self.task_metrics(state.params)
       values.update(self.data.flatten(task_metrics))
@@ -205,13 +207,21 @@ def train(
       trainer, checkpointer, data.global_batch_shapes(train_dataset_cfg, converter)
   )
   if int(jax.device_get(state.step)) >= train_steps:
-    cli.say(f"MODEL_DIR already holds step {int(state.step)} >= TRAIN_STEPS={train_steps}; "
-            "nothing to train.")
+    cli.say(
+        f"MODEL_DIR already holds step {int(state.step)} >= TRAIN_STEPS={train_steps}; "
+        "nothing to train."
+    )
   periodic_eval = None
   if eval_dataset_cfg is not None:
     periodic_eval = _PeriodicEval(
-        data, trainer, model_dir, eval_dataset_cfg, eval_steps, eval_baselines,
-        infer_eval_dataset_cfg, eval_decoder,
+        data,
+        trainer,
+        model_dir,
+        eval_dataset_cfg,
+        eval_steps,
+        eval_baselines,
+        infer_eval_dataset_cfg,
+        eval_decoder,
     )
   writer = metrics_writer.MetricsWriter(model_dir, "train")
   try:

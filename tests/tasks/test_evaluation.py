@@ -280,7 +280,9 @@ def test_one_evaluator_reads_the_split_once_and_judges_each_model_afresh(monkeyp
   monkeypatch.setattr(
       evaluation.seqio, "Evaluator", lambda *a, **k: built.append(1) or real(*a, **k)
   )
-  evaluator = evaluation.TaskEvaluator(LM_TASK, LENGTHS, "validation", 2, feature_converter="decoder")
+  evaluator = evaluation.TaskEvaluator(
+      LM_TASK, LENGTHS, "validation", 2, feature_converter="decoder"
+  )
   perfect = evaluator.evaluate(target_tokens, token_sum_score)
 
   def first_token_wrong(batch):
