@@ -5,14 +5,19 @@ Each step directory holds two items: "state" (step, params, optimizer state, rng
 uninterrupted run would. Orbax writes a step into a temporary directory and renames it
 when complete, so a half-written step is never listed; a step that is listed but cannot
 be read (a damaged file) is skipped in favour of the previous one, and the log says so.
+The run that trained on from the older step moves the damaged step aside when it next
+saves (to `damaged-<step>-<UTC time>/` beside the steps, a name Orbax does not list), so the
+retrained step can be written under that number and keep-N counts only readable steps.
 """
 
 import logging
 import os
+import time
 from typing import Any, Optional
 
 import gin
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from model_zoo.errors import ConfigError, UserError
@@ -56,6 +61,9 @@ class Checkpointer:
       )
     except OSError as e:  # MODEL_DIR is a file, or not writable
       raise self._dir_error("create", e) from e
+    # Steps newer than the one restore_latest() fell back to, found damaged; None when no
+    # fallback restore happened since the last save (see _set_aside_damaged).
+    self._damaged: Optional[list[int]] = None
 
   def _dir_error(self, action: str, error: OSError) -> CheckpointDirError:
     return CheckpointDirError(
@@ -71,6 +79,7 @@ class Checkpointer:
 
   def save(self, state: train_state.TrainState, data_position: dict) -> int:
     step = int(jax.device_get(state.step))
+    self._set_aside_damaged()
     if step in self.manager.all_steps():
       return step
     try:
@@ -99,6 +108,7 @@ class Checkpointer:
     newest_first = sorted(self.manager.all_steps(), reverse=True)
     candidates = newest_first if only_step is None else [only_step]
     newest_error = ""
+    damaged = []
     for step in candidates:
       self._check_shapes(step, target)
       try:
@@ -112,6 +122,7 @@ class Checkpointer:
         newest_error = newest_error or (
             f"step {step}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         )
+        damaged.append(step)
         logging.warning(
             "Checkpoint at step %d in %s cannot be read (%s: %s); falling back to the "
             "previous checkpoint.",
@@ -127,6 +138,8 @@ class Checkpointer:
         )
         continue
       tree = restored["state"]
+      if only_step is None:  # a run that trains on from here sets the damaged steps aside
+        self._damaged = damaged
       state = abstract_state.replace(
           step=tree["step"], params=tree["params"], opt_state=tree["opt_state"], rng=tree["rng"]
       )
@@ -139,6 +152,46 @@ class Checkpointer:
           "point --gin.MODEL_DIR at another run."
       )
     return None
+
+  def _set_aside_damaged(self) -> None:
+    """Moves the steps restore_latest() found damaged (and fell back past) out of Orbax's
+    sight, before the first save after that restore.
+
+    Done at save time, not at restore time, so that eval and inference, which restore
+    from the same directory, never move files. The directory is kept for inspection as
+    `damaged-<step>-<UTC time>` (Orbax lists only names that are step numbers); process 0
+    moves it, every process then rereads the list of steps.
+    """
+    if self._damaged is None:
+      return
+    damaged, self._damaged = self._damaged, None
+    if jax.process_index() == 0:
+      for step in damaged:
+        self._move_aside(step)
+    if jax.process_count() > 1:  # every process called restore_latest, so all come here
+      multihost_utils.sync_global_devices("podzoo_checkpoints_set_aside_damaged")
+    if damaged or jax.process_count() > 1:
+      self.manager.reload()
+
+  def _move_aside(self, step: int) -> None:
+    source = os.path.join(self.directory, str(step))
+    if not os.path.isdir(source):  # already moved or deleted by someone else
+      return
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = os.path.join(self.directory, f"damaged-{step}-{stamp}")
+    suffix = 1
+    while os.path.exists(target):
+      target = os.path.join(self.directory, f"damaged-{step}-{stamp}-{suffix}")
+      suffix += 1
+    try:
+      os.rename(source, target)
+    except OSError as e:
+      raise self._dir_error(f"move the damaged step {step} aside in", e) from e
+    print(
+        f"WARNING: moved the damaged checkpoint step {step} to {target} (kept for "
+        "inspection; delete it when no longer needed).",
+        flush=True,
+    )
 
   def _check_shapes(self, step: int, target: dict) -> None:
     try:

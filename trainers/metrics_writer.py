@@ -9,17 +9,36 @@ import jax
 
 
 class MetricsWriter:
-  """Writes `MODEL_DIR/{name}/events.*` (TensorBoard) and `MODEL_DIR/{name}_metrics.jsonl`."""
+  """Writes `MODEL_DIR/{name}/events.*` (TensorBoard) and `MODEL_DIR/{name}_metrics.jsonl`.
 
-  def __init__(self, model_dir: str, name: str):
+  A run resumed from step `resume_step` (the restored checkpoint's step; 0 for a run that
+  starts afresh) first drops the JSONL rows of later steps, which a killed or diverged run
+  wrote before it stopped and the resumed run writes again (the file is rewritten into a
+  temporary file that then replaces it, so a kill meanwhile loses nothing). TensorBoard's
+  event files are left as they are: the new event file records a purge at
+  `resume_step + 1`, and TensorBoard hides the older files' points from that step on.
+  """
+
+  def __init__(self, model_dir: str, name: str, resume_step: Optional[int] = None):
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pure Python; no TensorFlow in the core
 
-      self._tb = SummaryWriter(os.path.join(model_dir, name))
-      self._jsonl = open(os.path.join(model_dir, f"{name}_metrics.jsonl"), "a", encoding="utf-8")
+      path = os.path.join(model_dir, f"{name}_metrics.jsonl")
+      purge_step = None
+      if resume_step is not None:
+        _drop_rows_after(path, resume_step)
+        purge_step = resume_step + 1
+      # The suffix keeps a writer opened within a second of the previous one (same name
+      # otherwise) from truncating that one's file, and sorts the files by age.
+      self._tb = SummaryWriter(
+          os.path.join(model_dir, name),
+          purge_step=purge_step,
+          filename_suffix=f".{time.time_ns()}",
+      )
+      self._jsonl = open(path, "a", encoding="utf-8")
 
   def write(self, step: int, values: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -34,6 +53,38 @@ class MetricsWriter:
     if self.enabled:
       self._tb.close()
       self._jsonl.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+  """Rewrites the JSONL file at `path` without its rows of steps after `step`, atomically.
+
+  Rows without a readable step are kept, except a last line cut short (no newline) by a
+  kill in the middle of a write.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.readlines()
+  except FileNotFoundError:
+    return
+  kept = []
+  for i, line in enumerate(lines):
+    try:
+      row_step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+      row_step = None
+    if row_step is None and i == len(lines) - 1 and not line.endswith("\n"):
+      continue  # a row half written when the run was killed
+    if isinstance(row_step, (int, float)) and row_step > step:
+      continue
+    kept.append(line if line.endswith("\n") else line + "\n")
+  if kept == lines:
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 class Progress:

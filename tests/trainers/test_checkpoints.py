@@ -1,5 +1,7 @@
 """Checkpointer: resume equality, restore onto another mesh, keep-N, shape mismatch."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -76,3 +78,78 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
   wider = helpers.make_trainer(num_devices=1, model=helpers.tiny_model(emb_dim=48))
   with pytest.raises(checkpoints.CheckpointShapeError, match="different model"):
     checkpoints.Checkpointer(str(tmp_path)).restore_latest(wider.abstract_state(shapes)[0])
+
+
+def _save_steps(directory, steps, keep=3):
+  """A trainer, and the states it saved at `steps` (one train step per batch 0, 1, ...)."""
+  tr = helpers.make_trainer(num_devices=1)
+  ckpt = checkpoints.Checkpointer(directory, keep=keep)
+  state, saved = tr.init_state(helpers.shapes_of(helpers.synthetic_batch(0))), {}
+  for i in range(max(steps)):
+    state, _ = tr.train_step(state, helpers.synthetic_batch(i))
+    if i + 1 in steps:
+      ckpt.save(state, {"train_batches": i + 1})
+      saved[i + 1] = state
+  ckpt.close()
+  return tr, saved
+
+
+def _damage(directory, step, item):
+  """Garbles the data position's JSON, or cuts every array file of the state to 3 bytes."""
+  if item == "data":
+    with open(os.path.join(directory, str(step), "data", "metadata"), "w") as f:
+      f.write('{"train_batches": 3')
+    return
+  for root, _, files in os.walk(os.path.join(directory, str(step), "state")):
+    for name in files:
+      if name not in ("_METADATA", "_CHECKPOINT_METADATA", "_sharding", "manifest.ocdbt"):
+        with open(os.path.join(root, name), "r+b") as f:
+          f.truncate(3)
+
+
+@pytest.mark.parametrize("item", ["data", "state"])
+def test_a_damaged_step_is_set_aside_and_the_retrained_step_saved(tmp_path, capsys, item):
+  directory = str(tmp_path)
+  tr, _ = _save_steps(directory, [1, 2, 3])
+  _damage(directory, 3, item)
+  shapes = helpers.shapes_of(helpers.synthetic_batch(0))
+
+  ckpt = checkpoints.Checkpointer(directory, keep=2)
+  state, position = ckpt.restore_latest(tr.abstract_state(shapes)[0])
+  assert int(state.step) == 2 and position == {"train_batches": 2}
+  assert "3" in os.listdir(directory)  # restoring alone (eval, infer) moves nothing
+  state, _ = tr.train_step(state, helpers.synthetic_batch(2))
+  assert ckpt.save(state, {"train_batches": 3}) == 3
+
+  aside = [n for n in os.listdir(directory) if n.startswith("damaged-3-")]
+  assert len(aside) == 1 and os.path.isdir(os.path.join(directory, aside[0], item))
+  out = capsys.readouterr().out
+  assert f"moved the damaged checkpoint step 3 to {os.path.join(directory, aside[0])}" in out
+  assert ckpt.manager.all_steps() == [2, 3]  # keep=2 counted only readable steps
+  state, _ = tr.train_step(state, helpers.synthetic_batch(3))
+  ckpt.save(state, {"train_batches": 4})
+  assert ckpt.manager.all_steps() == [3, 4]
+  ckpt.close()
+  assert sorted(os.listdir(directory)) == sorted(["3", "4", aside[0]])  # kept, not pruned
+
+  restored, position = checkpoints.Checkpointer(directory).restore_latest(
+      tr.abstract_state(shapes)[0], only_step=3
+  )
+  assert position == {"train_batches": 3}
+  retrained, _ = helpers.train_losses(tr, 3)
+  for a, b in zip(_leaves(restored), _leaves(retrained)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_readable_newest_step_is_never_set_aside(tmp_path):
+  directory = str(tmp_path)
+  tr, saved = _save_steps(directory, [1, 2])
+  ckpt = checkpoints.Checkpointer(directory, keep=2)
+  abstract = tr.abstract_state(helpers.shapes_of(helpers.synthetic_batch(0)))[0]
+  state, _ = ckpt.restore_latest(abstract)
+  assert int(state.step) == 2
+  assert ckpt.save(saved[2], {"train_batches": 2}) == 2  # the same step again: kept as it is
+  state, _ = tr.train_step(state, helpers.synthetic_batch(2))
+  ckpt.save(state, {"train_batches": 3})
+  ckpt.close()
+  assert sorted(os.listdir(directory)) == ["2", "3"]
