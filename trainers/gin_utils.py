@@ -191,11 +191,39 @@ def _check_macro_overrides(bindings: Sequence[str]) -> None:
     raise FlagError(f"--gin.{name}: no config uses a macro or binding named '{name}'.{hint}")
 
 
-def write_operative_config(model_dir: str) -> str:
-  """Writes MODEL_DIR/config.gin atomically; returns its path."""
+def write_operative_config(model_dir: str, step: int = 0) -> str:
+  """Writes MODEL_DIR/config.gin atomically, keeping an earlier, different one; returns its path.
+
+  Called once a run is accepted (restored or initialised, with steps to train) at `step`,
+  the step it starts from. A config.gin already there is the config of the run segment
+  that ended at `step`: when it differs from this run's, it is kept as
+  MODEL_DIR/config-<step>.gin (config-<step>-2.gin, -3, ... if that name is taken, e.g.
+  by a segment that ended without a checkpoint), so MODEL_DIR holds the config of every
+  segment: config-<s>.gin was in force up to step s, config.gin since the newest segment
+  began. An identical config.gin is left as it is.
+  """
   path = os.path.join(model_dir, "config.gin")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(gin.config_str())
-  os.replace(tmp, path)
+  text = gin.config_str()
+  try:
+    with open(path, encoding="utf-8") as f:
+      old = f.read()
+  except FileNotFoundError:
+    old = None
+  if old == text:
+    return path
+  writes = [(path, text)] if old is None else [(_history_path(model_dir, step), old), (path, text)]
+  for target, content in writes:  # the old config is kept before it is replaced
+    tmp = target + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(content)
+    os.replace(tmp, target)
+  return path
+
+
+def _history_path(model_dir: str, step: int) -> str:
+  """MODEL_DIR/config-<step>.gin, or the first free config-<step>-<n>.gin (n = 2, 3, ...)."""
+  path, n = os.path.join(model_dir, f"config-{step}.gin"), 1
+  while os.path.exists(path):
+    n += 1
+    path = os.path.join(model_dir, f"config-{step}-{n}.gin")
   return path

@@ -12,13 +12,19 @@ prefix of a decoder-only model, the encoder input of an encoder-decoder); this m
 reads examples, calls the Model and writes outputs. `max_length` is the decode length,
 prompt included.
 
-Writes OUTPUT_DIR/<mode>-<step>.jsonl atomically, one object per example, in input order:
+Writes OUTPUT_DIR/<mode>-<step>.jsonl atomically, one object per example, in input order
+(OUTPUT_DIR: infer.output_dir, default MODEL_DIR/inference):
   predict           {"input", "output", "score"} (+ "target" when given; + "outputs" and
                     "scores", every decode best first, with infer.return_all_decodes=True)
   predict_with_aux  predict's fields + "aux": the model's aux outputs for every decode
   score             {"input", "target", "score"}: log p(target | input)
 A prediction's score is the decoder's: the log-probability of the output (EOS included)
 for greedy and sampling, length-penalised for beam search with alpha > 0.
+
+An earlier output of the same mode and step is never silently replaced: the run stops
+before restoring a checkpoint unless infer.overwrite=True (or another infer.output_dir is
+given). An OUTPUT_DIR that cannot be created or written also stops the run before any
+decoding.
 """
 
 import dataclasses
@@ -26,6 +32,7 @@ import functools
 import itertools
 import json
 import os
+import tempfile
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import gin
@@ -35,7 +42,7 @@ from jax.experimental import multihost_utils
 
 from model_zoo import feature_converters
 from model_zoo.decoding import sampling
-from model_zoo.errors import ConfigError
+from model_zoo.errors import ConfigError, UserError
 from trainers import cli, infer_examples, metrics_writer, partitioning, restore
 from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
 from trainers.dataset_config import DatasetConfig
@@ -43,6 +50,10 @@ from trainers.infer_examples import Codec, Example
 from trainers.trainer import Trainer
 
 MODES = ("predict", "score", "predict_with_aux")
+
+
+class OutputDirError(UserError, OSError):
+  """The output directory cannot be created or written (a file in the way, no permission)."""
 
 
 # --- batches ------------------------------------------------------------------------------
@@ -167,6 +178,68 @@ def _write_jsonl(path: str, records: Iterable[dict]) -> None:
   os.replace(tmp, path)
 
 
+# --- the output file ----------------------------------------------------------------------
+def _planned_step(model_dir: str, checkpoint_step: Optional[int]) -> Optional[int]:
+  """The step restore will pick (`checkpoint_step`, else the newest listed), read from the
+  directory listing so the output can be checked before anything is restored; None when
+  MODEL_DIR lists none (restoring then says so). Orbax names a finished step by its number."""
+  if checkpoint_step is not None:
+    return checkpoint_step
+  try:
+    names = os.listdir(os.path.join(model_dir, "checkpoints"))
+  except OSError:
+    return None
+  return max((int(n) for n in names if n.isdigit()), default=None)
+
+
+def _check_output(path: str, overwrite: bool, create: bool) -> None:
+  """Raises a UserError when `path` must not or cannot be written, on every process alike
+  (process 0 writes, so it checks; the others would otherwise wait for it in a collective).
+
+  Without `create`, nothing is made: the output directory's nearest existing ancestor must
+  be a directory this process may write. With it, the directory is made and a probe file
+  written and removed, so a run that decodes can also write its results."""
+  error = None
+  if jax.process_index() == 0:
+    try:
+      _check_output_here(path, overwrite, create)
+    except UserError as e:
+      error = e
+  if _on_any_process(error is not None):
+    raise error or ConfigError(f"Process 0 cannot write {path}; see its error message.")
+
+
+def _check_output_here(path: str, overwrite: bool, create: bool) -> None:
+  directory = os.path.dirname(path)
+  if os.path.exists(path) and not overwrite:
+    raise ConfigError(
+        f"{path} already exists (an earlier run of this mode and step); pass "
+        "--gin.infer.overwrite=True to replace it, or --gin.infer.output_dir=... to write "
+        "elsewhere."
+    )
+  fix = "set --gin.infer.output_dir to a writable directory."
+  if create:
+    try:
+      os.makedirs(directory, exist_ok=True)
+      with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+        pass
+    except OSError as e:
+      raise OutputDirError(f"Cannot write the output directory {directory} ({e}); {fix}") from e
+    return
+  existing = directory
+  while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise OutputDirError(
+        f"Cannot create the output directory {directory}: {existing} is not a directory; {fix}"
+    )
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise OutputDirError(
+        f"Cannot write the output directory {directory}: no permission to write {existing}; "
+        f"{fix}"
+    )
+
+
 # --- the entry point ----------------------------------------------------------------------
 def _check_args(
     mode: str,
@@ -231,13 +304,15 @@ def infer(
     seed: int = 0,
     checkpoint_step: Optional[int] = None,
     max_decode_rows: int = 4096,
+    overwrite: bool = False,
 ) -> str:
   """Runs `mode` (see the module doc) with a checkpoint of MODEL_DIR; returns the file written.
 
   `decoder` is a model_zoo.decoding decoder (default greedy); `max_length` defaults to the
   dataset config's feature lengths; `batch_size` is global and `max_decode_rows` bounds
   batch_size x the decoder's rows per example, a memory budget; `output_dir` defaults to
-  MODEL_DIR/inference; `checkpoint_step` to the newest checkpoint.
+  MODEL_DIR/inference; `checkpoint_step` to the newest checkpoint. An existing output file
+  is an error unless `overwrite`.
   """
   from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
 
@@ -263,6 +338,10 @@ def infer(
   examples, texts, total = _examples(
       data, model, mode, dataset_cfg, input_file, codec, fit, max_examples
   )
+  output_dir = output_dir or os.path.join(model_dir, "inference")
+  planned = _planned_step(model_dir, checkpoint_step)
+  if planned is not None:  # else restoring fails, naming MODEL_DIR
+    _check_output(os.path.join(output_dir, f"{mode}-{planned}.jsonl"), overwrite, create=False)
   shapes = {k: v.shape for k, v in model_batch(model, mode, [], batch_size, length).items()}
   state = restore.restore_state(
       Trainer(model=model, partitioner=partitioner), model_dir, shapes, checkpoint_step
@@ -273,6 +352,8 @@ def infer(
       f"Restored checkpoint step {step} of {model_dir}; mode {mode}, max_length {length}"
       + ("" if mode == "score" else f", decoder {decoder}")
   )
+  path = os.path.join(output_dir, f"{mode}-{step}.jsonl")
+  _check_output(path, overwrite, create=True)  # again: a damaged newest step falls back
   rows = batch_size // jax.process_count()
   width = max(length, *dataset_cfg.task_feature_lengths.values())
   batches = (
@@ -282,7 +363,6 @@ def infer(
   results = _run_batches(_model_fn(model, mode, decoder), params, partitioner, batches, seed)
   progress = metrics_writer.Progress("infer: {done}{of} examples", "examples", total, period_s=5)
   records = _collect(results, progress, mode, texts, codec, return_all_decodes)
-  path = os.path.join(output_dir or os.path.join(model_dir, "inference"), f"{mode}-{step}.jsonl")
   if jax.process_index() == 0:
     _write_jsonl(path, records[:max_examples])
     print(f"Wrote {len(records[:max_examples])} {mode} results to {path}", flush=True)

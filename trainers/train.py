@@ -2,7 +2,8 @@
 
 Resumes from the newest readable checkpoint in MODEL_DIR (params, optimizer state and the
 data position, so the resumed run sees the batches an uninterrupted run would), writes the
-operative config to MODEL_DIR/config.gin, metrics to TensorBoard and JSONL, and stops with
+operative config to MODEL_DIR/config.gin once the run is accepted (an earlier, different
+one is kept as config-<step>.gin), metrics to TensorBoard and JSONL, and stops with
 a clear message, keeping the last good checkpoint, if the loss becomes NaN or Inf.
 
 `train()` runs in phases: restore-or-init, the step loop (logging and checkpoints), a
@@ -70,6 +71,7 @@ class _PeriodicEval:
       baselines: Optional[Mapping[str, float]],
       infer_cfg: Optional[DatasetConfig],
       decoder: Optional[Callable],
+      resume_step: Optional[int] = None,
   ):
     self.data, self.trainer = data, trainer
     self.batches = data.batches(cfg, trainer.model.FEATURE_CONVERTER_CLS)
@@ -77,7 +79,7 @@ class _PeriodicEval:
     self.task_metrics = None
     if infer_cfg is not None:
       self.task_metrics = data.TaskMetrics(trainer.model, trainer.partitioner, infer_cfg, decoder)
-    self.writer = metrics_writer.MetricsWriter(model_dir, "eval")
+    self.writer = metrics_writer.MetricsWriter(model_dir, "eval", resume_step=resume_step)
 
   def __call__(self, state, step: int) -> dict[str, float]:
     values = self.trainer.evaluate(state, self.data.take(self.batches, self.steps))
@@ -195,8 +197,6 @@ def train(
   from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
 
   os.makedirs(model_dir, exist_ok=True)
-  if jax.process_index() == 0:
-    gin_utils.write_operative_config(model_dir)
   partitioner = partitioning.Partitioner()
   trainer = Trainer(model=model, partitioner=partitioner)
   partitioner.check_batch_size(train_dataset_cfg.batch_size)
@@ -211,6 +211,8 @@ def train(
         f"MODEL_DIR already holds step {int(state.step)} >= TRAIN_STEPS={train_steps}; "
         "nothing to train."
     )
+  elif jax.process_index() == 0:  # an accepted run: its config, keeping the previous one
+    gin_utils.write_operative_config(model_dir, int(jax.device_get(state.step)))
   periodic_eval = None
   if eval_dataset_cfg is not None:
     periodic_eval = _PeriodicEval(
@@ -222,8 +224,9 @@ def train(
         eval_baselines,
         infer_eval_dataset_cfg,
         eval_decoder,
+        int(jax.device_get(state.step)),
     )
-  writer = metrics_writer.MetricsWriter(model_dir, "train")
+  writer = metrics_writer.MetricsWriter(model_dir, "train", int(jax.device_get(state.step)))
   try:
     state, results = _step_loop(
         trainer,

@@ -240,3 +240,94 @@ def test_help_prints_usage_macros_and_gin_files_and_exits_zero(entry):
   assert "MODEL_DIR" in result.stdout and "ERROR" not in result.stdout + result.stderr
   assert "gin/runs/: eval.gin, infer.gin, pretrain.gin, quickstart.gin" in result.stdout
   assert "gin/models/:" in result.stdout and "decoder_only_tiny.gin" in result.stdout
+
+
+def _config_files(model_dir):
+  return sorted(name for name in os.listdir(model_dir) if name.startswith("config"))
+
+
+def test_a_refused_run_of_another_model_keeps_config_gin(tmp_path, capfd):
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
+  assert code == 0, log
+  before = (tmp_path / "config.gin").read_bytes()
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4, "--gin.TransformerConfig.emb_dim=64"))
+  assert code == 1 and "of a different model" in log, log
+  assert (tmp_path / "config.gin").read_bytes() == before
+  assert _config_files(tmp_path) == ["config.gin"]
+
+
+def test_a_run_with_nothing_to_train_keeps_config_gin(tmp_path, capfd):
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
+  assert code == 0, log
+  before = (tmp_path / "config.gin").read_bytes()
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 1))
+  assert code == 0 and "nothing to train" in log, log
+  assert (tmp_path / "config.gin").read_bytes() == before
+  assert _config_files(tmp_path) == ["config.gin"]
+
+
+def test_a_resumed_run_with_a_new_config_keeps_the_old_one_as_history(tmp_path, capfd):
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
+  assert code == 0, log
+  first = (tmp_path / "config.gin").read_bytes()
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4, "--gin.EVAL_STEPS=2"))
+  assert code == 0 and "Restored checkpoint at step 2" in log, log
+  assert _config_files(tmp_path) == ["config-2.gin", "config.gin"]
+  assert (tmp_path / "config-2.gin").read_bytes() == first  # in force up to step 2
+  assert "EVAL_STEPS = 2" in (tmp_path / "config.gin").read_text()
+  assert "EVAL_STEPS = 1" in (tmp_path / "config-2.gin").read_text()
+
+
+def test_write_operative_config_keeps_every_different_config(tmp_path):
+  """Unit level: identical configs write nothing new; a taken history name gets a suffix."""
+  import gin  # pylint: disable=g-import-not-at-top
+
+  from trainers import cli, gin_utils  # pylint: disable=g-import-not-at-top
+
+  def write(steps, step):
+    gin.clear_config()
+    cli.import_configurables()
+    gin_utils.parse_gin(gin_utils.parse_flags(quick_flags(tmp_path, steps)))
+    try:
+      return gin_utils.write_operative_config(str(tmp_path), step)
+    finally:
+      gin.clear_config()
+
+  path = write(2, 0)
+  first = (tmp_path / "config.gin").read_text()
+  assert write(2, 0) == path and _config_files(tmp_path) == ["config.gin"]
+  write(4, 2)
+  assert _config_files(tmp_path) == ["config-2.gin", "config.gin"]
+  write(6, 2)  # a segment that ended at step 2 again (it wrote no checkpoint)
+  assert _config_files(tmp_path) == ["config-2-2.gin", "config-2.gin", "config.gin"]
+  assert (tmp_path / "config-2.gin").read_text() == first
+  assert "TRAIN_STEPS = 4" in (tmp_path / "config-2-2.gin").read_text()
+  assert "TRAIN_STEPS = 6" in (tmp_path / "config.gin").read_text()
+  assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_retrained_once(tmp_path, capfd):
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4))
+  assert code == 0, log
+  with open(tmp_path / "checkpoints" / "4" / "data" / "metadata", "w") as f:
+    f.write('{"train_batches": ')  # damaged
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4))
+  assert code == 0, log
+  assert "Restored checkpoint at step 2" in log and "moved the damaged checkpoint step 4" in log
+  names = os.listdir(tmp_path / "checkpoints")
+  assert sorted(n for n in names if n.isdigit()) == ["2", "4"]
+  assert len([n for n in names if n.startswith("damaged-4-")]) == 1
+  assert data_position(tmp_path, 4) == {"train_batches": 4}
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4))  # the retrained step is the newest
+  assert code == 0 and "Restored checkpoint at step 4" in log and "falling back" not in log, log
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path, capfd):
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4, "--gin.train.log_period=1"))
+  assert code == 0, log
+  shutil.rmtree(tmp_path / "checkpoints" / "4")  # killed after logging step 4, before saving it
+  code, log = run_cli(capfd, *quick_flags(tmp_path, 4, "--gin.train.log_period=1"))
+  assert code == 0 and "Restored checkpoint at step 2" in log, log
+  for name, steps in (("train", [1, 2, 3, 4]), ("eval", [4])):
+    rows = (tmp_path / f"{name}_metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in rows] == steps, name

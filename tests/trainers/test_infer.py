@@ -298,3 +298,46 @@ def test_encoder_decoder_predictions_score_as_their_score_batch():
   ]
   expected = jax.jit(model.score_batch)(params, infer.model_batch(model, "score", scored, 2, 12))
   np.testing.assert_allclose(np.asarray(scores), np.asarray(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_an_existing_output_is_refused_before_restoring_unless_overwrite(
+    model_dir, prompts_file, tmp_path
+):
+  flags = (
+      f"--gin.infer.input_file='{prompts_file}'",
+      "--gin.infer.truncate_prompts=True",
+      f"--gin.infer.output_dir='{tmp_path}'",
+  )
+  code, log = run_infer(model_dir, *flags)
+  assert code == 0, log
+  path = tmp_path / "predict-2.jsonl"
+  first = path.read_bytes()
+  code, log = run_infer(model_dir, *flags)
+  errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+  assert code == 1 and len(errors) == 1, log
+  assert f"{path} already exists" in errors[0]
+  assert "--gin.infer.overwrite=True" in errors[0] and "--gin.infer.output_dir=" in errors[0]
+  assert "Restored checkpoint" not in log and "Traceback" not in log
+  assert path.read_bytes() == first
+  path.write_text("stale\n", encoding="utf-8")
+  code, log = run_infer(model_dir, *flags, "--gin.infer.overwrite=True")
+  assert code == 0, log
+  assert path.read_bytes() == first
+
+
+def test_an_unwritable_output_dir_exits_1_before_decoding(model_dir, prompts_file, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("", encoding="utf-8")
+  output_dir = blocker / "out"  # under a regular file: fails even as root
+  code, log = run_infer(
+      model_dir,
+      f"--gin.infer.input_file='{prompts_file}'",
+      "--gin.infer.truncate_prompts=True",
+      f"--gin.infer.output_dir='{output_dir}'",
+  )
+  errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+  assert code == 1 and len(errors) == 1, log
+  assert str(output_dir) in errors[0] and "infer.output_dir" in errors[0]
+  assert "infer: " not in log and "Traceback" not in log
+  assert "Restored checkpoint" not in log  # found before restoring, too
+  assert blocker.read_text(encoding="utf-8") == ""
