@@ -30,9 +30,7 @@ decoding.
 import dataclasses
 import functools
 import itertools
-import json
 import os
-import tempfile
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import gin
@@ -42,18 +40,14 @@ from jax.experimental import multihost_utils
 
 from model_zoo import feature_converters
 from model_zoo.decoding import sampling
-from model_zoo.errors import ConfigError, UserError
-from trainers import cli, infer_examples, metrics_writer, partitioning, restore
+from model_zoo.errors import ConfigError
+from trainers import cli, infer_examples, infer_outputs, metrics_writer, partitioning, restore
 from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
 from trainers.dataset_config import DatasetConfig
 from trainers.infer_examples import Codec, Example
 from trainers.trainer import Trainer
 
 MODES = ("predict", "score", "predict_with_aux")
-
-
-class OutputDirError(UserError, OSError):
-  """The output directory cannot be created or written (a file in the way, no permission)."""
 
 
 # --- batches ------------------------------------------------------------------------------
@@ -85,15 +79,9 @@ def _chunks(examples: Iterable[Example], rows: int) -> Iterator[list[Example]]:
   iterator = iter(examples)
   while True:
     chunk = list(itertools.islice(iterator, rows))
-    if not _on_any_process(bool(chunk)):
+    if not infer_outputs.on_any_process(bool(chunk)):
       return
     yield chunk
-
-
-def _on_any_process(flag: bool) -> bool:
-  if jax.process_count() == 1:
-    return flag
-  return bool(multihost_utils.process_allgather(np.int32(flag)).max())
 
 
 # --- running ------------------------------------------------------------------------------
@@ -137,109 +125,7 @@ def _run_batches(
     yield jax.tree.map(np.asarray, multihost_utils.process_allgather(result, tiled=True))
 
 
-def _records(
-    mode: str,
-    outputs: dict,
-    meta: dict,
-    texts: Optional[dict],
-    codec: Codec,
-    return_all_decodes: bool,
-) -> list[tuple[int, dict]]:
-  """(index, JSON record) of each real row of a gathered batch."""
-  records = []
-  for i in np.flatnonzero(meta["index"] >= 0):
-    index = int(meta["index"][i])
-    text, target = (
-        texts[index]
-        if texts is not None
-        else (codec.decode_prompt(meta["prompt"][i]), codec.decode_target(meta["target"][i]))
-    )
-    record = {"input": text} if target is None else {"input": text, "target": target}
-    if mode == "score":
-      record["score"] = float(outputs["scores"][i])
-    else:
-      sequences, scores = outputs["sequences"][i], outputs["scores"][i]
-      record.update(output=codec.decode_target(sequences[0]), score=float(scores[0]))
-      if return_all_decodes:
-        record.update(outputs=[codec.decode_target(s) for s in sequences], scores=scores.tolist())
-      if "aux" in outputs:
-        record["aux"] = {k: v[i].tolist() for k, v in outputs["aux"].items()}
-    records.append((index, record))
-  return records
-
-
-def _write_jsonl(path: str, records: Iterable[dict]) -> None:
-  """All or nothing: a reader never sees a half-written file."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
-  os.replace(tmp, path)
-
-
 # --- the output file ----------------------------------------------------------------------
-def _planned_step(model_dir: str, checkpoint_step: Optional[int]) -> Optional[int]:
-  """The step restore will pick (`checkpoint_step`, else the newest listed), read from the
-  directory listing so the output can be checked before anything is restored; None when
-  MODEL_DIR lists none (restoring then says so). Orbax names a finished step by its number."""
-  if checkpoint_step is not None:
-    return checkpoint_step
-  try:
-    names = os.listdir(os.path.join(model_dir, "checkpoints"))
-  except OSError:
-    return None
-  return max((int(n) for n in names if n.isdigit()), default=None)
-
-
-def _check_output(path: str, overwrite: bool, create: bool) -> None:
-  """Raises a UserError when `path` must not or cannot be written, on every process alike
-  (process 0 writes, so it checks; the others would otherwise wait for it in a collective).
-
-  Without `create`, nothing is made: the output directory's nearest existing ancestor must
-  be a directory this process may write. With it, the directory is made and a probe file
-  written and removed, so a run that decodes can also write its results."""
-  error = None
-  if jax.process_index() == 0:
-    try:
-      _check_output_here(path, overwrite, create)
-    except UserError as e:
-      error = e
-  if _on_any_process(error is not None):
-    raise error or ConfigError(f"Process 0 cannot write {path}; see its error message.")
-
-
-def _check_output_here(path: str, overwrite: bool, create: bool) -> None:
-  directory = os.path.dirname(path)
-  if os.path.exists(path) and not overwrite:
-    raise ConfigError(
-        f"{path} already exists (an earlier run of this mode and step); pass "
-        "--gin.infer.overwrite=True to replace it, or --gin.infer.output_dir=... to write "
-        "elsewhere."
-    )
-  fix = "set --gin.infer.output_dir to a writable directory."
-  if create:
-    try:
-      os.makedirs(directory, exist_ok=True)
-      with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
-        pass
-    except OSError as e:
-      raise OutputDirError(f"Cannot write the output directory {directory} ({e}); {fix}") from e
-    return
-  existing = directory
-  while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise OutputDirError(
-        f"Cannot create the output directory {directory}: {existing} is not a directory; {fix}"
-    )
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise OutputDirError(
-        f"Cannot write the output directory {directory}: no permission to write {existing}; "
-        f"{fix}"
-    )
-
-
 # --- the entry point ----------------------------------------------------------------------
 def _check_args(
     mode: str,
@@ -339,9 +225,11 @@ def infer(
       data, model, mode, dataset_cfg, input_file, codec, fit, max_examples
   )
   output_dir = output_dir or os.path.join(model_dir, "inference")
-  planned = _planned_step(model_dir, checkpoint_step)
+  planned = infer_outputs.planned_step(model_dir, checkpoint_step)
   if planned is not None:  # else restoring fails, naming MODEL_DIR
-    _check_output(os.path.join(output_dir, f"{mode}-{planned}.jsonl"), overwrite, create=False)
+    infer_outputs.check_output(
+        os.path.join(output_dir, f"{mode}-{planned}.jsonl"), overwrite, create=False
+    )
   shapes = {k: v.shape for k, v in model_batch(model, mode, [], batch_size, length).items()}
   state = restore.restore_state(
       Trainer(model=model, partitioner=partitioner), model_dir, shapes, checkpoint_step
@@ -353,7 +241,9 @@ def infer(
       + ("" if mode == "score" else f", decoder {decoder}")
   )
   path = os.path.join(output_dir, f"{mode}-{step}.jsonl")
-  _check_output(path, overwrite, create=True)  # again: a damaged newest step falls back
+  infer_outputs.check_output(
+      path, overwrite, create=True
+  )  # again: a damaged newest step falls back
   rows = batch_size // jax.process_count()
   width = max(length, *dataset_cfg.task_feature_lengths.values())
   batches = (
@@ -364,7 +254,7 @@ def infer(
   progress = metrics_writer.Progress("infer: {done}{of} examples", "examples", total, period_s=5)
   records = _collect(results, progress, mode, texts, codec, return_all_decodes)
   if jax.process_index() == 0:
-    _write_jsonl(path, records[:max_examples])
+    infer_outputs.write_jsonl(path, records[:max_examples])
     print(f"Wrote {len(records[:max_examples])} {mode} results to {path}", flush=True)
   return path
 
@@ -381,7 +271,7 @@ def _collect(
   records = []
   for outputs, meta in results:
     if jax.process_index() == 0:
-      records += _records(mode, outputs, meta, texts, codec, return_all_decodes)
+      records += infer_outputs.records(mode, outputs, meta, texts, codec, return_all_decodes)
       # Processes may overshoot max_examples.
       progress.report(min(len(records), progress.total or len(records)))
   progress.report(min(len(records), progress.total or len(records)), final=True)
