@@ -25,6 +25,7 @@ def clean_gin():
   gin.clear_config()
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_consistent_json(tmp_path):
   out = tmp_path / "sub" / "decode.json"
   prompt_lens, gen_len = [4, 9], 8

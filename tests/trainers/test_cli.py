@@ -88,6 +88,7 @@ def test_quickstart_trains_writes_config_metrics_and_resumes_exactly(tmp_path, c
   assert data_position(resumed, 8) == data_position(straight, 8) == {"train_batches": 8}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_state(tmp_path, capfd):
   killed, straight = tmp_path / "killed", tmp_path / "straight"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")

@@ -73,6 +73,7 @@ def test_eval_metrics_match_a_numpy_cross_entropy():
   assert values["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_encoder_decoder_learns_to_copy_and_predicts():
   import dataclasses
   from model_zoo import dense, models
