@@ -27,11 +27,15 @@ TASKS = [
 # Language identifiers that podzoo's LangID is compared with (tools/langid_compare.py).
 LANGID_PEERS = ["langid>=1.1.6", "lingua-language-detector>=2.1,<3", "pycld2>=0.42"]
 TEST = ["pytest>=8"]
+# The TensorBoard viewer for the event files runs write (tensorboardX writes them; nothing
+# imports tensorboard). 2.21 is the release that goes with the tensorflow pinned above.
+TENSORBOARD = ["tensorboard>=2.21"]
 
 setuptools.setup(
     name="podzoo",
     version="0.1.0",
     description=__doc__,
+    license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["model_zoo*", "trainers*", "tasks*", "tools*"]),
     package_data={"tasks": ["data/*.txt", "data/README.md"]},
@@ -41,6 +45,7 @@ setuptools.setup(
         "langid_peers": LANGID_PEERS,
         "test": TASKS + LANGID_PEERS + TEST,
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
+        "tensorboard": TENSORBOARD,
     },
     entry_points={
         "console_scripts": [
