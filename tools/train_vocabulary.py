@@ -5,25 +5,37 @@ Unigram with byte fallback, from text files or from a SeqIO task or mixture's sp
   python -m tools.train_vocabulary --input a.txt --input b.txt \
       --model_prefix /tmp/spm --vocab_size 1024 --user_defined_symbols '<sep>,<mask>'
   python -m tools.train_vocabulary --mixture my_mixture --module my_tasks --split train \
-      --model_prefix /tmp/spm --vocab_size 8000 --language_tags de,fr --ul2_mode_tokens
+      --model_prefix /tmp/spm --vocab_size 2000 --language_tags de,fr --ul2_mode_tokens
 
-A mixture's text is its tasks' raw text features (SeqIO's `*_pretokenized` copies), so
-those tasks' own vocabularies must already load.
+A mixture's text is read before tokenization, so a task may declare the very vocabulary
+being trained: each task's source is run through its preprocessors up to, not including,
+the first of SeqIO's tokenizers (`seqio.preprocessors.tokenize` or
+`tokenize_and_append_eos`, also inside a functools.partial), and every string feature
+that is one of the task's output features (what that tokenizer would encode) becomes one
+line. A task that tokenizes some other way fails with a message saying so.
 """
 
 import argparse
+import functools
 import itertools
 import os
+import re
 import sys
 import tempfile
 from typing import Iterator, Sequence
+
+from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
+
+import numpy as np
+import seqio
+import tensorflow as tf
 
 from model_zoo.errors import UserError
 from tasks import pipeline, vocabularies
 from tasks.ul2 import vocabulary as ul2_vocabulary
 from tools import benchmark_common
 
-_PRETOKENIZED = "_pretokenized"
+_TOKENIZERS = (seqio.preprocessors.tokenize, seqio.preprocessors.tokenize_and_append_eos)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,21 +79,83 @@ def special_symbols(args: argparse.Namespace) -> list[str]:
   return list(dict.fromkeys(symbols))  # drop repeats, keep order
 
 
+def _is_tokenizer(preprocessor) -> bool:
+  """Whether `preprocessor` is one of SeqIO's tokenizers, possibly in a functools.partial."""
+  while isinstance(preprocessor, functools.partial):
+    preprocessor = preprocessor.func
+  return any(preprocessor is fn for fn in _TOKENIZERS)
+
+
+def untokenized_dataset(task: seqio.Task, split: str) -> tf.data.Dataset:
+  """`task`'s examples just before its first SeqIO tokenizer, so no vocabulary is loaded.
+
+  Preprocessors get `output_features` and `sequence_length=None` the way SeqIO passes
+  them; the CacheDatasetPlaceholder marker is skipped, as SeqIO does.
+  """
+  ds = task.source.get_dataset(split=split, shuffle=False)
+  for preprocessor in task.preprocessors:
+    if _is_tokenizer(preprocessor):
+      break
+    if isinstance(preprocessor, seqio.CacheDatasetPlaceholder):
+      continue
+    ds = seqio.utils.add_kwargs_to_transform(
+        preprocessor, sequence_length=None, output_features=task.output_features
+    )(ds)
+  return ds
+
+
+def _text_features(task: seqio.Task, ds: tf.data.Dataset) -> list[str]:
+  """The string output features of `ds`: the text `tokenize` would encode."""
+  spec = ds.element_spec
+  keys = [
+      k
+      for k in sorted(task.output_features)
+      if isinstance(spec, dict) and k in spec and spec[k].dtype == tf.string
+  ]
+  if not keys:
+    raise pipeline.DataError(
+        f"task {task.name!r}: none of its output features {sorted(task.output_features)} is "
+        f"text before its first SeqIO tokenizer (its examples there are {spec}). "
+        "train_vocabulary reads the text that seqio.preprocessors.tokenize (or "
+        "tokenize_and_append_eos) would encode; tokenize with one of those, or pass the "
+        "text as files with --input."
+    )
+  return keys
+
+
 def mixture_text(
     name: str, split: str, *, module: str | None = None, max_examples: int | None = None
 ) -> Iterator[str]:
-  """The raw text of every string feature of each task in `name`, one line per feature."""
+  """The raw text of each task in `name`: one line per string output feature of an example.
+
+  The text is read before tokenization (see `untokenized_dataset`), so the tasks'
+  vocabularies need not exist yet: they may be the one being trained.
+  """
+  if max_examples is not None and max_examples <= 0:
+    raise pipeline.DataError(f"--max_examples={max_examples} must be a positive number")
   provider = pipeline.get_task_or_mixture(name, module=module)
   if split not in provider.splits:
     raise pipeline.DataError(
         f"--split={split!r}: {name!r} has no such split; it has {sorted(provider.splits)}"
     )
   for task in pipeline.tasks_of(provider):
-    ds = task.get_dataset(sequence_length=None, split=split, shuffle=False)
-    for example in itertools.islice(ds.as_numpy_iterator(), max_examples):
-      for key in sorted(example):
-        if key.endswith(_PRETOKENIZED):
-          yield example[key].decode("utf-8").replace("\n", " ")
+    if split not in task.splits:  # as seqio.Mixture.get_dataset: skip the task
+      continue
+    try:
+      ds = untokenized_dataset(task, split)
+      keys = _text_features(task, ds)
+      for example in itertools.islice(ds.as_numpy_iterator(), max_examples):
+        for key in keys:
+          for text in np.ravel(example[key]):
+            yield text.decode("utf-8").replace("\n", " ")
+    except tf.errors.NotFoundError as e:
+      missing = re.search(r"([^\s{}]+); No such file or directory", e.message)
+      raise pipeline.DataError(
+          f"task {task.name!r} needs a file that does not exist: "
+          f"{missing.group(1) if missing else e.message.strip().splitlines()[-1]}. If it is the "
+          "vocabulary being trained, tokenize with seqio.preprocessors.tokenize (the text is "
+          "read just before it); otherwise fix the path in the task."
+      ) from e
 
 
 def _train(args: argparse.Namespace, text_paths: Sequence[str]) -> str:
@@ -97,11 +171,18 @@ def main(argv: Sequence[str] | None = None) -> str:
   else:
     with tempfile.TemporaryDirectory() as tmp:
       text_path = os.path.join(tmp, "text.txt")
+      lines = 0
       with open(text_path, "w", encoding="utf-8") as f:
         for line in mixture_text(
             args.mixture, args.split, module=args.module, max_examples=args.max_examples
         ):
           f.write(line + "\n")
+          lines += 1
+      if not lines:
+        raise pipeline.DataError(
+            f"--mixture={args.mixture!r} --split={args.split!r} gave no text to train on; "
+            "check that the split has examples, or pass text files with --input"
+        )
       path = _train(args, [text_path])
   print(path)
   return path
