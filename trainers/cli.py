@@ -2,10 +2,10 @@
 
 A user's mistake (a `model_zoo.errors.UserError`) prints "ERROR: <message>" and exits 1;
 any other exception is a bug and prints its traceback (exit 1). `--help` prints the usage,
-the macros a run config sets and where the gin files are (exit 0).
+the macros a run config sets and where the gin files are (exit 0). TensorFlow's import
+banner and absl's warnings stay hidden unless `--verbose` (or PODZOO_VERBOSE=1).
 """
 
-import logging
 import os
 import re
 import sys
@@ -16,21 +16,20 @@ import gin
 import jax
 
 from model_zoo.errors import UserError
-from trainers import distributed, gin_utils
+from trainers import console, distributed, gin_utils
 
 _GIN_CONTEXT = re.compile(r"^\s+In call to configurable '[^']*' \(.*\)$")
 
 
 def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
   """Parses flags and gin, runs `entry()` (whose arguments come from gin); returns the exit code."""
-  logging.basicConfig(level=logging.WARNING)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   gin.clear_config()  # main() may run more than once in a process (tests, notebooks)
   try:
     flags = gin_utils.parse_flags(argv, prog)
     if flags.help:
       print(gin_utils.help_text(prog), flush=True)
       return 0
+    console.set_verbose(flags.verbose or console.verbose())
     distributed.initialize(
         flags.multihost, flags.coordinator_address, flags.num_processes, flags.process_id
     )
@@ -60,6 +59,7 @@ def entry_point(entry: Callable[[], object], prog: str):
     return run(entry, argv, prog)
 
   def console_main() -> None:
+    console.configure_logging()
     sys.exit(main(sys.argv[1:]))
 
   return main, console_main

@@ -7,13 +7,17 @@ otherwise silently define a new, unused macro, e.g. a mistyped --gin.TRAIN_STPES
 
 import dataclasses
 import difflib
+import inspect
+import logging
 import os
 import re
+import tokenize
 from typing import Optional, Sequence
 
 import gin
 
 from model_zoo.errors import ConfigError
+from trainers import console, gin_include_order
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,6 +36,7 @@ class Flags:
   num_processes: Optional[int] = None
   process_id: Optional[int] = None
   help: bool = False
+  verbose: bool = False
 
 
 _VALUE_FLAGS = {
@@ -43,7 +48,7 @@ _VALUE_FLAGS = {
 }
 _USAGE = (
     "usage: python -m trainers.{prog} --gin_file=FILE [--gin_file=...] "
-    "[--gin_search_paths=DIR,DIR] [--gin.NAME=VALUE ...] [--multihost] "
+    "[--gin_search_paths=DIR,DIR] [--gin.NAME=VALUE ...] [--verbose] [--multihost] "
     "[--coordinator_address=HOST:PORT --num_processes=N --process_id=I]"
 )
 
@@ -61,6 +66,8 @@ def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
       flags.gin_bindings.append(f"{name[len('--gin.'):]} = {value}")
     elif name == "--multihost":
       flags.multihost = True
+    elif name == "--verbose":
+      flags.verbose = True
     elif name in _VALUE_FLAGS:
       if not eq:
         if not args:
@@ -71,8 +78,12 @@ def parse_flags(argv: Sequence[str], prog: str = "train") -> Flags:
         flags.gin_files.append(value)
       elif attr == "gin_search_paths":
         flags.gin_search_paths.extend(p for p in value.split(",") if p)
+      elif attr in ("num_processes", "process_id"):
+        if not value.isdigit():
+          raise FlagError(f"{name}={value}: expected a whole number >= 0, e.g. {name}=2.")
+        setattr(flags, attr, int(value))
       else:
-        setattr(flags, attr, int(value) if attr in ("num_processes", "process_id") else value)
+        setattr(flags, attr, value)
     elif name in ("-h", "--help"):
       flags.help = True
       return flags
@@ -146,14 +157,59 @@ def _registered_names() -> list[str]:
   return sorted(names)
 
 
-def _explain(error: ValueError) -> str:
+def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
+  close = difflib.get_close_matches(name, candidates, n=5)
+  return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def _parameter_names(configurable_name: str) -> list[str]:
+  """The parameters gin may bind on `configurable_name` (empty when it is unknown)."""
+  configurable = gin.config._REGISTRY.get_match(configurable_name)
+  if configurable is None:
+    return []
+  wrapped = configurable.wrapped
+  fn = wrapped.__init__ if inspect.isclass(wrapped) else wrapped
+  try:
+    parameters = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return []
+  return [n for n in parameters if n != "self"]
+
+
+def _explain(error: Exception) -> str:
+  """gin's message, led by what to change: close matches, the file and line, quoting."""
+  if isinstance(error, SyntaxError):
+    return _explain_syntax(error)
+  if isinstance(error, tokenize.TokenError):
+    return f"unbalanced brackets or an unterminated string ({error.args[0]})."
   message = str(error)
   unknown = re.search(r"No configurable matching '([^']+)'", message)
   if unknown:
-    close = difflib.get_close_matches(unknown.group(1), _registered_names(), n=5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = _did_you_mean(unknown.group(1), _registered_names())
     return f"Unknown gin configurable '{unknown.group(1)}'.{hint}\n{message}"
+  parameter = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message)
+  if parameter:
+    hint = _did_you_mean(parameter.group(2), _parameter_names(parameter.group(1)))
+    return f"{message.splitlines()[0]}{hint}"
   return message
+
+
+# A value gin cannot parse that looks like a bare string: a path, a name, a word.
+_BARE_STRING = re.compile(r"^[\w./~:-]+$")
+
+
+def _explain_syntax(error: SyntaxError) -> str:
+  text = (error.text or "").strip()
+  name, _, value = (part.strip() for part in text.partition("="))
+  if value and _BARE_STRING.match(value) and not value[0].isdigit():
+    if error.filename:
+      fix = f"write {name} = '{value}'"
+    else:  # a command-line override: the shell eats one pair of quotes
+      fix = f"write --gin.{name}=\"'{value}'\" (inner quotes for gin, outer for the shell)"
+    reason = f"{value} is not a gin value; strings need quotes: {fix}."
+  else:
+    reason = error.msg.split(" (line ")[0].splitlines()[0].rstrip(".") + "."
+  return f"{error.filename}, line {error.lineno}: {text}\n  {reason}" if error.filename else reason
 
 
 def parse_gin(flags: Flags) -> None:
@@ -162,14 +218,17 @@ def parse_gin(flags: Flags) -> None:
   for path in search_paths:
     gin.add_config_file_search_path(path)
   files = [_resolve_file(f, search_paths) for f in flags.gin_files]
-  try:
-    gin.parse_config_files_and_bindings(files, None, finalize_config=False)
-  except (ValueError, IOError) as e:
-    raise FlagError(_explain(e)) from e
+  with console.native_stderr_held():  # a gin file may import a task module, so TensorFlow
+    try:
+      gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+    except (ValueError, IOError, SyntaxError, tokenize.TokenError) as e:
+      raise FlagError(_explain(e)) from e
+  for warning in gin_include_order.include_rebindings(flags.gin_files, search_paths):
+    logging.warning(warning)
   for binding in flags.gin_bindings:
     try:
       gin.parse_config(binding)
-    except ValueError as e:
+    except (ValueError, SyntaxError, tokenize.TokenError) as e:
       raise FlagError(f"Bad override --gin.{binding.replace(' = ', '=')}: {_explain(e)}") from e
   _check_macro_overrides(flags.gin_bindings)
   gin.finalize()
