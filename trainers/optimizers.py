@@ -6,11 +6,27 @@ import gin
 import jax.numpy as jnp
 import optax
 
+from trainers import run_checks
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def _checked(
+    schedule: Schedule, name: str, learning_rate: float, warmup_steps: int = 0
+) -> Schedule:
+  """Refuses a non-positive rate or negative warmup (naming the binding); records the warmup.
+
+  `warmup_steps` and `gin_name` on the schedule let a run warn when it ends mid-warmup.
+  """
+  run_checks.positive_rate(learning_rate, f"{name}.learning_rate")
+  run_checks.non_negative_int(warmup_steps, f"{name}.warmup_steps")
+  schedule.warmup_steps, schedule.gin_name = warmup_steps, name
+  return schedule
 
 
 @gin.configurable
 def constant_schedule(learning_rate: float = 1e-3) -> Schedule:
+  run_checks.positive_rate(learning_rate, "constant_schedule.learning_rate")
   return optax.constant_schedule(learning_rate)
 
 
@@ -23,7 +39,7 @@ def linear_warmup_rsqrt_decay(learning_rate: float = 1e-2, warmup_steps: int = 1
     warm = jnp.maximum(float(warmup_steps), 1.0)
     return learning_rate * jnp.minimum(step / warm, jnp.sqrt(warm / jnp.maximum(step, warm)))
 
-  return schedule
+  return _checked(schedule, "linear_warmup_rsqrt_decay", learning_rate, warmup_steps)
 
 
 @gin.configurable
@@ -33,24 +49,26 @@ def warmup_cosine_decay(
     decay_steps: int = 100_000,
     end_fraction: float = 0.1,
 ) -> Schedule:
-  return optax.warmup_cosine_decay_schedule(
+  schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0,
       peak_value=learning_rate,
       warmup_steps=warmup_steps,
       decay_steps=max(decay_steps, warmup_steps + 1),
       end_value=learning_rate * end_fraction,
   )
+  return _checked(schedule, "warmup_cosine_decay", learning_rate, warmup_steps)
 
 
 @gin.configurable
 def linear_warmup_constant(learning_rate: float = 1e-3, warmup_steps: int = 1000) -> Schedule:
-  return optax.join_schedules(
+  schedule = optax.join_schedules(
       [
           optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
           optax.constant_schedule(learning_rate),
       ],
       [max(warmup_steps, 1)],
   )
+  return _checked(schedule, "linear_warmup_constant", learning_rate, warmup_steps)
 
 
 @gin.configurable

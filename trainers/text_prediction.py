@@ -1,6 +1,6 @@
-"""Greedy continuations of text prompts, for the end of a run and quick looks at a model."""
+"""Continuations of text prompts (greedy or sampled), for the end of a run and quick looks."""
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 
@@ -14,8 +14,14 @@ def continue_prompts(
     vocab,
     prompts: Sequence[str],
     length: int = 64,
+    decoder: Optional[Callable] = None,
+    seed: int = 0,
 ) -> list[str]:
-  """Greedy continuations (decoded text) of each prompt, `length` tokens in all."""
+  """Continuations (decoded text) of each prompt, `length` tokens in all.
+
+  `decoder` is a model_zoo.decoding decoder (default greedy); a sampler draws from
+  PRNGKey(`seed`), so the same checkpoint gives the same text.
+  """
   dp = partitioner.data_parallel_size
   rows = -(-len(prompts) // dp) * dp
   batch = model.prompt_batch([vocab.encode(p) for p in prompts], rows, length)
@@ -25,7 +31,9 @@ def continue_prompts(
       for k, v in batch.items()
   }
   tokens = partitioner.apply_gathered(
-      jax.jit(lambda p, b: model.predict_batch(p, b)[0]), params, local
+      jax.jit(lambda p, b: model.predict_batch(p, b, jax.random.PRNGKey(seed), decoder)[0]),
+      params,
+      local,
   )
   return [decode_tokens(vocab, row, model.eos_id) for row in tokens[: len(prompts)]]
 

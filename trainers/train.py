@@ -7,9 +7,11 @@ one is kept as config-<step>.gin), metrics to TensorBoard and JSONL, and stops w
 a clear message, keeping the last good checkpoint, if the loss becomes NaN or Inf.
 
 `train()` runs in phases: restore-or-init, the step loop (logging and checkpoints), a
-periodic eval and, at the end, greedy continuations of a few prompts.
+periodic eval and, at the end, continuations of a few prompts and a summary of where the
+run's outputs are. Settings are checked before any data is read or anything compiled.
 """
 
+import logging
 import math
 import os
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -19,7 +21,15 @@ import jax
 
 from model_zoo import metrics as metrics_lib
 from model_zoo.errors import ConfigError
-from trainers import checkpoints, cli, gin_utils, metrics_writer, partitioning, text_prediction
+from trainers import (
+    checkpoints,
+    cli,
+    gin_utils,
+    metrics_writer,
+    partitioning,
+    run_checks,
+    text_prediction,
+)
 from trainers.dataset_config import DatasetConfig
 from trainers.errors import TrainingDivergedError
 from trainers.trainer import Trainer
@@ -90,8 +100,10 @@ class _PeriodicEval:
       )
     if self.task_metrics is not None:
       task_metrics = self.task_metrics(state.params)
-      values.update(self.data.flatten(task_metrics))
-      cli.say(self.data.report(task_metrics))
+      flat = self.data.flatten(task_metrics)  # empty when no task has metric_fns
+      values.update(flat)
+      if flat:
+        cli.say(self.data.report(task_metrics))
     self.writer.write(step, values)
     return values
 
@@ -160,13 +172,55 @@ def _step_loop(
   return state, results
 
 
-def _decode_prompts(data, trainer: Trainer, params, cfg: DatasetConfig, prompts, length) -> None:
-  """Prints greedy continuations of `prompts`: a quick look at what the model learned."""
-  outputs = text_prediction.continue_prompts(
-      trainer.model, params, trainer.partitioner, data.vocabulary(cfg), prompts, length
+def _decode_prompts(
+    data, trainer: Trainer, params, cfg: DatasetConfig, prompts, length, sampler
+) -> None:
+  """Prints greedy continuations of `prompts` (and seeded samples): what the model learned.
+
+  Greedy text of a small model soon repeats itself; a sample shows the rest of what it knows.
+  """
+  decoders = {"greedy": None} | ({"sampled": sampler} if sampler is not None else {})
+  vocab = data.vocabulary(cfg)
+  outputs = {
+      name: text_prediction.continue_prompts(
+          trainer.model, params, trainer.partitioner, vocab, prompts, length, decoder
+      )
+      for name, decoder in decoders.items()
+  }
+  for i, prompt in enumerate(prompts):
+    cli.say(f"PROMPT: {prompt}")
+    for name in decoders:
+      cli.say(f"  {name:>7} -> {outputs[name][i]}")
+
+
+def _check_settings(model_dir, train_steps, eval_on, eval_period, eval_steps, log_period, length):
+  """Refuses a setting that would fail later (e.g. EVAL_PERIOD=0 after the first step)."""
+  run_checks.model_dir(model_dir)
+  run_checks.positive_int(train_steps, "TRAIN_STEPS")
+  run_checks.positive_int(log_period, "train.log_period")
+  run_checks.positive_int(length, "train.predict_length")
+  if eval_on:
+    run_checks.positive_int(
+        eval_period, "EVAL_PERIOD", hint="to evaluate never, set --gin.train.eval_dataset_cfg=None"
+    )
+    run_checks.positive_int(eval_steps, "EVAL_STEPS", none_means="the whole validation split")
+
+
+def _summary(model_dir: str, steps: Sequence[int], results: Mapping[str, float]) -> str:
+  """Where the run's outputs are and what to run next."""
+  loss = f"; last train loss {results['loss']:.4f}" if "loss" in results else ""
+  eval_loss = results.get("eval_cross_entropy")
+  eval_part = f", eval cross entropy {eval_loss:.4f}" if eval_loss is not None else ""
+  return (
+      f"Done{loss}{eval_part}.\n"
+      f"  MODEL_DIR {model_dir}:\n"
+      f"    checkpoints/ (steps {', '.join(map(str, steps)) or 'none'})\n"
+      "    config.gin (this run's full config)\n"
+      "    train_metrics.jsonl, eval_metrics.jsonl; TensorBoard: "
+      f"tensorboard --logdir {model_dir}\n"
+      "  Next: python -m trainers.eval / trainers.infer with this run's --gin_file flags plus "
+      "gin/runs/eval.gin or gin/runs/infer.gin."
   )
-  for prompt, output in zip(prompts, outputs):
-    cli.say(f"PROMPT: {prompt}\n  -> {output}")
 
 
 @gin.configurable
@@ -185,21 +239,30 @@ def train(
     eval_decoder: Optional[Callable] = None,
     predict_prompts: Sequence[str] = (),
     predict_length: int = 64,
+    predict_sampler: Optional[Callable] = None,
 ) -> dict[str, float]:
   """Trains `model` for `train_steps` steps in total (counting any resumed ones).
 
   `eval_baselines` (name -> nats per token) are printed beside each eval's cross entropy,
   e.g. the unigram entropy of the corpus that a useful LM must beat. With
   `infer_eval_dataset_cfg`, each eval also decodes that split with `eval_decoder` (default
-  greedy) and runs the tasks' SeqIO metric functions. Returns the last train (and
-  `eval_`-prefixed) metrics.
+  greedy) and runs the tasks' SeqIO metric functions. At the end, `predict_prompts` are
+  continued greedily (and with `predict_sampler`, e.g. a seeded top-p `Sampling`, too).
+  Returns the last train (and `eval_`-prefixed) metrics.
   """
-  from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
-
-  os.makedirs(model_dir, exist_ok=True)
+  _check_settings(
+      model_dir, train_steps, eval_dataset_cfg is not None, eval_period, eval_steps, log_period,
+      predict_length,
+  )
   partitioner = partitioning.Partitioner()
   trainer = Trainer(model=model, partitioner=partitioner)
   partitioner.check_batch_size(train_dataset_cfg.batch_size)
+  warning = run_checks.warmup_warning(trainer.schedule, train_steps)
+  if warning:
+    logging.warning(warning)
+  from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
+
+  os.makedirs(model_dir, exist_ok=True)
   data.check_vocab_fits(train_dataset_cfg, model.vocab_size)
   converter = model.FEATURE_CONVERTER_CLS
   checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
@@ -241,10 +304,20 @@ def train(
         eval_period,
     )
   finally:
+    steps = checkpointer.manager.all_steps()
     for closable in (checkpointer, writer) + ((periodic_eval.writer,) if periodic_eval else ()):
       closable.close()
   if predict_prompts:
-    _decode_prompts(data, trainer, state.params, train_dataset_cfg, predict_prompts, predict_length)
+    _decode_prompts(
+        data,
+        trainer,
+        state.params,
+        train_dataset_cfg,
+        predict_prompts,
+        predict_length,
+        predict_sampler,
+    )
+  cli.say(_summary(model_dir, sorted(steps), results))
   return results
 
 
