@@ -10,12 +10,14 @@ not split over the processes, a split too small for one batch) fail here with a
 import difflib
 import importlib
 import itertools
+import traceback
 from typing import Iterator, Mapping, Sequence
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from model_zoo.errors import ConfigError
 from tasks import quickstart  # noqa: F401  (registers the shipped task)
@@ -38,11 +40,43 @@ def import_task_module(module: str | None) -> None:
   try:
     importlib.import_module(module)
   except ImportError as e:
+    missing = getattr(e, "name", None)
+    if missing and not (module == missing or module.startswith(missing + ".")):
+      raise DataError(
+          f"the task module {module!r} (MIXTURE_OR_TASK_MODULE) was found, but an import "
+          f"inside it failed: {e} ({_where_raised(e)}). Install what it needs or fix that "
+          "import."
+      ) from e
     raise DataError(
         f"could not import the task module {module!r} (set by MIXTURE_OR_TASK_MODULE / "
         f"the `module` argument): {e}. Expected an importable module name such as "
         "'my_project.tasks'; check the spelling and that it is on PYTHONPATH."
     ) from e
+
+
+def _where_raised(error: BaseException) -> str:
+  """"file:line: code" of the innermost frame outside Python's import machinery."""
+  frames = [
+      f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen")
+  ]
+  if not frames:
+    return "where unknown"
+  frame = frames[-1]
+  return f"{frame.filename}:{frame.lineno}: {frame.line}"
+
+
+def check_vocabulary_files(provider: seqio.Task | seqio.Mixture) -> None:
+  """Names a task's missing sentencepiece model file before SeqIO fails deep inside TensorFlow."""
+  for task in tasks_of(provider):
+    for feature_name, feature in task.output_features.items():
+      path = getattr(feature.vocabulary, "sentencepiece_model_file", None)
+      if path and not tf.io.gfile.exists(path):
+        raise DataError(
+            f"task {task.name!r} (feature {feature_name!r}) uses the sentencepiece model "
+            f"{path}, which does not exist. Fix the path in the task's seqio.Feature, or "
+            f"train it: python -m tools.train_vocabulary --mixture {task.name} --module "
+            f"<your task module> --model_prefix {path.removesuffix('.model')} --vocab_size N"
+        )
 
 
 def get_task_or_mixture(name: str, *, module: str | None = None) -> seqio.Task | seqio.Mixture:
@@ -64,7 +98,9 @@ def vocab_size(
     mixture_or_task_name: str, feature: str = "targets", *, module: str | None = None
 ) -> int:
   """Vocabulary size of an output feature; the model's embedding must be at least this big."""
-  features = get_task_or_mixture(mixture_or_task_name, module=module).output_features
+  provider = get_task_or_mixture(mixture_or_task_name, module=module)
+  check_vocabulary_files(provider)
+  features = provider.output_features
   if feature not in features:
     raise DataError(
         f"{mixture_or_task_name!r} has no output feature {feature!r}; " f"it has {sorted(features)}"
@@ -217,6 +253,7 @@ def get_batches(
     )
   provider = get_task_or_mixture(mixture_or_task_name, module=module)
   _check_provider_features(provider, mixture_or_task_name, feature_converter)
+  check_vocabulary_files(provider)
   if split not in provider.splits:
     raise DataError(
         f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"

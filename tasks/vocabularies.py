@@ -105,5 +105,10 @@ def cached_sentencepiece_vocabulary(
   prefix = directory / f"spm{vocab_size}_{key.hexdigest()[:16]}"
   model_path = str(prefix) + ".model"
   if not os.path.exists(model_path):
+    print(
+        f"Training a {vocab_size}-piece sentencepiece vocabulary on first use (cached as "
+        f"{model_path})...",
+        flush=True,
+    )
     model_path = train_sentencepiece(text_paths, prefix, vocab_size, **kw)
   return seqio.SentencePieceVocabulary(model_path)

@@ -40,12 +40,14 @@ def test_user_defined_symbols_stay_whole(tmp_path):
   assert sep > 2 and sep in vocab.encode("light<sep>darkness")
 
 
-def test_cache_trains_once_and_keys_on_content(tmp_cache, tmp_path, monkeypatch):
+def test_cache_trains_once_and_keys_on_content(tmp_cache, tmp_path, monkeypatch, capsys):
   text = tmp_path / "text.txt"
   text.write_text("\n".join(quickstart.split_lines("train")[:400]) + "\n")
   first = vocabularies.cached_sentencepiece_vocabulary([text], 400)
   path = first.sentencepiece_model_file
   assert path.startswith(str(tmp_cache / "vocab"))
+  said = capsys.readouterr().out  # the user is told why the first run pauses
+  assert "Training a 400-piece sentencepiece vocabulary on first use" in said and path in said
   mtime = os.stat(path).st_mtime_ns
 
   def no_training(*args, **kwargs):
@@ -55,6 +57,7 @@ def test_cache_trains_once_and_keys_on_content(tmp_cache, tmp_path, monkeypatch)
     patch.setattr(vocabularies, "train_sentencepiece", no_training)
     again = vocabularies.cached_sentencepiece_vocabulary([text], 400)
   assert again.sentencepiece_model_file == path and os.stat(path).st_mtime_ns == mtime
+  assert "Training" not in capsys.readouterr().out
 
   text.write_text(text.read_text() + "And Adam knew Eve his wife.\n")
   changed = vocabularies.cached_sentencepiece_vocabulary([text], 400)
