@@ -1,7 +1,9 @@
 """`python -m trainers.eval --gin_file=... --gin.MODEL_DIR=...`: evaluate the latest checkpoint.
 
-Prints a table of the metrics and appends them to MODEL_DIR/eval_metrics.jsonl (and
-TensorBoard) at the checkpoint's step.
+Prints a table of the losses (and one of the tasks' SeqIO metrics, when a task has
+metric_fns) and writes them to MODEL_DIR/eval_metrics.jsonl (and TensorBoard) at the
+checkpoint's step, replacing that file's earlier row of the step (training's periodic eval
+of the same checkpoint, or an earlier run of this command): one row per step.
 """
 
 from typing import Callable, Optional
@@ -38,22 +40,23 @@ def evaluate(
       trainer, model_dir, data.global_batch_shapes(eval_dataset_cfg, converter)
   )
   step = int(jax.device_get(state.step))
-  values = trainer.evaluate(state, data.take(data.batches(eval_dataset_cfg, converter), eval_steps))
+  losses = trainer.evaluate(state, data.take(data.batches(eval_dataset_cfg, converter), eval_steps))
   task_metrics = {}
   if infer_eval_dataset_cfg is not None:
     task_metrics = data.TaskMetrics(model, partitioner, infer_eval_dataset_cfg, decoder)(
         state.params
     )
-    values.update(data.flatten(task_metrics))
-  writer = metrics_writer.MetricsWriter(model_dir, "eval")
+  metrics = data.flatten(task_metrics)  # none when no task has metric_fns
+  values = {**losses, **metrics}
+  writer = metrics_writer.MetricsWriter(model_dir, "eval", replace_step=step)
   writer.write(step, values)
   writer.close()
   cli.say(
       f"Evaluated checkpoint step {step} of {model_dir} on "
       f"{eval_dataset_cfg.mixture_or_task_name}/{eval_dataset_cfg.split}\n"
       f"{'metric':<16}{'value':>12}\n"
-      + "\n".join(f"{name:<16}{value:>12.4f}" for name, value in sorted(values.items()))
-      + (f"\n{data.report(task_metrics)}" if task_metrics else "")
+      + "\n".join(f"{name:<16}{value:>12.4f}" for name, value in sorted(losses.items()))
+      + (f"\n{data.report(task_metrics)}" if metrics else "")
   )
   return values
 

@@ -18,6 +18,7 @@ Writes OUTPUT_DIR/<mode>-<step>.jsonl atomically, one object per example, in inp
                     "scores", every decode best first, with infer.return_all_decodes=True)
   predict_with_aux  predict's fields + "aux": the model's aux outputs for every decode
   score             {"input", "target", "score"}: log p(target | input)
+and then prints the first results (texts cut at 100 characters) and the file's path.
 A prediction's score is the decoder's: the log-probability of the output (EOS included)
 for greedy and sampling, length-penalised for beam search with alpha > 0.
 
@@ -125,7 +126,6 @@ def _run_batches(
     yield jax.tree.map(np.asarray, multihost_utils.process_allgather(result, tiled=True))
 
 
-# --- the output file ----------------------------------------------------------------------
 # --- the entry point ----------------------------------------------------------------------
 def _check_args(
     mode: str,
@@ -254,8 +254,9 @@ def infer(
   progress = metrics_writer.Progress("infer: {done}{of} examples", "examples", total, period_s=5)
   records = _collect(results, progress, mode, texts, codec, return_all_decodes)
   if jax.process_index() == 0:
-    infer_outputs.write_jsonl(path, records[:max_examples])
-    print(f"Wrote {len(records[:max_examples])} {mode} results to {path}", flush=True)
+    records = records[:max_examples]
+    infer_outputs.write_jsonl(path, records)
+    cli.say(infer_outputs.summary(records, mode, path))
   return path
 
 

@@ -2,6 +2,7 @@
 task's features encode text, and fitted to the decode length."""
 
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -71,8 +72,7 @@ def read_input_file(path: str, mode: str) -> list[tuple[str, Optional[str], str]
         f"infer.input_file={path!r} does not exist; give a text file with one "
         "prompt per line or a .jsonl file, or None to read the task's split."
     )
-  with open(path, encoding="utf-8") as f:
-    lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+  lines = [(number, line) for number, line in enumerate(_text_lines(path), 1) if line.strip()]
   if path.endswith(".jsonl"):
     items = [_json_example(line, f"{path} line {number}", mode) for number, line in lines]
   elif mode == "score":
@@ -88,6 +88,21 @@ def read_input_file(path: str, mode: str) -> list[tuple[str, Optional[str], str]
         'prompt per line, or one {"input": ...} object per line of a .jsonl file.'
     )
   return items
+
+
+def _text_lines(path: str) -> list[str]:
+  """The lines of a UTF-8 file; any other encoding is the user's to fix, named by its line."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    number = data.count(b"\n", 0, e.start) + 1
+    raise ConfigError(
+        f"infer.input_file={path} line {number} is not UTF-8 (byte 0x{data[e.start]:02x}); "
+        "re-encode the file as UTF-8, e.g. iconv -f <its encoding> -t UTF-8."
+    ) from e
+  return io.StringIO(text, newline=None).readlines()  # as open() splits: \n, \r\n or \r
 
 
 def _json_example(line: str, where: str, mode: str) -> tuple[str, Optional[str], str]:

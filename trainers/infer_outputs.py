@@ -1,10 +1,11 @@
 """Where `trainers.infer` writes: JSON records of each batch's outputs, written atomically to a
-file that is checked first (never silently replaced, in a directory that can be written)."""
+file that is checked first (never silently replaced, in a directory that can be written), and
+the summary of them it prints."""
 
 import json
 import os
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -64,6 +65,30 @@ def write_jsonl(path: str, records: Iterable[dict]) -> None:
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False) + "\n")
   os.replace(tmp, path)
+
+
+SHOWN_RECORDS = 3  # the results `summary` prints
+SHOWN_CHARS = 100  # of each text, so a long one keeps to a line or two
+_SHOWN_FIELDS = ("input", "target", "output", "score")
+
+
+def summary(records: Sequence[dict], mode: str, path: str) -> str:
+  """The first records' texts and score, then how many were written where: a glance at what
+  the run decoded without opening the file. Texts are JSON strings, so their spaces and
+  newlines show."""
+  lines = []
+  for number, record in enumerate(records[:SHOWN_RECORDS], 1):
+    lines.append(f"Result {number} of {len(records)}:")
+    lines += [f"  {key + ':':<8}{_shown(record[key])}" for key in _SHOWN_FIELDS if key in record]
+  lines.append(f"Wrote {len(records)} {mode} results to {path}")
+  return "\n".join(lines)
+
+
+def _shown(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.4f}"
+  text = json.dumps(value[:SHOWN_CHARS], ensure_ascii=False)
+  return text if len(value) <= SHOWN_CHARS else f"{text}... ({len(value)} characters)"
 
 
 def planned_step(model_dir: str, checkpoint_step: Optional[int]) -> Optional[int]:

@@ -17,9 +17,17 @@ class MetricsWriter:
   temporary file that then replaces it, so a kill meanwhile loses nothing). TensorBoard's
   event files are left as they are: the new event file records a purge at
   `resume_step + 1`, and TensorBoard hides the older files' points from that step on.
+  A re-evaluation of the checkpoint at `replace_step` first drops that step's JSONL rows
+  (training's periodic eval of it, or an earlier re-evaluation): one row per step.
   """
 
-  def __init__(self, model_dir: str, name: str, resume_step: Optional[int] = None):
+  def __init__(
+      self,
+      model_dir: str,
+      name: str,
+      resume_step: Optional[int] = None,
+      replace_step: Optional[int] = None,
+  ):
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
@@ -31,6 +39,8 @@ class MetricsWriter:
       if resume_step is not None:
         _drop_rows_after(path, resume_step)
         purge_step = resume_step + 1
+      if replace_step is not None:
+        _drop_rows_of(path, replace_step)
       # The suffix keeps a writer opened within a second of the previous one (same name
       # otherwise) from truncating that one's file, and sorts the files by age.
       self._tb = SummaryWriter(
@@ -68,10 +78,7 @@ def _drop_rows_after(path: str, step: int) -> None:
     return
   kept = []
   for i, line in enumerate(lines):
-    try:
-      row_step = json.loads(line).get("step")
-    except (ValueError, AttributeError):
-      row_step = None
+    row_step = _row_step(line)
     if row_step is None and i == len(lines) - 1 and not line.endswith("\n"):
       continue  # a row half written when the run was killed
     if isinstance(row_step, (int, float)) and row_step > step:
@@ -85,6 +92,32 @@ def _drop_rows_after(path: str, step: int) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def _drop_rows_of(path: str, step: int) -> None:
+  """Removes the JSONL rows of `step` from the file at `path`.
+
+  Rewritten in place rather than replaced: a training run may be appending to the file
+  meanwhile (an eval job beside it), and its appends must keep landing in this file.
+  """
+  try:
+    with open(path, "r+", encoding="utf-8") as f:
+      lines = f.readlines()
+      kept = [line for line in lines if _row_step(line) != step]
+      if kept != lines:
+        f.seek(0)
+        f.writelines(kept)
+        f.truncate()
+  except FileNotFoundError:
+    pass
+
+
+def _row_step(line: str) -> Optional[float]:
+  """The "step" of a JSONL row; None for a line that is not a row (e.g. cut short)."""
+  try:
+    return json.loads(line).get("step")
+  except (ValueError, AttributeError):
+    return None
 
 
 class Progress:

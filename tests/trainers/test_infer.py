@@ -22,7 +22,7 @@ import pytest
 from model_zoo import dense, feature_converters, models
 from tasks import quickstart
 from tests.trainers import helpers
-from trainers import cli, gin_utils, infer, train
+from trainers import cli, gin_utils, infer, infer_outputs, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -341,3 +341,62 @@ def test_an_unwritable_output_dir_exits_1_before_decoding(model_dir, prompts_fil
   assert "infer: " not in log and "Traceback" not in log
   assert "Restored checkpoint" not in log  # found before restoring, too
   assert blocker.read_text(encoding="utf-8") == ""
+
+
+def test_predict_prints_its_first_results_then_the_count_and_file(greedy, model_dir):
+  log, records = greedy
+  shown = infer_outputs.SHOWN_CHARS
+  assert len(LONG_PROMPT) > shown  # the third input is cut short
+  for record in records:
+    assert f"input:  {json.dumps(record['input'][:shown], ensure_ascii=False)}" in log
+    assert f"output: {json.dumps(record['output'][:shown], ensure_ascii=False)}" in log
+    assert f"score:  {record['score']:.4f}" in log
+  assert f"... ({len(LONG_PROMPT)} characters)" in log
+  path = os.path.join(model_dir, "inference", "predict-2.jsonl")
+  assert log.rstrip().splitlines()[-1] == f"Wrote 3 predict results to {path}"
+
+
+def test_score_prints_the_first_3_results_then_the_count_and_file(model_dir, tmp_path, capfd):
+  pairs = [("In the beginning", " God"), ("", "And Joseph"), ("Abraham said", " unto"), ("a", "b")]
+  path = tmp_path / "pairs.jsonl"
+  path.write_text(
+      "".join(json.dumps({"input": i, "target": t}) + "\n" for i, t in pairs), encoding="utf-8"
+  )
+  capfd.readouterr()
+  code = infer.main(
+      infer_flags(
+          model_dir,
+          "--gin.infer.mode='score'",
+          f"--gin.infer.input_file='{path}'",
+          f"--gin.infer.output_dir='{tmp_path}'",
+      )
+  )
+  out, err = capfd.readouterr()
+  assert code == 0, out + err
+  records = read_jsonl(tmp_path / "score-2.jsonl")
+  lines = out.rstrip().splitlines()
+  assert lines[-1] == f"Wrote 4 score results to {tmp_path / 'score-2.jsonl'}"
+  for record in records[:3]:
+    assert f"  input:  {json.dumps(record['input'])}" in lines
+    assert f"  target: {json.dumps(record['target'])}" in lines
+    assert f"  score:  {record['score']:.4f}" in lines
+  assert '"a"' not in out  # only the first 3
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("prompts.txt", b"ok line\n\xff\xfe bad\n"),
+        ("pairs.jsonl", b'{"input": "ok"}\n{"input": "\xff\xfe"}\n'),
+    ],
+)
+def test_a_file_that_is_not_utf8_exits_1_naming_the_line_before_restoring(
+    model_dir, tmp_path, name, content
+):
+  path = tmp_path / name
+  path.write_bytes(content)
+  code, log = run_infer(model_dir, f"--gin.infer.input_file='{path}'")
+  errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+  assert code == 1 and len(errors) == 1, log
+  assert f"{path} line 2 is not UTF-8" in errors[0] and "re-encode" in errors[0]
+  assert "Traceback" not in log and "Restored checkpoint" not in log

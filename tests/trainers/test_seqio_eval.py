@@ -40,7 +40,10 @@ def test_training_and_eval_report_seqio_metrics_of_the_decodes(tmp_path, capfd):
   code = eval_lib.main(flags + ["--gin_file=gin/runs/eval.gin"])
   log = "".join(capfd.readouterr())
   assert code == 0, log
-  evaluated = json.loads((tmp_path / "eval_metrics.jsonl").read_text().splitlines()[-1])
+  assert log.count("chrf") == 1 and log.count("cross_entropy") == 1  # each metric shown once
+  rows = [json.loads(line) for line in (tmp_path / "eval_metrics.jsonl").read_text().splitlines()]
+  assert [row["step"] for row in rows] == [20]  # eval's row replaces training's of its step
+  evaluated = rows[-1]
   assert evaluated["copy_verse/chrf"] == last["copy_verse/chrf"]  # same checkpoint, same decodes
 
   # Independently: decode the split with trainers.infer and score with sacrebleu directly.
@@ -65,3 +68,37 @@ def test_training_and_eval_report_seqio_metrics_of_the_decodes(tmp_path, capfd):
   accuracy = 100.0 * sum(o == t for o, t in zip(outputs, targets)) / len(records)
   assert abs(evaluated["copy_verse/chrf"] - chrf) < 1e-6
   assert abs(evaluated["copy_verse/accuracy"] - accuracy) < 1e-6
+
+
+def test_eval_of_a_task_without_metric_fns_prints_and_writes_its_losses_once(tmp_path, capfd):
+  """The quickstart task has no metric_fns: eval.gin's SeqIO metrics add nothing to show."""
+  flags = [
+      "--gin_file=gin/runs/quickstart.gin",
+      f"--gin.MODEL_DIR='{tmp_path}'",
+      "--gin.BATCH_SIZE=8",
+      '--gin.TASK_FEATURE_LENGTHS={"targets": 32}',
+      "--gin.EVAL_STEPS=1",
+  ]
+  code = train.main(
+      flags
+      + [
+          "--gin.TRAIN_STEPS=2",
+          "--gin.EVAL_PERIOD=2",
+          "--gin.CHECKPOINT_PERIOD=2",
+          "--gin.train.predict_prompts=[]",
+          "--gin.train.eval_baselines=None",
+      ]
+  )
+  assert code == 0, "".join(capfd.readouterr())
+  capfd.readouterr()
+  path = tmp_path / "eval_metrics.jsonl"
+  trained = json.loads(path.read_text())
+  for _ in range(2):  # evaluating the same checkpoint again replaces its row
+    code = eval_lib.main(flags + ["--gin_file=gin/runs/eval.gin"])
+    log = "".join(capfd.readouterr())
+    assert code == 0, log
+    assert "(no metrics)" not in log and log.count("cross_entropy") == 1, log
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2]
+    assert set(rows[0]) == {"step", "time", "accuracy", "cross_entropy", "loss", "z_loss"}
+    assert rows[0]["loss"] == trained["loss"]  # the same checkpoint and batch
