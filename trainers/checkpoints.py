@@ -8,11 +8,17 @@ be read (a damaged file) is skipped in favour of the previous one, and the log s
 The run that trained on from the older step moves the damaged step aside when it next
 saves (to `damaged-<step>-<UTC time>/` beside the steps, a name Orbax does not list), so the
 retrained step can be written under that number and keep-N counts only readable steps.
+A save that fails on the disk (full, read-only) raises CheckpointDirError; the steps saved
+before it stay as they were. Its temporary directory is left: Orbax's threads may still write
+into it after the failure, it is never listed, and Orbax deletes it before it saves that step
+again.
 """
 
 import logging
 import os
+import re
 import time
+import traceback
 from typing import Any, Optional
 
 import gin
@@ -30,6 +36,43 @@ class CheckpointShapeError(ConfigError):
 
 class CheckpointDirError(UserError, OSError):
   """The checkpoint directory cannot be created or written (a file, no permission, disk full)."""
+
+
+# How tensorstore, which writes the arrays, names the OS error behind the ValueError it raises:
+# "RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']".
+_TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
+
+
+def _os_error(error: Optional[BaseException]) -> Optional[OSError]:
+  """The OS error behind a failed save, or None when the failure is a bug.
+
+  Orbax re-raises what its threads raised, at times chained to another exception, and
+  tensorstore reports an OS error as a ValueError, so the whole chain is searched.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError):
+      return error
+    code = _TENSORSTORE_OS_ERROR.search(str(error)) if isinstance(error, ValueError) else None
+    if code:
+      return OSError(int(code[1]), os.strerror(int(code[1])))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _not_an_orbax_os_error(record: logging.LogRecord) -> bool:
+  """False for the traceback of an OS error (disk full, read-only) raised in Orbax's code: Orbax
+  logs one for each of its threads (a page apiece), and asyncio more when it drops their
+  futures, maybe at exit, for what save() reports as one CheckpointDirError."""
+  error = record.exc_info[1] if record.exc_info else None
+  if _os_error(error) is None:
+    return True
+  orbax = os.path.dirname(ocp.__file__)
+  return not any(
+      frame.f_code.co_filename.startswith(orbax)
+      for frame, _ in traceback.walk_tb(error.__traceback__)
+  )
 
 
 def _to_tree(state: train_state.TrainState) -> dict:
@@ -61,6 +104,8 @@ class Checkpointer:
       )
     except OSError as e:  # MODEL_DIR is a file, or not writable
       raise self._dir_error("create", e) from e
+    for logger in ("absl", "asyncio"):  # a filter is added once, however many Checkpointers
+      logging.getLogger(logger).addFilter(_not_an_orbax_os_error)
     # Steps newer than the one restore_latest() fell back to, found damaged; None when no
     # fallback restore happened since the last save (see _set_aside_damaged).
     self._damaged: Optional[list[int]] = None
@@ -82,6 +127,7 @@ class Checkpointer:
     self._set_aside_damaged()
     if step in self.manager.all_steps():
       return step
+    last_good = self.manager.latest_step()
     try:
       self.manager.save(
           step,
@@ -91,9 +137,23 @@ class Checkpointer:
           force=True,
       )
       self.manager.wait_until_finished()
-    except OSError as e:  # no permission, disk full, a file in the way
-      raise self._dir_error(f"write step {step} into", e) from e
+    except Exception as e:  # disk full, read-only, no permission: the user's to fix
+      os_error = _os_error(e)
+      if os_error is None:
+        raise
+      raise self._save_error(step, last_good, os_error) from e
     return step
+
+  def _save_error(self, step: int, last_good: Optional[int], error: OSError) -> CheckpointDirError:
+    kept, rerun = "No earlier checkpoint exists", "start afresh"
+    if last_good is not None:
+      kept = f"The last good checkpoint, step {last_good}, is intact"
+      rerun = f"resume from step {last_good}"
+    return CheckpointDirError(
+        f"Could not save checkpoint step {step} in {self.directory}: {error.strerror or error}. "
+        f"{kept}. Free disk space there, or make --gin.MODEL_DIR writable, then rerun the same "
+        f"command to {rerun}."
+    )
 
   def restore_latest(
       self, abstract_state: train_state.TrainState, only_step: Optional[int] = None

@@ -1,10 +1,13 @@
-"""Checkpointer: resume equality, restore onto another mesh, keep-N, shape mismatch."""
+"""Checkpointer: resume equality, restore onto another mesh, keep-N, shape mismatch, full disk."""
 
+import errno
 import os
 
+from etils.epath import backend as epath_backend
 import jax
 import numpy as np
 import pytest
+import tensorstore
 
 from tests.trainers import helpers
 from trainers import checkpoints
@@ -153,3 +156,73 @@ def test_a_readable_newest_step_is_never_set_aside(tmp_path):
   ckpt.save(state, {"train_batches": 3})
   ckpt.close()
   assert sorted(os.listdir(directory)) == ["2", "3"]
+
+
+def _fail_writes(monkeypatch, where: str) -> None:
+  """Makes the next save's writes fail as on a disk that fills up once the step's directory is
+  made: each Python file write (JSON, metadata) as open() fails, or each array write as
+  tensorstore fails (a ValueError naming the errno)."""
+  if where == "python":
+    real_open = epath_backend.os_backend.open
+
+    def open_(path, mode):
+      if "r" not in mode and not os.fspath(path).endswith("_CHECKPOINT_METADATA"):
+        raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
+      return real_open(path, mode)
+
+    monkeypatch.setattr(epath_backend.os_backend, "open", open_)
+    return
+
+  def write(store, *args, **kwargs):
+    kvstore = store.spec().to_json()["kvstore"]
+    if where == "bug":
+      raise ValueError(f"a bug in writing {kvstore}")
+    raise ValueError(
+        f"RESOURCE_EXHAUSTED: Error writing {kvstore}: Failed to write 2048 bytes to file 18: "
+        "No space left on device [os_error_code='28']"
+    )
+
+  monkeypatch.setattr(tensorstore.TensorStore, "write", write)
+
+
+@pytest.mark.parametrize("where", ["tensorstore", "python"])
+def test_a_full_disk_keeps_the_last_step_and_says_so(tmp_path, monkeypatch, caplog, where):
+  directory = str(tmp_path)
+  tr = helpers.make_trainer(num_devices=1)
+  shapes = helpers.shapes_of(helpers.synthetic_batch(0))
+  state, _ = helpers.train_losses(tr, 1)
+  ckpt = checkpoints.Checkpointer(directory)
+  ckpt.save(state, {"train_batches": 1})
+  first = _leaves(state)
+  second, _ = helpers.train_losses(tr, 1, state=state, first_batch=1)
+
+  with monkeypatch.context() as patch:
+    _fail_writes(patch, where)
+    with pytest.raises(checkpoints.CheckpointDirError) as failure:
+      ckpt.save(second, {"train_batches": 2})
+  message = str(failure.value)
+  assert message.startswith(f"Could not save checkpoint step 2 in {directory}: ")
+  assert "No space left on device" in message
+  assert "The last good checkpoint, step 1, is intact" in message
+  assert "Free disk space there, or make --gin.MODEL_DIR writable" in message
+  assert message.endswith("rerun the same command to resume from step 1.")
+  assert not [r for r in caplog.records if r.exc_info]  # Orbax's thread tracebacks are held back
+  assert ckpt.latest_step() == 1
+  assert "2" not in os.listdir(directory)  # the unfinished step is only in Orbax's tmp dir
+
+  rerun = checkpoints.Checkpointer(directory)
+  restored, position = rerun.restore_latest(tr.abstract_state(shapes)[0])
+  assert position == {"train_batches": 1}
+  for a, b in zip(_leaves(restored), first):
+    np.testing.assert_array_equal(a, b)
+  assert ckpt.save(second, {"train_batches": 2}) == 2  # with room again, the same one saves
+  assert checkpoints.Checkpointer(directory).manager.all_steps() == [1, 2]
+  assert sorted(os.listdir(directory)) == ["1", "2"]  # and Orbax deleted the unfinished one
+
+
+def test_a_failed_save_that_is_not_the_disks_keeps_its_traceback(tmp_path, monkeypatch):
+  tr = helpers.make_trainer(num_devices=1)
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  _fail_writes(monkeypatch, "bug")
+  with pytest.raises(ValueError, match="a bug in writing"):
+    ckpt.save(helpers.train_losses(tr, 1)[0], {"train_batches": 1})
