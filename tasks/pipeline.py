@@ -55,7 +55,7 @@ def import_task_module(module: str | None) -> None:
 
 
 def _where_raised(error: BaseException) -> str:
-  """"file:line: code" of the innermost frame outside Python's import machinery."""
+  """ "file:line: code" of the innermost frame outside Python's import machinery."""
   frames = [
       f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen")
   ]

@@ -72,4 +72,3 @@ def native_stderr_held() -> Iterator[None]:
     finally:
       os.dup2(saved, 2)
       os.close(saved)
-

@@ -35,7 +35,9 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
   return path
 
 
-def _bindings(path: str, search_paths: Sequence[str], seen: frozenset = frozenset()) -> Iterator[_Binding]:
+def _bindings(
+    path: str, search_paths: Sequence[str], seen: frozenset = frozenset()
+) -> Iterator[_Binding]:
   """Every binding of `path` and of what it includes, in gin's order."""
   if path in seen:
     return
@@ -46,7 +48,11 @@ def _bindings(path: str, search_paths: Sequence[str], seen: frozenset = frozense
         yield from _bindings(included, search_paths, seen | {path})
       elif isinstance(statement, config_parser.BindingStatement):
         scope = f"{statement.scope}/" if statement.scope else ""
-        name = f"{statement.selector}.{statement.arg_name}" if statement.arg_name else statement.selector
+        name = (
+            f"{statement.selector}.{statement.arg_name}"
+            if statement.arg_name
+            else statement.selector
+        )
         yield _Binding(scope + name, repr(statement.value), path)
 
 

@@ -251,7 +251,12 @@ def train(
   Returns the last train (and `eval_`-prefixed) metrics.
   """
   _check_settings(
-      model_dir, train_steps, eval_dataset_cfg is not None, eval_period, eval_steps, log_period,
+      model_dir,
+      train_steps,
+      eval_dataset_cfg is not None,
+      eval_period,
+      eval_steps,
+      log_period,
       predict_length,
   )
   partitioner = partitioning.Partitioner()

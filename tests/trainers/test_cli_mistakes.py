@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from tests.trainers.test_cli import quick_flags
 from trainers import eval as eval_lib
 from trainers import infer, train
 
@@ -22,15 +23,6 @@ RUN_GIN = {
     "eval": ["--gin_file=gin/runs/eval.gin"],
     "infer": ["--gin_file=gin/runs/infer.gin"],
 }
-SMALL = [
-    "--gin.TRAIN_STEPS=2",
-    "--gin.BATCH_SIZE=8",
-    '--gin.TASK_FEATURE_LENGTHS={"targets": 32}',
-    "--gin.EVAL_STEPS=1",
-    "--gin.CHECKPOINT_PERIOD=2",
-    "--gin.train.predict_prompts=[]",
-    "--gin.train.eval_baselines=None",
-]
 
 # Files written into the module's scratch dir (on sys.path) for the rows that need them.
 SCRATCH_FILES = {
@@ -38,8 +30,7 @@ SCRATCH_FILES = {
     "unquoted.gin": "TRAIN_STEPS = 3\nMODEL_DIR = /tmp/somewhere\n",
     "not_a_dir": "a file where MODEL_DIR should be\n",
     "broken_import_tasks.py": "import json\nimport no_such_dependency_xyz  # the user's typo\n",
-    "missing_spm_tasks.py": textwrap.dedent(
-        """\
+    "missing_spm_tasks.py": textwrap.dedent("""\
         import seqio
         from tasks import quickstart
 
@@ -54,13 +45,14 @@ SCRATCH_FILES = {
               ],
               output_features={"targets": seqio.Feature(VOCAB)},
           )
-        """
-    ),
+        """),
     "latin1_prompts.txt": b"In the beginning\nAnd Jos\xe9ph\n",
     "latin1_prompts.jsonl": b'{"input": "ok"}\n{"input": "Jos\xe9ph"}\n',
 }
 
 # (id, entry, arguments ({scratch} is the scratch dir), every substring the error must hold)
+# One row a mistake, as written (pyink would give each item a line).
+# fmt: off
 MISTAKES = [
     ("unquoted string", "train", ["--gin.MODEL_DIR=/tmp/x"], ["--gin.MODEL_DIR=\"'/tmp/x'\""]),
     ("unquoted word", "train", ["--gin.MIXTURE_OR_TASK_NAME=my_task"], ["\"'my_task'\""]),
@@ -130,6 +122,7 @@ MISTAKES = [
     ("top_p out of range", "infer",
      ["--gin.infer.decoder=@Sampling()", "--gin.Sampling.top_p=1.5"], ["Sampling.top_p=1.5"]),
 ]
+# fmt: on
 
 
 def _tree(path: pathlib.Path) -> dict[str, tuple[int, int]]:
@@ -153,22 +146,22 @@ def scratch(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("trained")
-  code = train.main(["--gin_file=gin/runs/quickstart.gin", f"--gin.MODEL_DIR='{model_dir}'", *SMALL])
+  code = train.main(quick_flags(model_dir, 2))
   assert code == 0
   return model_dir
 
 
-@pytest.mark.parametrize("entry, extra, expected", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+@pytest.mark.parametrize(
+    "entry, extra, expected", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES]
+)
 def test_a_mistake_is_one_error_line_naming_the_fix(
     entry, extra, expected, scratch, trained, capfd, monkeypatch
 ):
   monkeypatch.syspath_prepend(str(scratch))
   before = _tree(trained)
   argv = [
-      "--gin_file=gin/runs/quickstart.gin",
+      *quick_flags(trained, 2),
       *RUN_GIN[entry],
-      f"--gin.MODEL_DIR='{trained}'",
-      *SMALL,
       *(arg.replace("{scratch}", str(scratch)) for arg in extra),
   ]
   capfd.readouterr()

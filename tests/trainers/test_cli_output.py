@@ -67,7 +67,9 @@ def test_verbose_brings_the_libraries_logs_back(tmp_path):
   loud = _train(*QUICK, f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=0", "--verbose")
   for result in (quiet, loud):
     assert result.returncode == 1 and "ERROR: TRAIN_STEPS=0" in result.stderr
-  assert quiet.stderr.strip().splitlines() == [line for line in quiet.stderr.strip().splitlines() if line.startswith("ERROR: ")]
+  assert quiet.stderr.strip().splitlines() == [
+      line for line in quiet.stderr.strip().splitlines() if line.startswith("ERROR: ")
+  ]
   assert "absl::InitializeLog" in loud.stderr or "oneDNN" in loud.stderr
 
 
@@ -133,7 +135,9 @@ def test_warmup_longer_than_the_run_warns(schedule, steps, warns):
   warning = run_checks.warmup_warning(schedule, steps)
   assert (warning is not None) == warns
   if warns:
-    assert f"TRAIN_STEPS={steps}" in warning and f"--gin.{schedule.gin_name}.warmup_steps" in warning
+    assert (
+        f"TRAIN_STEPS={steps}" in warning and f"--gin.{schedule.gin_name}.warmup_steps" in warning
+    )
 
 
 def test_a_seeded_sample_repeats_and_depends_on_the_seed():
@@ -142,6 +146,7 @@ def test_a_seeded_sample_repeats_and_depends_on_the_seed():
   params = trainer.init_state(helpers.shapes_of(helpers.synthetic_batch(0))).params
 
   class Letters:  # a vocabulary: id i <-> chr(ord('a') + i % 26), enough to compare texts
+
     def encode(self, text):
       return [2 + (ord(c) - ord("a")) % 60 for c in text]
 
