@@ -8,9 +8,12 @@ else, its settings are kept.
 
 import os
 
+from model_zoo import native_logs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402  (must follow the log level)
+with native_logs.native_stderr_held():  # the C++ import banner (the level misses some)
+  import tensorflow as tf  # noqa: E402  (must follow the log level)
 
 
 def _configure() -> None:
@@ -25,4 +28,5 @@ def _configure() -> None:
     pass
 
 
-_configure()
+with native_logs.native_stderr_held():  # listing devices prints a cuInit error without a GPU
+  _configure()

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import pathlib
 from typing import Sequence
 
@@ -60,6 +61,14 @@ def train_sentencepiece(
         **_IDS,
     )
   except RuntimeError as e:  # sentencepiece's checks of the options, e.g. a vocab_size too high
+    too_high = re.search(
+        r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e)
+    )
+    if too_high:
+      raise ConfigError(
+          f"vocab_size={too_high.group(1)} is more pieces than this text allows; use at most "
+          f"{too_high.group(2)} (e.g. --vocab_size {too_high.group(2)}), or train on more text."
+      ) from e
     raise ConfigError(
         f"train_sentencepiece(vocab_size={vocab_size}, model_type={model_type!r}) failed: "
         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"

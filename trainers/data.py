@@ -12,10 +12,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import jax
 
 from model_zoo import feature_converters
-from trainers import console, partitioning
-
-with console.native_stderr_held():  # TensorFlow's C++ import banner
-  from tasks import evaluation, pipeline  # pylint: disable=g-import-not-at-top
+from tasks import evaluation, pipeline
+from trainers import partitioning
 from trainers.dataset_config import DatasetConfig
 
 Converter = type[feature_converters.FeatureConverter]

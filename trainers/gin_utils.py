@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import gin
 
 from model_zoo.errors import ConfigError
-from trainers import console, gin_include_order
+from trainers import gin_include_order
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -218,11 +218,10 @@ def parse_gin(flags: Flags) -> None:
   for path in search_paths:
     gin.add_config_file_search_path(path)
   files = [_resolve_file(f, search_paths) for f in flags.gin_files]
-  with console.native_stderr_held():  # a gin file may import a task module, so TensorFlow
-    try:
-      gin.parse_config_files_and_bindings(files, None, finalize_config=False)
-    except (ValueError, IOError, SyntaxError, tokenize.TokenError) as e:
-      raise FlagError(_explain(e)) from e
+  try:
+    gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+  except (ValueError, IOError, SyntaxError, tokenize.TokenError) as e:
+    raise FlagError(_explain(e)) from e
   for warning in gin_include_order.include_rebindings(flags.gin_files, search_paths):
     logging.warning(warning)
   for binding in flags.gin_bindings:

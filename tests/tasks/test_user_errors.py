@@ -1,6 +1,7 @@
 """A user's mistake in a task setting fails with a `UserError` (one line from the command
 lines), never a plain ValueError (a bug, with its traceback)."""
 
+import re
 import pytest
 
 from model_zoo.errors import ConfigError, MissingFileError, UserError
@@ -29,8 +30,14 @@ def test_vocabulary_training_mistakes_are_user_errors(tmp_path):
     vocabularies.train_sentencepiece([tmp_path / "missing.txt"], tmp_path / "spm", 64)
   text = tmp_path / "text.txt"
   text.write_text("hello world\nfoo bar baz\n")
-  with pytest.raises(ConfigError, match="vocab_size=5000.*too high"):
+  with pytest.raises(
+      ConfigError, match=r"vocab_size=5000 is more pieces .* use at most (\d+)"
+  ) as e:
     vocabularies.train_sentencepiece([text], tmp_path / "spm", 5000)
+  most = int(re.search(r"at most (\d+)", str(e.value)).group(1))
+  assert vocabularies.train_sentencepiece([text], tmp_path / "spm", most)  # the limit works
+  with pytest.raises(ConfigError, match=f"at most {most} "):
+    vocabularies.train_sentencepiece([text], tmp_path / "spm", most + 1)
 
 
 def test_damaged_catalog_is_a_user_error(tmp_path):
