@@ -1,7 +1,8 @@
 """Shared main() of the gin-configured entry points: flags, gin, multi-host, clean errors.
 
 A user's mistake (a `model_zoo.errors.UserError`) prints "ERROR: <message>" and exits 1;
-any other exception is a bug and prints its traceback (exit 1). `--help` prints the usage,
+any other exception is a bug and prints its traceback (exit 1). A run stopped by a preemption
+notice (SIGTERM) after saving exits 143. `--help` prints the usage,
 the macros a run config sets and where the gin files are (exit 0). TensorFlow's import
 banner and absl's warnings stay hidden unless `--verbose` (or PODZOO_VERBOSE=1).
 """
@@ -16,7 +17,7 @@ import gin
 import jax
 
 from model_zoo.errors import UserError
-from trainers import console, distributed, gin_utils
+from trainers import console, distributed, gin_utils, preemption
 
 _GIN_CONTEXT = re.compile(r"^\s+In call to configurable '[^']*' \(.*\)$")
 
@@ -36,6 +37,9 @@ def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
     import_configurables()
     gin_utils.parse_gin(flags)
     entry()
+  except preemption.Preempted as e:  # saved and stopped: the scheduler restarts the job
+    say(str(e))
+    return preemption.EXIT_CODE
   except UserError as e:
     if os.environ.get("PODZOO_DEBUG"):
       traceback.print_exc()

@@ -27,6 +27,7 @@ from trainers import (
     gin_utils,
     metrics_writer,
     partitioning,
+    preemption,
     run_checks,
     text_prediction,
 )
@@ -146,8 +147,12 @@ def _step_loop(
     log_period: int,
     periodic_eval: Optional[_PeriodicEval],
     eval_period: int,
+    preempt: preemption.Watch,
 ):
-  """Steps to `train_steps`, logging, checkpointing and evaluating; returns (state, metrics)."""
+  """Steps to `train_steps`, logging, checkpointing and evaluating; returns (state, metrics).
+
+  On a preemption notice it saves after the current step and raises `Preempted`.
+  """
   step = int(jax.device_get(state.step))
   progress = metrics_writer.Progress("step {done}{of}", "steps", train_steps, step)
   iterator, pending, results = iter(batches), {}, {}
@@ -161,12 +166,15 @@ def _step_loop(
     state, step_metrics = trainer.train_step(state, batch)
     pending = metrics_lib.merge(pending, step_metrics)
     step, position = step + 1, {"train_batches": position["train_batches"] + 1}
-    last, save = step == train_steps, checkpointer.should_save(step) or step == train_steps
+    last, preempted = step == train_steps, preempt.should_stop(step)
+    save = checkpointer.should_save(step) or last or preempted
     if step % log_period == 0 or save:
       results, pending = _log(step, pending, progress, writer, checkpointer), {}
     if save:
       _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)
       checkpointer.save(state, position)
+    if preempted:
+      raise preemption.Preempted(step, checkpointer.directory)
     if periodic_eval is not None and (step % eval_period == 0 or last):
       results.update({f"eval_{k}": v for k, v in periodic_eval(state, step).items()})
   return state, results
@@ -296,18 +304,20 @@ def train(
     )
   writer = metrics_writer.MetricsWriter(model_dir, "train", int(jax.device_get(state.step)))
   try:
-    state, results = _step_loop(
-        trainer,
-        state,
-        position,
-        data.batches(train_dataset_cfg, converter, start_batch=position["train_batches"]),
-        checkpointer,
-        writer,
-        train_steps,
-        log_period,
-        periodic_eval,
-        eval_period,
-    )
+    with preemption.Watch() as preempt:
+      state, results = _step_loop(
+          trainer,
+          state,
+          position,
+          data.batches(train_dataset_cfg, converter, start_batch=position["train_batches"]),
+          checkpointer,
+          writer,
+          train_steps,
+          log_period,
+          periodic_eval,
+          eval_period,
+          preempt,
+      )
   finally:
     steps = checkpointer.manager.all_steps()
     for closable in (checkpointer, writer) + ((periodic_eval.writer,) if periodic_eval else ()):
