@@ -156,15 +156,23 @@ class Checkpointer:
     )
 
   def restore_latest(
-      self, abstract_state: train_state.TrainState, only_step: Optional[int] = None
+      self,
+      abstract_state: train_state.TrainState,
+      only_step: Optional[int] = None,
+      params_only: bool = False,
   ) -> Optional[tuple[train_state.TrainState, dict]]:
     """The newest readable checkpoint (or `only_step`) restored into `abstract_state`'s shapes
     and shardings.
 
-    Raises CheckpointShapeError when the checkpoint's parameters have other shapes than
-    the model's (a different model in MODEL_DIR); returns None when there is none.
+    With `params_only` (eval, inference) only the step and the parameters are read: the
+    optimizer state is neither read nor needed, and comes back as None. Raises
+    CheckpointShapeError when the checkpoint's parameters have other shapes than the
+    model's (a different model in MODEL_DIR), or, when restoring everything, its optimizer
+    state another structure (another optimizer); returns None when there is none.
     """
     target = _to_tree(abstract_state)
+    if params_only:
+      target = {"step": target["step"], "params": target["params"]}
     newest_first = sorted(self.manager.all_steps(), reverse=True)
     candidates = newest_first if only_step is None else [only_step]
     newest_error = ""
@@ -172,12 +180,15 @@ class Checkpointer:
     for step in candidates:
       self._check_shapes(step, target)
       try:
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
-            ),
-        )
+        if params_only:
+          restored = {"state": restore_subtree(self._state_dir(step), target), "data": {}}
+        else:
+          restored = self.manager.restore(
+              step,
+              args=ocp.args.Composite(
+                  state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+              ),
+          )
       except Exception as e:  # a damaged step: fall back to the previous one
         newest_error = newest_error or (
             f"step {step}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
@@ -201,7 +212,10 @@ class Checkpointer:
       if only_step is None:  # a run that trains on from here sets the damaged steps aside
         self._damaged = damaged
       state = abstract_state.replace(
-          step=tree["step"], params=tree["params"], opt_state=tree["opt_state"], rng=tree["rng"]
+          step=tree["step"],
+          params=tree["params"],
+          opt_state=tree.get("opt_state"),
+          rng=tree.get("rng"),
       )
       return state, dict(restored["data"] or {})
     if candidates:
@@ -253,9 +267,13 @@ class Checkpointer:
         flush=True,
     )
 
+  def _state_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step), "state")
+
   def _check_shapes(self, step: int, target: dict) -> None:
     try:
-      saved = _shapes(self.manager.item_metadata(step)["state"]["params"])
+      metadata = self.manager.item_metadata(step)["state"]
+      saved = _shapes(metadata["params"])
     except Exception:  # unreadable or foreign metadata: restore() will report it and fall back
       return
     wanted = _shapes(target["params"])
@@ -271,9 +289,64 @@ class Checkpointer:
           f"model: {'; '.join(diffs[:5])}{' ...' if len(diffs) > 5 else ''}. Use a new --gin.MODEL_DIR, "
           "or the model config that wrote this checkpoint."
       )
+    if "opt_state" in target and "opt_state" in metadata:
+      self._check_optimizer(step, metadata["opt_state"], target["opt_state"])
+
+  def _check_optimizer(self, step: int, saved: Any, wanted: Any) -> None:
+    """Another optimizer's state is named as such, not taken for a damaged checkpoint."""
+    saved_shapes, wanted_shapes = _named_shapes(saved), _named_shapes(wanted)
+    if saved_shapes == wanted_shapes:
+      return
+    differing = sorted(set(saved_shapes) ^ set(wanted_shapes)) or [
+        k for k in sorted(wanted_shapes) if saved_shapes[k] != wanted_shapes[k]
+    ]
+    example = differing[0]
+    raise CheckpointShapeError(
+        f"MODEL_DIR {os.path.dirname(self.directory)} holds a checkpoint (step {step}) whose "
+        f"optimizer state comes from another optimizer config ({len(saved_shapes)} state "
+        f"arrays vs {len(wanted_shapes)} now; e.g. {example}). Use the optimizer config that "
+        "wrote it, or start a new MODEL_DIR from its parameters with gin/runs/finetune.gin "
+        "(INITIAL_CHECKPOINT_PATH), which starts a fresh optimizer."
+    )
 
   def close(self) -> None:
     self.manager.close()
+
+
+def restore_subtree(state_dir: str, target: dict) -> dict:
+  """Only `target`'s part (e.g. {"step", "params"}) of a saved state, placed as its leaves'
+  shardings say; nothing else in the checkpoint is read."""
+  return ocp.PyTreeCheckpointer().restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(
+          item=target,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True,
+      ),
+  )
+
+
+def saved_params(state_dir: str) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shape and dtype of each saved parameter, by '/'-joined path, from the metadata alone."""
+  metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree["params"]
+  flat = jax.tree_util.tree_flatten_with_path(metadata, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {
+      "/".join(str(k.key) for k in path): jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)
+      for path, m in flat
+  }
+
+
+def _named_shapes(tree: Any) -> dict[str, tuple]:
+  """Shapes by a path of plain names, the same for a state and its saved metadata (Orbax
+  saves an optax NamedTuple's fields as dict keys)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {
+      "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path): (
+          tuple(leaf.shape)
+      )
+      for path, leaf in flat
+      if hasattr(leaf, "shape")
+  }
 
 
 def _shapes(tree: Any) -> dict[str, tuple]:

@@ -77,6 +77,7 @@ def import_configurables() -> None:
   import model_zoo.models
   import trainers.checkpoints
   import trainers.dataset_config
+  import trainers.initial_checkpoint
   import model_zoo.decoding.beam_search
   import model_zoo.decoding.sampling
   import trainers.optimizers

@@ -1,4 +1,5 @@
-"""Restoring a finished run's checkpoint for evaluation and inference (nothing is initialised)."""
+"""Restoring a finished run's parameters for evaluation and inference (nothing is initialised,
+and no optimizer state is read)."""
 
 import os
 from typing import Mapping, Optional
@@ -14,7 +15,8 @@ def restore_state(
     batch_shapes: Mapping[str, tuple[int, ...]],
     step: Optional[int] = None,
 ) -> train_state.TrainState:
-  """Checkpoint `step` of MODEL_DIR (default: the newest readable one) on the trainer's mesh.
+  """Step and parameters of checkpoint `step` of MODEL_DIR (default: the newest readable one)
+  on the trainer's mesh; the state's opt_state and rng are None.
 
   Fails with a message naming MODEL_DIR when it holds no checkpoint, and creates no
   directory on the way, so a mistyped MODEL_DIR leaves nothing behind.
@@ -33,7 +35,7 @@ def restore_state(
           "Pick one of them, or None for the newest."
       )
     abstract, _ = trainer.abstract_state(batch_shapes)
-    state, _ = checkpointer.restore_latest(abstract, step)
+    state, _ = checkpointer.restore_latest(abstract, step, params_only=True)
   finally:
     checkpointer.close()
   return state

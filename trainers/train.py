@@ -29,10 +29,12 @@ from trainers import (
     partitioning,
     preemption,
     run_checks,
+    run_lock,
     text_prediction,
 )
 from trainers.dataset_config import DatasetConfig
 from trainers.errors import TrainingDivergedError
+from trainers.initial_checkpoint import InitialCheckpoint
 from trainers.trainer import Trainer
 
 
@@ -56,11 +58,22 @@ def _stop_if_diverged(
   )
 
 
-def _restore_or_init(trainer: Trainer, checkpointer: checkpoints.Checkpointer, shapes):
+def _restore_or_init(
+    trainer: Trainer,
+    checkpointer: checkpoints.Checkpointer,
+    shapes,
+    initial: Optional[InitialCheckpoint],
+):
+  """The run's own newest checkpoint; else a fresh state, its parameters from `initial`."""
   abstract, shardings = trainer.abstract_state(shapes)
   restored = checkpointer.restore_latest(abstract)
   if restored is None:
-    return trainer.init_state(shapes, shardings), {"train_batches": 0}
+    state = trainer.init_state(shapes, shardings)
+    if initial is not None:
+      params, report = initial.load(abstract.params, state.params)
+      cli.say(report.text(initial.state_dir()))
+      state = state.replace(params=params)
+    return state, {"train_batches": 0}
   state, position = restored
   cli.say(
       f"Restored checkpoint at step {int(state.step)} from {checkpointer.directory}; resuming "
@@ -148,6 +161,7 @@ def _step_loop(
     periodic_eval: Optional[_PeriodicEval],
     eval_period: int,
     preempt: preemption.Watch,
+    lock: run_lock.RunLock,
 ):
   """Steps to `train_steps`, logging, checkpointing and evaluating; returns (state, metrics).
 
@@ -166,6 +180,7 @@ def _step_loop(
     state, step_metrics = trainer.train_step(state, batch)
     pending = metrics_lib.merge(pending, step_metrics)
     step, position = step + 1, {"train_batches": position["train_batches"] + 1}
+    lock.heartbeat()  # rate-limited inside; before this step's checkpoint, if any
     last, preempted = step == train_steps, preempt.should_stop(step)
     save = checkpointer.should_save(step) or last or preempted
     if step % log_period == 0 or save:
@@ -248,6 +263,7 @@ def train(
     predict_prompts: Sequence[str] = (),
     predict_length: int = 64,
     predict_sampler: Optional[Callable] = None,
+    initial_checkpoint: Optional[InitialCheckpoint] = None,
 ) -> dict[str, float]:
   """Trains `model` for `train_steps` steps in total (counting any resumed ones).
 
@@ -256,6 +272,7 @@ def train(
   `infer_eval_dataset_cfg`, each eval also decodes that split with `eval_decoder` (default
   greedy) and runs the tasks' SeqIO metric functions. At the end, `predict_prompts` are
   continued greedily (and with `predict_sampler`, e.g. a seeded top-p `Sampling`, too).
+  `initial_checkpoint` (gin/runs/finetune.gin) gives a fresh run its parameters.
   Returns the last train (and `eval_`-prefixed) metrics.
   """
   _check_settings(
@@ -278,50 +295,55 @@ def train(
   os.makedirs(model_dir, exist_ok=True)
   data.check_vocab_fits(train_dataset_cfg, model.vocab_size)
   converter = model.FEATURE_CONVERTER_CLS
-  checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
-  state, position = _restore_or_init(
-      trainer, checkpointer, data.global_batch_shapes(train_dataset_cfg, converter)
-  )
-  if int(jax.device_get(state.step)) >= train_steps:
-    cli.say(
-        f"MODEL_DIR already holds step {int(state.step)} >= TRAIN_STEPS={train_steps}; "
-        "nothing to train."
-    )
-  elif jax.process_index() == 0:  # an accepted run: its config, keeping the previous one
-    gin_utils.write_operative_config(model_dir, int(jax.device_get(state.step)))
-  periodic_eval = None
-  if eval_dataset_cfg is not None:
-    periodic_eval = _PeriodicEval(
-        data,
+  with run_lock.held(model_dir) as lock:
+    checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"))
+    state, position = _restore_or_init(
         trainer,
-        model_dir,
-        eval_dataset_cfg,
-        eval_steps,
-        eval_baselines,
-        infer_eval_dataset_cfg,
-        eval_decoder,
-        int(jax.device_get(state.step)),
+        checkpointer,
+        data.global_batch_shapes(train_dataset_cfg, converter),
+        initial_checkpoint,
     )
-  writer = metrics_writer.MetricsWriter(model_dir, "train", int(jax.device_get(state.step)))
-  try:
-    with preemption.Watch() as preempt:
-      state, results = _step_loop(
-          trainer,
-          state,
-          position,
-          data.batches(train_dataset_cfg, converter, start_batch=position["train_batches"]),
-          checkpointer,
-          writer,
-          train_steps,
-          log_period,
-          periodic_eval,
-          eval_period,
-          preempt,
+    if int(jax.device_get(state.step)) >= train_steps:
+      cli.say(
+          f"MODEL_DIR already holds step {int(state.step)} >= TRAIN_STEPS={train_steps}; "
+          "nothing to train."
       )
-  finally:
-    steps = checkpointer.manager.all_steps()
-    for closable in (checkpointer, writer) + ((periodic_eval.writer,) if periodic_eval else ()):
-      closable.close()
+    elif jax.process_index() == 0:  # an accepted run: its config, keeping the previous one
+      gin_utils.write_operative_config(model_dir, int(jax.device_get(state.step)))
+    periodic_eval = None
+    if eval_dataset_cfg is not None:
+      periodic_eval = _PeriodicEval(
+          data,
+          trainer,
+          model_dir,
+          eval_dataset_cfg,
+          eval_steps,
+          eval_baselines,
+          infer_eval_dataset_cfg,
+          eval_decoder,
+          int(jax.device_get(state.step)),
+      )
+    writer = metrics_writer.MetricsWriter(model_dir, "train", int(jax.device_get(state.step)))
+    try:
+      with preemption.Watch() as preempt:
+        state, results = _step_loop(
+            trainer,
+            state,
+            position,
+            data.batches(train_dataset_cfg, converter, start_batch=position["train_batches"]),
+            checkpointer,
+            writer,
+            train_steps,
+            log_period,
+            periodic_eval,
+            eval_period,
+            preempt,
+            lock,
+        )
+    finally:
+      steps = checkpointer.manager.all_steps()
+      for closable in (checkpointer, writer) + ((periodic_eval.writer,) if periodic_eval else ()):
+        closable.close()
   if predict_prompts:
     _decode_prompts(
         data,

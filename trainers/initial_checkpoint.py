@@ -1,0 +1,172 @@
+"""Fine-tuning's start: parameters from another run's checkpoint, mapped onto this model.
+
+As T5X's `INITIAL_CHECKPOINT_PATH`: only the parameters are read (the optimizer state and
+the step start fresh), and only when MODEL_DIR holds no checkpoint of its own, so a
+fine-tuning run that was interrupted resumes from its own checkpoints. Each parameter of
+the model is found in the checkpoint under its own path, unless the first rule of
+`assignment_map` that fully matches its path says otherwise: `(pattern, source)` reads it
+from `re.sub`'s expansion of `source` (a renamed or moved parameter), `(pattern, None)`
+keeps it freshly initialised (a new or grown one). Strict by default: a parameter that is
+neither in the checkpoint nor covered by a rule is an error, as is a rule that matches
+nothing or a shape that differs; the printed report says what was loaded, mapped,
+initialised fresh, and which checkpoint parameters were not used.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Any, Optional, Sequence
+
+import gin
+import jax
+from flax import traverse_util
+
+from model_zoo.errors import ConfigError, MissingFileError
+from trainers import checkpoints
+
+Rule = tuple[str, Optional[str]]
+
+
+@dataclasses.dataclass
+class Report:
+  """Where each of the model's parameters came from."""
+
+  loaded: list[str] = dataclasses.field(default_factory=list)
+  mapped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (model, checkpoint)
+  fresh: list[str] = dataclasses.field(default_factory=list)
+  ignored: list[str] = dataclasses.field(default_factory=list)  # in the checkpoint, unused
+
+  def text(self, source: str) -> str:
+    lines = [
+        f"Initialised from {source}: {len(self.loaded)} parameters loaded, {len(self.mapped)} "
+        f"mapped, {len(self.fresh)} initialised fresh, {len(self.ignored)} in the checkpoint "
+        "not used."
+    ]
+    lines += [f"  mapped  {target} <- {origin}" for target, origin in self.mapped]
+    lines += [f"  fresh   {path}" for path in self.fresh]
+    lines += [f"  unused  {path}" for path in self.ignored]
+    return "\n".join(lines)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class InitialCheckpoint:
+  """The checkpoint a fine-tuning run starts from (see the module docstring)."""
+
+  path: str = gin.REQUIRED  # a MODEL_DIR, its checkpoints/ directory, or one step's directory
+  step: Optional[int] = None  # None: the newest
+  assignment_map: Sequence[Rule] = ()
+  strict: bool = True
+
+  def state_dir(self) -> str:
+    """The `state` directory of the chosen step."""
+    path = os.path.abspath(self.path)
+    if os.path.isdir(os.path.join(path, "state")):
+      return os.path.join(path, "state")
+    for root in (os.path.join(path, "checkpoints"), path):
+      steps = sorted(int(n) for n in _listdir(root) if n.isdigit())
+      if steps:
+        if self.step is not None and self.step not in steps:
+          raise MissingFileError(
+              f"InitialCheckpoint.step={self.step}: {root} holds steps {steps}; pick one, or "
+              "None for the newest."
+          )
+        return os.path.join(root, str(self.step if self.step is not None else steps[-1]), "state")
+    raise MissingFileError(
+        f"INITIAL_CHECKPOINT_PATH={self.path!r} holds no checkpoint (looked for "
+        f"{os.path.join(path, 'checkpoints', '<step>')} and {os.path.join(path, '<step>')}); "
+        "point it at the MODEL_DIR of the run to start from."
+    )
+
+  def load(self, abstract_params: Any, fresh_params: Any) -> tuple[Any, Report]:
+    """The model's parameters: read from the checkpoint where the plan says, else `fresh_params`.
+
+    `abstract_params` carries each parameter's shape, dtype and sharding; what is read is
+    placed in those shards directly.
+    """
+    state_dir = self.state_dir()
+    try:
+      saved = checkpoints.saved_params(state_dir)
+    except Exception as e:  # pylint: disable=broad-except  (any unreadable metadata)
+      raise ConfigError(
+          f"INITIAL_CHECKPOINT_PATH: {state_dir} cannot be read as a podzoo checkpoint "
+          f"({type(e).__name__}: {str(e)[:200]})."
+      ) from e
+    wanted = {"/".join(k): v for k, v in traverse_util.flatten_dict(abstract_params).items()}
+    sources, report = self._plan(wanted, saved)
+    target = (
+        {
+            "params": traverse_util.unflatten_dict(
+                {tuple(sources[p].split("/")): wanted[p] for p in sources}
+            )
+        }
+        if sources
+        else None
+    )
+    read = checkpoints.restore_subtree(state_dir, target)["params"] if target else {}
+    read_flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(read).items()}
+    fresh_flat = traverse_util.flatten_dict(fresh_params)
+    params = {
+        key: read_flat[sources["/".join(key)]] if "/".join(key) in sources else value
+        for key, value in fresh_flat.items()
+    }
+    return traverse_util.unflatten_dict(params), report
+
+  def _plan(
+      self, wanted: dict[str, jax.ShapeDtypeStruct], saved: dict[str, jax.ShapeDtypeStruct]
+  ) -> tuple[dict[str, str], Report]:
+    """Model path -> checkpoint path for each parameter to read, and the report."""
+    rules = [(re.compile(pattern), source) for pattern, source in self.assignment_map]
+    used_rules, sources, report, missing = set(), {}, Report(), []
+    for path in sorted(wanted):
+      rule = next(((i, m, s) for i, (r, s) in enumerate(rules) if (m := r.fullmatch(path))), None)
+      if rule is not None:
+        index, match, source = rule
+        used_rules.add(index)
+        if source is None:
+          report.fresh.append(path)
+          continue
+        origin = match.expand(source)
+        if origin not in saved:
+          raise ConfigError(
+              f"InitialCheckpoint.assignment_map rule {self.assignment_map[index]!r} maps "
+              f"{path} to {origin}, which the checkpoint does not hold."
+          )
+      elif path in saved:
+        origin = path
+      else:
+        missing.append(path)
+        continue
+      if tuple(saved[origin].shape) != tuple(wanted[path].shape):
+        raise ConfigError(
+            f"Parameter {path}: the checkpoint's {origin} has shape {tuple(saved[origin].shape)}, "
+            f"the model's {tuple(wanted[path].shape)}. Add ({path!r}, None) to "
+            "InitialCheckpoint.assignment_map to initialise it fresh, or map it to a "
+            "parameter of that shape."
+        )
+      sources[path] = origin
+      (report.loaded.append(path) if origin == path else report.mapped.append((path, origin)))
+    unused_rules = [self.assignment_map[i] for i in range(len(rules)) if i not in used_rules]
+    if unused_rules:
+      raise ConfigError(
+          f"InitialCheckpoint.assignment_map rules {unused_rules} match no parameter of the "
+          f"model (e.g. {', '.join(sorted(wanted)[:3])}); fix the pattern (a regex over the "
+          "whole '/'-joined path)."
+      )
+    if missing and self.strict:
+      raise ConfigError(
+          f"{len(missing)} parameters of the model are not in the checkpoint "
+          f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}). Map them with "
+          "InitialCheckpoint.assignment_map, e.g. (pattern, 'checkpoint/path') or "
+          "(pattern, None) to initialise them fresh, or set InitialCheckpoint.strict=False."
+      )
+    report.fresh += missing
+    report.ignored = sorted(set(saved) - set(sources.values()))
+    return sources, report
+
+
+def _listdir(path: str) -> list[str]:
+  try:
+    return os.listdir(path)
+  except OSError:
+    return []
