@@ -165,25 +165,31 @@ class Partitioner:
     return jax.tree.map(one, boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
   def like_params_shardings(self, tree: Any, params: Any, param_shardings: Any) -> Any:
-    """Shardings for a tree (an optimizer state) whose subtrees mirror the params.
+    """Shardings for an optimizer state: each parameter's statistics are sharded like it.
 
-    A leaf shaped like its parameter gets that parameter's sharding (Adam's moments);
-    anything else (counts, Adafactor's factored rows/columns) is replicated.
+    A leaf belongs to the parameter whose path its own key path ends with, so states nested
+    in optax.masked / multi_transform (frozen parameters have no leaf there) line up too. A
+    leaf of the parameter's shape takes its sharding (Adam's moments); Adafactor's factored
+    v_row / v_col take it without the dimension they average over; anything else (counts,
+    placeholders) is replicated.
     """
-    params_def = jax.tree.structure(params)
-    replicated = self.sharding(P())
+    owners = {
+        _key_names(path): (leaf.shape, sharding.spec)
+        for (path, leaf), sharding in zip(
+            jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(param_shardings)
+        )
+    }
 
-    def mirror(subtree):
-      if jax.tree.structure(subtree) != params_def:
-        return jax.tree.map(lambda _: replicated, subtree)
-      return jax.tree.map(
-          lambda leaf, p, s: s if leaf.shape == p.shape else replicated,
-          subtree,
-          params,
-          param_shardings,
-      )
+    def one(path, leaf):
+      names = _key_names(path)
+      for i in range(len(names)):
+        if names[i:] in owners:
+          shape, spec = owners[names[i:]]
+          field = getattr(path[i - 1], "name", None) if i else None
+          return self.sharding(_statistic_spec(leaf.shape, shape, spec, field))
+      return self.sharding(P())
 
-    return jax.tree.map(mirror, tree, is_leaf=lambda x: jax.tree.structure(x) == params_def)
+    return jax.tree_util.tree_map_with_path(one, tree)
 
   def batch_sharding(self, ndim: int = 2) -> NamedSharding:
     return self.sharding(P(BATCH_AXES, *([None] * (ndim - 1))))
@@ -229,6 +235,30 @@ class Partitioner:
 
     run.lower = lambda *args: _lower_in(self, jitted, args)
     return run
+
+
+# optax's Adafactor averages a factored parameter's second moments over its largest
+# dimension (v_row) and its second largest (v_col), ranked by np.argsort of its shape.
+_FACTORED_STATS = {"v_row": -1, "v_col": -2}
+
+
+def _key_names(path) -> tuple[str, ...]:
+  return tuple(str(k) for k in path)
+
+
+def _statistic_spec(
+    shape: tuple[int, ...], param_shape: tuple[int, ...], param_spec: P, field: Optional[str]
+) -> P:
+  """The spec of an optimizer statistic of a parameter: the parameter's, less any
+  dimension the statistic averages over; P() for one of another shape."""
+  spec = tuple(param_spec) + (None,) * (len(param_shape) - len(param_spec))
+  if tuple(shape) == tuple(param_shape):
+    return P(*spec)
+  if field in _FACTORED_STATS and len(param_shape) >= 2:
+    dropped = int(np.argsort(param_shape)[_FACTORED_STATS[field]])
+    if tuple(np.delete(param_shape, dropped)) == tuple(shape):
+      return P(*(s for d, s in enumerate(spec) if d != dropped))
+  return P()
 
 
 def _lower_in(partitioner: Partitioner, jitted, args):

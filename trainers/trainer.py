@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 from model_zoo import metrics as metrics_lib
 from model_zoo.errors import ConfigError
 from model_zoo.metrics import Average
-from trainers import partitioning, train_state
+from trainers import optimizers, partitioning, train_state
 
 Batch = Mapping[str, Any]
 
@@ -96,6 +96,11 @@ class Trainer:
     return self.partitioner.compile(init, replicated, shardings)(jax.random.PRNGKey(self.seed))
 
   # --- steps ------------------------------------------------------------------------------
+  def _trained_grad_norm(self, grads) -> jax.Array:
+    """Global gradient norm over the parameters the optimizer trains (not frozen ones)."""
+    trained = jax.tree.leaves(optimizers.trained_mask(self.optimizer, grads))
+    return optax.tree.norm([g for g, t in zip(jax.tree.leaves(grads), trained) if t])
+
   def _grads_and_metrics(self, params, batch, rng):
     normalizer = self.model.loss_normalizer(batch)
     grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
@@ -127,7 +132,7 @@ class Trainer:
     metrics = dict(metrics)
     metrics["target_tokens"] = Average.of(self.model.num_target_tokens(batch))  # per step
     metrics["learning_rate"] = Average.of(self.schedule(state.step))
-    metrics["grad_norm"] = Average.of(optax.tree.norm(grads))
+    metrics["grad_norm"] = Average.of(self._trained_grad_norm(grads))
     return state.apply_gradients(grads), metrics
 
   def _eval_step_fn(self, params, batch: Batch):
