@@ -2,7 +2,8 @@
 
 Pre-RMSNorm residual blocks, RoPE, gated MLPs, MQA/GQA, no biases. Layers are stacked with
 `nn.scan` (one compiled layer, a leading "layers" parameter axis) or unrolled, and wrapped
-in `nn.remat` with a named policy.
+in `nn.remat` with a named policy. Scanned layers stack what they sow (model_zoo/aux_outputs.py)
+on that axis and get their own key from every rng stream, as unrolled layers do.
 """
 
 from typing import Optional
@@ -11,6 +12,7 @@ import flax.linen as nn
 import gin
 import jax.numpy as jnp
 
+from model_zoo import aux_outputs
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
 from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, relative_position, types
 
@@ -132,8 +134,14 @@ class LayerStack(nn.Module):
     if cfg.scan_layers:
       scanned = nn.scan(
           layer_cls,
-          variable_axes={"params": 0, "cache": 0, "aux_loss": 0, "intermediates": 0},
-          split_rngs={"params": True, "dropout": True},
+          variable_axes={
+              "params": 0,
+              "cache": 0,
+              aux_outputs.AUX_LOSS: 0,
+              aux_outputs.AUX_METRICS: 0,
+              "intermediates": 0,
+          },
+          split_rngs={True: True},  # every stream: dropout and the Model's rng_streams
           in_axes=nn.broadcast,
           length=self.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},

@@ -3,11 +3,17 @@
 A Model wraps a Flax module and knows its loss, how to score a batch and how to predict.
 A Model owns its batch layout: `FEATURE_CONVERTER_CLS` (model_zoo.feature_converters)
 names the SeqIO feature converter that builds its batches, and builds the prompt and
-scoring batches of decoding and inference. Layers may `sow` scalars into the "aux_loss" collection (MoE balancing, router z-loss);
-`loss_fn` adds them to the loss and reports each as a metric.
+scoring batches of decoding and inference.
+
+Layers sow auxiliary loss terms and metrics (model_zoo/aux_outputs.py): `loss_fn` adds the
+loss terms to the loss and reports both as metrics. Randomness comes in named rng streams
+(`rng_streams`, default ("dropout",)): a training `loss_fn` derives one key per stream from
+its rng (the Trainer's, folded with the step, so a resumed run draws the same), and eval,
+scoring and decoding pass no rngs at all, so a layer may draw only when not deterministic.
 """
 
 import functools
+import zlib
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -15,7 +21,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from model_zoo import feature_converters, losses
+from model_zoo import aux_outputs, feature_converters, losses
 from model_zoo.decoding import base as decoding
 from model_zoo.decoding import sampling
 from model_zoo.errors import ConfigError
@@ -23,7 +29,6 @@ from model_zoo.metrics import Average
 
 Batch = Mapping[str, jax.Array]
 Params = Any
-AUX_LOSS = "aux_loss"
 
 
 class BaseModel:
@@ -38,11 +43,25 @@ class BaseModel:
       z_loss: float = 1e-4,
       label_smoothing: float = 0.0,
       eos_id: int = 1,
+      rng_streams: Sequence[str] = ("dropout",),
   ):
+    """`rng_streams`: the rng streams a training forward pass gets (beside "params", which
+    only init uses); a layer that draws from another stream (e.g. "router") needs it here."""
     self.module = module
     self.z_loss = z_loss
     self.label_smoothing = label_smoothing
     self.eos_id = eos_id
+    self.rng_streams = tuple(rng_streams)
+    if "params" in self.rng_streams or len(set(self.rng_streams)) != len(self.rng_streams):
+      raise ConfigError(
+          f"{type(self).__name__}.rng_streams={self.rng_streams!r} must name distinct streams "
+          "other than 'params' (init's)."
+      )
+    if getattr(module.config, "dropout_rate", 0.0) > 0 and "dropout" not in self.rng_streams:
+      raise ConfigError(
+          f"TransformerConfig.dropout_rate={module.config.dropout_rate} needs 'dropout' in "
+          f"{type(self).__name__}.rng_streams={self.rng_streams!r}."
+      )
 
   @property
   def vocab_size(self) -> int:
@@ -60,7 +79,13 @@ class BaseModel:
   # --- the API ---------------------------------------------------------------------------
   def init(self, rng: jax.Array, batch: Batch) -> Params:
     """Parameters (boxed with their logical axis names) for batches shaped like `batch`."""
-    return self.module.init({"params": rng, "dropout": rng}, **self._module_inputs(batch))["params"]
+    rngs = {"params": rng, **self.stream_rngs(rng)}
+    return self.module.init(rngs, **self._module_inputs(batch))["params"]
+
+  def stream_rngs(self, rng: jax.Array) -> dict[str, jax.Array]:
+    """One key per rng stream, `rng` folded with a hash of the stream's name: adding or
+    reordering streams leaves the other streams' draws as they were."""
+    return {name: jax.random.fold_in(rng, zlib.crc32(name.encode())) for name in self.rng_streams}
 
   def _module_inputs(self, batch: Batch) -> dict:
     converter = self.FEATURE_CONVERTER_CLS
@@ -96,11 +121,16 @@ class BaseModel:
     return self.FEATURE_CONVERTER_CLS.scoring_batch(prompts, targets, rows, length)
 
   def _logits(self, params, batch, rng=None):
-    rngs = None if rng is None else {"dropout": rng}
+    """Logits and what the layers sowed (aux losses, aux metrics); no rngs without `rng`."""
+    rngs = None if rng is None else self.stream_rngs(rng)
     logits, state = self._apply(
-        {"params": params}, batch, rngs=rngs, deterministic=rng is None, mutable=[AUX_LOSS]
+        {"params": params},
+        batch,
+        rngs=rngs,
+        deterministic=rng is None,
+        mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS],
     )
-    return logits, state.get(AUX_LOSS, {})
+    return logits, state.get(aux_outputs.AUX_LOSS, {}), state.get(aux_outputs.AUX_METRICS, {})
 
   def loss_fn(
       self,
@@ -109,12 +139,15 @@ class BaseModel:
       rng: Optional[jax.Array] = None,
       normalizer: Optional[jax.Array] = None,
   ) -> tuple[jax.Array, dict[str, Average]]:
-    """Weighted mean token loss (+ auxiliary losses) and metrics.
+    """Weighted mean token loss (+ sown auxiliary losses) and metrics.
 
     `normalizer` (default: this batch's loss-weight sum) lets gradient accumulation divide
     every microbatch by the whole batch's weight, so k microbatches equal one big batch.
+    Sown loss terms (`aux/<path>`) and metrics (`metrics/<path>`) count with the batch's
+    loss-weight sum, as the token loss does: merged over microbatches and steps, `aux/...`
+    is the term the loss got and `metrics/...` one big batch's value.
     """
-    logits, aux = self._logits(params, batch, rng)
+    logits, aux_loss, aux_metrics = self._logits(params, batch, rng)
     targets = batch["decoder_target_tokens"]
     weights = feature_converters.loss_weights(batch)
     token_loss, token_z_loss = losses.cross_entropy_with_logits(
@@ -132,16 +165,16 @@ class BaseModel:
         "z_loss": Average.of(jnp.sum(token_z_loss * weights), weight_sum),
         "accuracy": Average.of(jnp.sum(correct * weights), weight_sum),
     }
-    for path, value in jax.tree_util.tree_flatten_with_path(aux)[0]:
-      name = "aux/" + "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
-      total = jnp.sum(value)
-      loss = loss + total * (weight_sum / normalizer)
-      metrics[name] = Average.of(total, 1.0)
+    for path, term in aux_outputs.loss_terms(aux_loss).items():
+      loss = loss + term * (weight_sum / normalizer)
+      metrics[f"aux/{path}"] = Average.of(term * weight_sum, weight_sum)
+    for path, value in aux_outputs.metric_values(aux_metrics).items():
+      metrics[f"metrics/{path}"] = Average.of(value * weight_sum, weight_sum)
     return loss, metrics
 
   def score_batch(self, params: Params, batch: Batch, return_per_token: bool = False):
     """Per-example log-likelihood sum_t w_t log p(target_t) (and the per-token terms)."""
-    logits, _ = self._logits(params, batch)
+    logits, _, _ = self._logits(params, batch)
     targets = batch["decoder_target_tokens"]
     weights = feature_converters.loss_weights(batch)
     per_token = losses.target_log_probs(logits, targets) * weights
