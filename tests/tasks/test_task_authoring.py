@@ -2,6 +2,7 @@
 
 import pathlib
 import re
+import shlex
 
 import pytest
 import seqio
@@ -29,24 +30,32 @@ def test_readme_example_module_is_the_tested_file():
 
 
 def test_readme_example_trains_on_the_mixture(tmp_path, capfd):
-  command = readme_block("## Adding your own task", "bash")
-  assert "--gin.MIXTURE_OR_TASK_MODULE=\"'my_tasks'\"" in command
-  assert "--gin.MIXTURE_OR_TASK_NAME=\"'my_mixture'\"" in command
-  code = train.main(
-      [
-          "--gin_file=gin/models/decoder_only_tiny.gin",
-          "--gin_file=gin/runs/pretrain.gin",
-          "--gin.MIXTURE_OR_TASK_MODULE='tests.tasks.my_tasks_example'",
-          "--gin.MIXTURE_OR_TASK_NAME='my_mixture'",
-          f"--gin.MODEL_DIR='{tmp_path}'",
-          "--gin.TRAIN_STEPS=2",
-          "--gin.BATCH_SIZE=8",
-          '--gin.TASK_FEATURE_LENGTHS={"targets": 32}',
-          "--gin.EVAL_PERIOD=2",
-          "--gin.EVAL_STEPS=1",
-          "--gin.CHECKPOINT_PERIOD=2",
-      ]
-  )
+  """The README's training command, its sizes shrunk to 2 steps (tests/test_readme_commands.py
+  runs it verbatim, under -m slow, and checks that it learns)."""
+  command = re.sub(r"\\\n\s*", " ", readme_block("## Adding your own task", "bash"))
+  argv = shlex.split(command)
+  assert argv[:3] == ["python", "-m", "trainers.train"], argv
+  argv = argv[3:]
+  gin_files = [a for a in argv if a.startswith("--gin_file=")]
+  assert gin_files == [
+      "--gin_file=gin/models/decoder_only_tiny.gin",
+      "--gin_file=gin/runs/pretrain.gin",
+      "--gin_file=gin/runs/short_run.gin",  # after pretrain.gin: AdamW, a 50-step warmup
+  ]
+  assert "--gin.MIXTURE_OR_TASK_MODULE='my_tasks'" in argv
+  assert "--gin.MIXTURE_OR_TASK_NAME='my_mixture'" in argv
+  shrunk = {
+      "MIXTURE_OR_TASK_MODULE": "'tests.tasks.my_tasks_example'",
+      "MODEL_DIR": f"'{tmp_path}'",
+      "TRAIN_STEPS": "2",
+      "BATCH_SIZE": "8",
+      "TASK_FEATURE_LENGTHS": '{"targets": 32}',
+      "EVAL_PERIOD": "2",
+      "EVAL_STEPS": "1",
+      "CHECKPOINT_PERIOD": "2",
+  }
+  argv = [a for a in argv if a.split("=", 1)[0][len("--gin.") :] not in shrunk]
+  code = train.main(argv + [f"--gin.{name}={value}" for name, value in shrunk.items()])
   out, err = capfd.readouterr()
   assert code == 0, out + err
   assert (tmp_path / "checkpoints" / "2").is_dir()
