@@ -244,7 +244,7 @@ def test_quickstart_block(quickstart):
   assert out.count("PROMPT: ") == 3 and out.count("  greedy -> ") == 3, result.log
   assert out.count(" sampled -> ") == 3, result.log
   summary = out[out.index("Done; last train loss") :]
-  assert f"MODEL_DIR {model_dir}" in summary and f"checkpoints/ (steps " in summary, result.log
+  assert f"MODEL_DIR {model_dir}" in summary and "checkpoints/ (steps " in summary, result.log
 
 
 @pytest.mark.slow
