@@ -73,7 +73,10 @@ def test_loss_terms_sum_and_metrics_average_over_layers_and_sows():
   assert aux_outputs.loss_terms({}) == {} and aux_outputs.metric_values({}) == {}
 
 
-@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unrolled"])
+@pytest.mark.parametrize(
+    "scan",
+    [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],
+)
 def test_the_loss_gets_the_weighted_aux_term_and_a_metric_changes_nothing(scan):
   batch = helpers.synthetic_batch(0)
   params = _params(scan, batch)
@@ -117,7 +120,10 @@ def _train(layer_cls, scan: bool, num_microbatches: int, steps: int = 2):
 
 
 @pytest.mark.parametrize("num_microbatches", [1, 2])
-@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unrolled"])
+@pytest.mark.parametrize(
+    "scan",
+    [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],
+)
 def test_sown_values_reach_the_trainers_metrics_exactly(scan, num_microbatches):
   _, metrics = _train(_probed_layer(True, True), scan, num_microbatches)
   term = AUX_VALUE * AUX_WEIGHT * (NUM_LAYERS if scan else 1)
@@ -126,7 +132,10 @@ def test_sown_values_reach_the_trainers_metrics_exactly(scan, num_microbatches):
     assert metrics[f"metrics/{p}/probe"] == METRIC_VALUE
 
 
-@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unrolled"])
+@pytest.mark.parametrize(
+    "scan",
+    [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],
+)
 def test_a_metric_leaves_accumulated_gradients_alone(scan):
   base_state, base_metrics = _train(None, scan, num_microbatches=2)
   state, metrics = _train(_probed_layer(False, True), scan, num_microbatches=2)

@@ -184,7 +184,7 @@ def test_user_mistakes_are_user_errors(new_task):
     train_vocabulary.main(_args(module, mixture + "_typo", prefix, 400))
   with pytest.raises(pipeline.DataError, match=r"--split='test'.*\['train', 'validation'\]"):
     train_vocabulary.main(_args(module, mixture, prefix, 400, split="test"))
-  with pytest.raises(UserError, match=r"vocab_size=100000.*<= \d+"):
+  with pytest.raises(UserError, match=r"vocab_size=100000 .*at most \d+"):
     train_vocabulary.main(_args(module, mixture, prefix, 100000))
   with pytest.raises(pipeline.DataError, match="--max_examples"):
     train_vocabulary.main(_args(module, mixture, prefix, 400) + ["--max_examples", "0"])

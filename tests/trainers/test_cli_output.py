@@ -61,6 +61,7 @@ def test_a_run_is_quiet_warns_about_warmup_and_ends_with_samples_and_a_summary(t
   assert (tmp_path / "checkpoints" / "2").is_dir() and (tmp_path / "config.gin").is_file()
 
 
+@pytest.mark.slow
 def test_verbose_brings_the_libraries_logs_back(tmp_path):
   # Fails at the first setting check, after the gin file imported TensorFlow.
   quiet = _train(*QUICK, f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=0")

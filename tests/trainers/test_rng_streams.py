@@ -58,7 +58,10 @@ def _noise_metrics(metrics) -> dict[str, float]:
   return {k: v for k, v in metrics_lib.values(metrics).items() if k.endswith("/noise")}
 
 
-@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unrolled"])
+@pytest.mark.parametrize(
+    "scan",
+    [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],
+)
 def test_each_layer_draws_its_own_noise(scan):
   model, batch = _model(scan), helpers.synthetic_batch(0)
   with _layers(_Noisy):
@@ -93,7 +96,10 @@ def _run(tr, state, first: int, last: int):
   return state, draws
 
 
-@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unrolled"])
+@pytest.mark.parametrize(
+    "scan",
+    [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],
+)
 def test_draws_follow_the_step_and_replay_after_a_resume(scan, tmp_path):
   shapes = helpers.shapes_of(helpers.synthetic_batch(0))
   with _layers(_Noisy):
