@@ -157,9 +157,19 @@ def test_outside_reference_detection():
 
 
 def _repository_files() -> list[str]:
-  """Tracked files plus new ones not yet added (but not ignored), from git."""
+  """Tracked files plus new ones not yet added (but not ignored), from git; outside a git
+  checkout (an unpacked release), every file but hidden, cache and build folders."""
   if shutil.which("git") is None or not (ROOT / ".git").exists():
-    pytest.skip("not a git checkout")
+    skipped = {"__pycache__", "build", "dist"}
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*")
+        if path.is_file()
+        and not any(
+            part.startswith(".") or part in skipped or part.endswith(".egg-info")
+            for part in path.relative_to(ROOT).parts
+        )
+    )
   out = subprocess.run(
       ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
       cwd=ROOT,
