@@ -1,8 +1,9 @@
 """Orbax checkpoints: atomic saves, keep-N, automatic resume, restore onto any mesh.
 
-Each step directory holds two items: "state" (step, params, optimizer state, rng) and
-"data" (the data position as JSON), so a resumed run reads exactly the batches an
-uninterrupted run would. Orbax writes a step into a temporary directory and renames it
+Each step directory holds "state" (step, params, optimizer state, rng), "data" (the number
+of batches read, as JSON) and "data_iterator" (each process's input-pipeline state, see
+data_iterator_checkpoint.py), so a resumed run reads exactly the batches an uninterrupted
+run would, without reading the earlier ones again. Orbax writes a step into a temporary directory and renames it
 when complete, so a half-written step is never listed; a step that is listed but cannot
 be read (a damaged file) is skipped in favour of the previous one, and the log says so.
 The run that trained on from the older step moves the damaged step aside when it next
@@ -27,7 +28,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from model_zoo.errors import ConfigError, UserError
-from trainers import train_state
+from trainers import data_iterator_checkpoint, train_state
 
 
 class CheckpointShapeError(ConfigError):
@@ -100,6 +101,7 @@ class Checkpointer:
           item_handlers={
               "state": ocp.StandardCheckpointHandler(),
               "data": ocp.JsonCheckpointHandler(),
+              data_iterator_checkpoint.ITEM: data_iterator_checkpoint.DataIteratorHandler(),
           },
       )
     except OSError as e:  # MODEL_DIR is a file, or not writable
@@ -122,20 +124,28 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return self.save_period > 0 and step % self.save_period == 0
 
-  def save(self, state: train_state.TrainState, data_position: dict) -> int:
+  def save(
+      self,
+      state: train_state.TrainState,
+      data_position: dict,
+      data_iterator: Optional[data_iterator_checkpoint.SavableIterator] = None,
+  ) -> int:
+    """Saves `state` with the data position (and, given, this process's iterator state)."""
     step = int(jax.device_get(state.step))
     self._set_aside_damaged()
     if step in self.manager.all_steps():
       return step
     last_good = self.manager.latest_step()
-    try:
-      self.manager.save(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardSave(_to_tree(state)), data=ocp.args.JsonSave(data_position)
-          ),
-          force=True,
+    items = {
+        "state": ocp.args.StandardSave(_to_tree(state)),
+        "data": ocp.args.JsonSave(data_position),
+    }
+    if data_iterator is not None:
+      items[data_iterator_checkpoint.ITEM] = data_iterator_checkpoint.DataIteratorSave(
+          data_iterator
       )
+    try:
+      self.manager.save(step, args=ocp.args.Composite(**items), force=True)
       self.manager.wait_until_finished()
     except Exception as e:  # disk full, read-only, no permission: the user's to fix
       os_error = _os_error(e)
@@ -224,6 +234,32 @@ class Checkpointer:
           f"read ({newest_error}). They are damaged, or were written by another "
           "model or optimizer config: use that config, move them away to start afresh, or "
           "point --gin.MODEL_DIR at another run."
+      )
+    return None
+
+  def restore_data_iterator(
+      self, step: int, iterator: data_iterator_checkpoint.SavableIterator
+  ) -> Optional[str]:
+    """Puts `iterator` at the input position saved with `step`. Returns None, or why the step
+    has no position this run can use (the caller then replays the data to it)."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), data_iterator_checkpoint.ITEM)):
+      return "the checkpoint holds no input-pipeline state"
+    try:
+      self.manager.restore(
+          step,
+          args=ocp.args.Composite(
+              **{
+                  data_iterator_checkpoint.ITEM: data_iterator_checkpoint.DataIteratorRestore(
+                      iterator
+                  )
+              }
+          ),
+      )
+    except Exception as e:  # another pipeline, process count or a damaged file: replay instead
+      return (
+          f"its input-pipeline state cannot be used, {type(e).__name__}: "
+          f"{' '.join(str(e).split())[:300]}; the replayed batches are the same unless the "
+          "task, its preprocessing or the number of processes changed"
       )
     return None
 

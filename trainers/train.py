@@ -1,7 +1,8 @@
 """`python -m trainers.train --gin_file=... [--gin.NAME=VALUE ...]`: train, evaluate, checkpoint.
 
 Resumes from the newest readable checkpoint in MODEL_DIR (params, optimizer state and the
-data position, so the resumed run sees the batches an uninterrupted run would), writes the
+input pipeline's saved position, so the resumed run sees the batches an uninterrupted run
+would without reading the earlier ones again), writes the
 operative config to MODEL_DIR/config.gin once the run is accepted (an earlier, different
 one is kept as config-<step>.gin), metrics to TensorBoard and JSONL, and stops with
 a clear message, keeping the last good checkpoint, if the loss becomes NaN or Inf.
@@ -14,7 +15,7 @@ run's outputs are. Settings are checked before any data is read or anything comp
 import logging
 import math
 import os
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import gin
 import jax
@@ -80,6 +81,20 @@ def _restore_or_init(
       f"(data position: {position['train_batches']} batches)."
   )
   return state, position
+
+
+def _train_batches(
+    data, checkpointer: checkpoints.Checkpointer, cfg: DatasetConfig, converter, step, position
+) -> Iterator[dict]:
+  """This process's training batches from the restored data position: the input pipeline's
+  saved state where the checkpoint has one this run can use, else the data replayed to it."""
+  batches = iter(data.batches(cfg, converter))
+  done = position["train_batches"]
+  why_not = checkpointer.restore_data_iterator(step, batches) if done else None
+  if why_not:
+    cli.say(f"Replaying {done} batches to reach the data position of step {step} ({why_not}).")
+    batches = iter(data.batches(cfg, converter, start_batch=done))
+  return batches
 
 
 class _PeriodicEval:
@@ -153,7 +168,7 @@ def _step_loop(
     trainer: Trainer,
     state,
     position: dict,
-    batches: Iterable[dict],
+    batches: Iterator[dict],
     checkpointer: checkpoints.Checkpointer,
     writer: metrics_writer.MetricsWriter,
     train_steps: int,
@@ -163,15 +178,16 @@ def _step_loop(
     preempt: preemption.Watch,
     lock: run_lock.RunLock,
 ):
-  """Steps to `train_steps`, logging, checkpointing and evaluating; returns (state, metrics).
+  """Steps to `train_steps`, logging, checkpointing (with `batches`' position) and evaluating;
+  returns (state, metrics).
 
   On a preemption notice it saves after the current step and raises `Preempted`.
   """
   step = int(jax.device_get(state.step))
   progress = metrics_writer.Progress("step {done}{of}", "steps", train_steps, step)
-  iterator, pending, results = iter(batches), {}, {}
+  pending, results = {}, {}
   while step < train_steps:
-    batch = next(iterator, None)
+    batch = next(batches, None)
     if batch is None:
       raise ConfigError(
           f"The training data ran out after {position['train_batches']} batches; train "
@@ -187,7 +203,7 @@ def _step_loop(
       results, pending = _log(step, pending, progress, writer, checkpointer), {}
     if save:
       _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)
-      checkpointer.save(state, position)
+      checkpointer.save(state, position, batches)
     if preempted:
       raise preemption.Preempted(step, checkpointer.directory)
     if periodic_eval is not None and (step % eval_period == 0 or last):
@@ -330,7 +346,14 @@ def train(
             trainer,
             state,
             position,
-            data.batches(train_dataset_cfg, converter, start_batch=position["train_batches"]),
+            _train_batches(
+                data,
+                checkpointer,
+                train_dataset_cfg,
+                converter,
+                int(jax.device_get(state.step)),
+                position,
+            ),
             checkpointer,
             writer,
             train_steps,

@@ -81,6 +81,74 @@ def test_start_batch_resumes_the_same_stream():
   )
 
 
+def assert_same_batches(expected, got):
+  assert len(expected) == len(got)
+  for a, b in zip(expected, got):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _shouted(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """Upper-cases each line in Python, as tasks that format text through NumPy do."""
+  upper = lambda line: tf.numpy_function(lambda b: b.upper(), [line], tf.string)  # stateful
+  return ds.map(lambda line: {"targets": tf.ensure_shape(upper(line), [])})
+
+
+@pytest.fixture(scope="module")
+def mixture_with_a_numpy_function():
+  """The quickstart task mixed with a copy that calls tf.numpy_function (whose state tf.data
+  cannot save): the mixture's sampling state and the ignored function state both resume."""
+  task, mixture = "kjv_shouted_lm", "kjv_plain_and_shouted"
+  if task not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(
+        task,
+        source=seqio.TextLineDataSource({"train": str(quickstart.CORPUS_PATH)}),
+        preprocessors=[_shouted, seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+        output_features={"targets": seqio.Feature(quickstart.quickstart_vocabulary())},
+    )
+    seqio.MixtureRegistry.add(mixture, [(TASK, 1.0), (task, 1.0)])
+  return mixture
+
+
+@pytest.mark.parametrize("mixture", [False, True])
+def test_a_saved_position_continues_the_stream_in_a_new_pass(tmp_path, request, mixture):
+  """After save at batch 5, a new pass restored from it yields batches 5.. of an unbroken
+  pass, as `start_batch=5` (the replaying fallback) does. The task's shuffle buffer and
+  packing carry-over are part of the position, and a mixture's sampling state."""
+  name = request.getfixturevalue("mixture_with_a_numpy_function") if mixture else TASK
+  lengths, args = {"targets": 64}, dict(shuffle=True, seed=3)
+  unbroken = list(
+      itertools.islice(pipeline.get_batch_iterator(name, lengths, "train", 4, **args), 8)
+  )
+  saving = pipeline.get_batch_iterator(name, lengths, "train", 4, **args)
+  list(itertools.islice(saving, 5))
+  saving.save(str(tmp_path / "position"))
+  for advance in (0, 1):  # the first batch is held from the emptiness check, or taken
+    restored = pipeline.get_batch_iterator(name, lengths, "train", 4, **args)
+    list(itertools.islice(restored, advance))
+    restored.restore(str(tmp_path / "position"))  # moves back to batch 5, not 5 further
+    assert_same_batches(unbroken[5:], list(itertools.islice(restored, 3)))
+  replayed = pipeline.get_batch_iterator(name, lengths, "train", 4, start_batch=5, **args)
+  assert_same_batches(unbroken[5:], list(itertools.islice(replayed, 3)))
+  assert not np.array_equal(  # the position matters: batch 5 is not batch 0 again
+      unbroken[0]["decoder_target_tokens"], unbroken[5]["decoder_target_tokens"]
+  )
+
+
+def test_saving_before_the_first_batch_is_refused(tmp_path):
+  """The first batch is read at once (the emptiness check); tf.data is one batch ahead."""
+  with pytest.raises(RuntimeError, match="before the first batch"):
+    pipeline.get_batch_iterator(TASK, {"targets": 64}, "train", 4).save(str(tmp_path / "p"))
+
+
+def test_each_eval_pass_starts_from_the_first_batch():
+  batches = pipeline.get_batches(TASK, {"targets": 64}, "validation", 4, shuffle=False)
+  first = list(itertools.islice(iter(batches), 3))
+  again = list(itertools.islice(iter(batches), 3))
+  assert_same_batches(first, again)
+
+
 def test_shards_are_disjoint_halves():
   shards = []
   for index in (0, 1):

@@ -33,10 +33,10 @@ def test_sigterm_saves_the_step_and_the_rerun_equals_an_uninterrupted_run(
       os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 is under way
     return out
 
-  def save_under_a_second_signal(self, state, position):
+  def save_under_a_second_signal(self, state, position, data_iterator=None):
     os.kill(os.getpid(), signal.SIGTERM)  # the scheduler insists; the save must complete
     saves.append(position)
-    return real_save(self, state, position)
+    return real_save(self, state, position, data_iterator)
 
   handler_before = signal.getsignal(signal.SIGTERM)
   with monkeypatch.context() as patch:
