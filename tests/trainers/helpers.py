@@ -32,15 +32,21 @@ def synthetic_batch(
 
 
 def make_trainer(
-    mesh_shape=(-1, 1, 1, 1), num_devices=None, num_microbatches=1, learning_rate=1e-2, model=None
+    mesh_shape=(-1, 1, 1, 1),
+    num_devices=None,
+    num_microbatches=1,
+    learning_rate=1e-2,
+    model=None,
+    optimizer=optimizers.adamw,
 ) -> trainer.Trainer:
+  """A Trainer of the tiny model (or `model`) with `optimizer(schedule)` at a constant rate."""
   devices = jax.devices()[:num_devices] if num_devices else None
   partitioner = partitioning.Partitioner(mesh_shape=mesh_shape, devices=devices)
   schedule = optimizers.constant_schedule(learning_rate)
   return trainer.Trainer(
       model or tiny_model(),
       partitioner,
-      optimizers.adamw(schedule),
+      optimizer(schedule),
       schedule,
       num_microbatches=num_microbatches,
   )

@@ -12,7 +12,7 @@ from flax import traverse_util
 from model_zoo.errors import ConfigError, MissingFileError
 from tests.trainers import helpers
 from tests.trainers.test_cli import quick_flags, run_cli
-from trainers import checkpoints, optimizers, partitioning, restore, train, trainer
+from trainers import checkpoints, optimizers, restore, train
 from trainers.initial_checkpoint import InitialCheckpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -146,13 +146,7 @@ def test_strict_false_initialises_what_the_checkpoint_lacks(pretrained, tmp_path
 
 def test_eval_restores_parameters_of_a_checkpoint_from_another_optimizer(pretrained):
   model_dir, source = pretrained
-  schedule = optimizers.constant_schedule(1e-2)
-  adafactor_trainer = trainer.Trainer(
-      helpers.tiny_model(),
-      partitioning.Partitioner(devices=jax.devices()[:1]),
-      optimizers.adafactor(schedule),
-      schedule,
-  )
+  adafactor_trainer = helpers.make_trainer(num_devices=1, optimizer=optimizers.adafactor)
   state = restore.restore_state(adafactor_trainer, str(model_dir), SHAPES)
   assert state.opt_state is None and int(state.step) == 3
   loaded = _flat(jax.device_get(state.params))

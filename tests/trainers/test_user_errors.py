@@ -57,13 +57,7 @@ def test_checkpoint_of_another_model_or_optimizer_is_a_user_error(tmp_path):
   shapes = helpers.shapes_of(helpers.synthetic_batch(0))
   tr = helpers.make_trainer(num_devices=1)
   checkpoints.Checkpointer(str(tmp_path)).save(tr.init_state(shapes), {"train_batches": 0})
-  schedule = optimizers.constant_schedule(1e-2)
-  other_optimizer = trainer.Trainer(
-      helpers.tiny_model(),
-      partitioning.Partitioner(devices=jax.devices()[:1]),
-      optimizers.adafactor(schedule),
-      schedule,
-  )
+  other_optimizer = helpers.make_trainer(num_devices=1, optimizer=optimizers.adafactor)
   with pytest.raises(
       UserError, match=r"\(step 0\) whose optimizer state comes from another optimizer config"
   ):
