@@ -38,7 +38,7 @@ def run(entry: Callable[[], object], argv: Sequence[str], prog: str) -> int:
     gin_utils.parse_gin(flags)
     entry()
   except preemption.Preempted as e:  # saved and stopped: the scheduler restarts the job
-    say(str(e))
+    say(_without_gin_context(str(e)))
     return preemption.EXIT_CODE
   except UserError as e:
     if os.environ.get("PODZOO_DEBUG"):

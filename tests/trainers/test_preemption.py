@@ -47,6 +47,7 @@ def test_sigterm_saves_the_step_and_the_rerun_equals_an_uninterrupted_run(
   assert signal.getsignal(signal.SIGTERM) == handler_before  # the handler is put back
   assert len(steps_run) == 3 and saves == [{"train_batches": 3}]
   assert "Preempted (SIGTERM): saved checkpoint step 3" in log and "run the same command" in log
+  assert "In call to configurable" not in log  # gin's context line is not the user's business
   assert sorted(os.listdir(preempted / "checkpoints")) == ["3"]
   assert data_position(preempted, 3) == {"train_batches": 3}
   assert "PROMPT:" not in log and "Done" not in log  # stopped, not finished
