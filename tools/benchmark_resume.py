@@ -115,6 +115,7 @@ def resume_once(gin_files, overrides, prepared: str, work: str, steps: int, mode
 
 def run(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
   work_dir = args.work_dir or tempfile.mkdtemp(prefix="podzoo_resume_")
+  os.makedirs(work_dir, exist_ok=True)
   try:
     prepared = {}
     for steps in args.steps:

@@ -13,22 +13,22 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.mark.slow  # six real train runs, ~2 minutes
 def test_both_modes_resume_from_the_prepared_position(tmp_path, capsys):
-  out = tmp_path / "resume.json"
+  out, work = tmp_path / "resume.json", tmp_path / "new" / "work"  # made by the tool
   code = benchmark_resume.main(
-      ["--steps", "3,1", "--repeats", "1", "--work_dir", str(tmp_path), "--json_out", str(out)]
+      ["--steps", "3,1", "--repeats", "1", "--work_dir", str(work), "--json_out", str(out)]
   )
   printed = capsys.readouterr().out
   assert code == 0, printed
   for steps in (1, 3):
-    prepared = tmp_path / f"prepared_{steps}"
+    prepared = work / f"prepared_{steps}"
     assert int(saved_state(prepared, steps)["step"]) == steps
     assert data_position(prepared, steps) == {"train_batches": steps}
     assert (prepared / "checkpoints" / str(steps) / "data_iterator").is_dir()
     for mode in benchmark_resume.MODES:
-      log = (tmp_path / f"run_{steps}_{mode}.log").read_text()
+      log = (work / f"run_{steps}_{mode}.log").read_text()
       assert f"Restored checkpoint at step {steps}" in log
       assert (f"Replaying {steps} batches" in log) == (mode == "replay"), log
-      assert data_position(tmp_path / f"run_{steps}_{mode}", steps + 1) == {
+      assert data_position(work / f"run_{steps}_{mode}", steps + 1) == {
           "train_batches": steps + 1
       }
   results = json.loads(out.read_text())
