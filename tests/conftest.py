@@ -1,11 +1,21 @@
-"""Test-wide setup: 8 fake CPU devices (meshes and sharding), quiet TensorFlow, clean gin."""
+"""Test-wide setup: 8 fake CPU devices (meshes and sharding), fast CPU compiles, quiet
+TensorFlow, clean gin.
+
+The suite's time is mostly XLA compiling small programs on the CPU. The backend
+optimisation level 0 only turns down LLVM's optimisation of the generated machine code
+(the HLO passes, and so what is computed, are unchanged); it cut the suite's compile-bound
+tests by a quarter to two fifths. Set either flag in XLA_FLAGS to override it.
+"""
 
 import os
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  ).strip()
+_TEST_XLA_FLAGS = {
+    "xla_force_host_platform_device_count": "8",
+    "xla_backend_optimization_level": "0",
+}
+for _name, _value in _TEST_XLA_FLAGS.items():
+  if _name not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_name}={_value}".strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gin  # noqa: E402
