@@ -3,16 +3,16 @@
 Each step directory holds "state" (step, params, optimizer state, rng), "data" (the number
 of batches read, as JSON) and "data_iterator" (each process's input-pipeline state, see
 data_iterator_checkpoint.py), so a resumed run reads exactly the batches an uninterrupted
-run would, without reading the earlier ones again. Orbax writes a step into a temporary directory and renames it
-when complete, so a half-written step is never listed; a step that is listed but cannot
-be read (a damaged file) is skipped in favour of the previous one, and the log says so.
-The run that trained on from the older step moves the damaged step aside when it next
-saves (to `damaged-<step>-<UTC time>/` beside the steps, a name Orbax does not list), so the
-retrained step can be written under that number and keep-N counts only readable steps.
-A save that fails on the disk (full, read-only) raises CheckpointDirError; the steps saved
-before it stay as they were. Its temporary directory is left: Orbax's threads may still write
-into it after the failure, it is never listed, and Orbax deletes it before it saves that step
-again.
+run would, without reading the earlier ones again. Orbax writes a step into a temporary
+directory and renames it when complete, so a half-written step is never listed; a step that
+is listed but cannot be read (a damaged file) is skipped in favour of the previous one, and
+the log says so. The run that trained on from the older step moves the damaged step aside
+when it next saves (to `damaged-<step>-<UTC time>/` beside the steps, a name Orbax does not
+list), so the retrained step can be written under that number and keep-N counts only
+readable steps. A save that fails on the disk (full, read-only) raises CheckpointDirError;
+the steps saved before it stay as they were. Its temporary directory is left: Orbax's
+threads may still write into it after the failure, it is never listed, and Orbax deletes it
+before it saves that step again.
 """
 
 import logging
