@@ -15,6 +15,7 @@ run's outputs are. Settings are checked before any data is read or anything comp
 import logging
 import math
 import os
+import time
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import gin
@@ -137,9 +138,31 @@ class _PeriodicEval:
     return values
 
 
+class _InputWait:
+  """Seconds spent in `next(batches)` since the last `take()`: what the input pipeline costs.
+
+  Steps dispatch asynchronously, so a step's own time may surface anywhere; only the `next()`
+  call is timed, and its sum is shared out over the log period's wall time, not step time.
+  """
+
+  def __init__(self):
+    self._seconds = 0.0
+
+  def next(self, batches: Iterator[dict]) -> Optional[dict]:
+    start = time.perf_counter()
+    batch = next(batches, None)
+    self._seconds += time.perf_counter() - start
+    return batch
+
+  def take(self) -> float:
+    seconds, self._seconds = self._seconds, 0.0
+    return seconds
+
+
 def _log(
     step: int,
     pending: dict,
+    input_wait_s: float,
     progress: metrics_writer.Progress,
     writer: metrics_writer.MetricsWriter,
     checkpointer: checkpoints.Checkpointer,
@@ -148,6 +171,7 @@ def _log(
   results = metrics_lib.values(pending)
   steps_per_s, elapsed = progress.rate(step)
   tokens_per_s = float(jax.device_get(pending["target_tokens"].total)) / elapsed  # all hosts
+  input_wait = input_wait_s / elapsed
   _stop_if_diverged(results["loss"], True, step, checkpointer)
   writer.write(
       step,
@@ -156,10 +180,15 @@ def _log(
           "steps_per_second": steps_per_s,
           "tokens_per_second": tokens_per_s,
           "step_time_s": 1.0 / max(steps_per_s, 1e-9),
+          "input_wait_fraction": input_wait,
       },
   )
   progress.report(
-      step, f"loss {results['loss']:.4f}", f"{tokens_per_s:,.0f} tokens/s", rate=steps_per_s
+      step,
+      f"loss {results['loss']:.4f}",
+      f"{tokens_per_s:,.0f} tokens/s",
+      f"input wait {input_wait:.1%}",
+      rate=steps_per_s,
   )
   return results
 
@@ -185,9 +214,9 @@ def _step_loop(
   """
   step = int(jax.device_get(state.step))
   progress = metrics_writer.Progress("step {done}{of}", "steps", train_steps, step)
-  pending, results = {}, {}
+  pending, results, input_wait = {}, {}, _InputWait()
   while step < train_steps:
-    batch = next(batches, None)
+    batch = input_wait.next(batches)
     if batch is None:
       raise ConfigError(
           f"The training data ran out after {position['train_batches']} batches; train "
@@ -200,7 +229,8 @@ def _step_loop(
     last, preempted = step == train_steps, preempt.should_stop(step)
     save = checkpointer.should_save(step) or last or preempted
     if step % log_period == 0 or save:
-      results, pending = _log(step, pending, progress, writer, checkpointer), {}
+      results = _log(step, pending, input_wait.take(), progress, writer, checkpointer)
+      pending = {}
     if save:
       _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)
       checkpointer.save(state, position, batches)
