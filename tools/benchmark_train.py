@@ -3,7 +3,7 @@
   python -m tools.benchmark_train --gin_file=gin/models/decoder_only_tiny.gin \
       [--gin_file=...] [--gin.NAME=VALUE ...] --batch_size 8 --seq_len 128 \
       --steps 20 --warmup_steps 3 [--num_microbatches 1] [--encoder_seq_len N] \
-      [--json_out FILE] [--peak_tflops X]
+      [--json_out FILE] [--peak_tflops X] [--baseline]
 
 e.g. on a GPU: --gin_file=gin/models/decoder_only_1b.gin --batch_size 8 --seq_len 2048
 --gin.TransformerConfig.attention_impl="'cudnn'"; on a CPU add
@@ -51,6 +51,14 @@ Model FLOPs (PaLM, Chowdhery et al. 2022, appendix B; no rematerialisation count
   TPU v4 275, v5e 197, v5p 459); unknown devices (CPU) print MFU as "n/a". The peak is
   the bf16 one whatever the activation dtype.
 
+--baseline (decoder-only models): the same steps are also run by a plain Flax linen + optax
+loop of the same architecture, dims and activation dtype (tools/plain_flax_lm.py: what a user
+would write by hand, without the framework), on the same batches with AdamW of the same
+hyper-parameters. The two alternate step by step (podzoo, plain, podzoo, ...), so a change
+in the machine's load falls on both; each gets its first step and warm-up steps too.
+Reported: the plain loop's first step, compile estimate and median step time, and
+speed_vs_baseline = plain median / podzoo median (> 1: podzoo's step is faster).
+
 The results go to --json_out as JSON (numbers and config), or to stdout after the table
 when --json_out is not given.
 """
@@ -59,7 +67,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -67,9 +75,9 @@ import numpy as np
 from model_zoo import feature_converters
 from model_zoo import metrics as metrics_lib
 from model_zoo.errors import ConfigError
-from tools import benchmark_common
+from tools import benchmark_common, plain_flax_lm
 from tools.benchmark_common import peak_memory
-from trainers import cli, optimizers, partitioning
+from trainers import optimizers, partitioning
 from trainers.trainer import Trainer
 
 LEARNING_RATE = 1e-4
@@ -183,8 +191,10 @@ def run_benchmark(
     encoder_seq_len: Optional[int] = None,
     peak_tflops: Optional[float] = None,
     seed: int = 0,
+    baseline: bool = False,
 ) -> dict[str, Any]:
-  """Builds Partitioner + Trainer (AdamW, constant LR) around `model`, times steps, returns results."""
+  """Builds Partitioner + Trainer (AdamW, constant LR) around `model`, times steps (alternating
+  with the plain Flax loop's when `baseline`), returns results."""
   cfg = model.module.config
   encdec = model.FEATURE_CONVERTER_CLS is feature_converters.EncDecFeatureConverter
   if encdec:
@@ -194,6 +204,11 @@ def run_benchmark(
         f"--encoder_seq_len={encoder_seq_len} was given but the model is "
         f"{type(model).__name__} (feature converter {model.FEATURE_CONVERTER_CLS.name!r}), "
         "which has no encoder."
+    )
+  if baseline and encdec:
+    raise ConfigError(
+        f"--baseline times a plain decoder-only Flax loop; the model is {type(model).__name__}, "
+        "an encoder-decoder. Drop --baseline or pass a decoder-only model's gin file."
     )
   if batch_size % num_microbatches:
     raise ConfigError(
@@ -229,19 +244,14 @@ def run_benchmark(
 
   def step(i):
     nonlocal state
-    start = time.perf_counter()
     state, metrics = trainer.train_step(state, batches[i % len(batches)])
-    jax.block_until_ready((state, metrics))
-    return time.perf_counter() - start, metrics
+    return (state, metrics), lambda: float(metrics_lib.values(metrics)["loss"])
 
-  first_step_s, _ = step(0)
-  for i in range(warmup_steps):
-    step(1 + i)
-  times, last_metrics = [], None
-  for i in range(steps):
-    dt, last_metrics = step(1 + warmup_steps + i)
-    times.append(dt)
-  final_loss = float(metrics_lib.values(last_metrics)["loss"])
+  contenders = {"podzoo": step}
+  if baseline:
+    contenders["baseline"] = _baseline_step(cfg, batches, seed)
+  timed = _time_alternating(contenders, steps, warmup_steps)
+  first_step_s, times, final_loss = timed["podzoo"]
 
   median = _percentile(times, 50)
   tokens_per_step = batch_size * seq_len
@@ -308,6 +318,67 @@ def run_benchmark(
       "peak_memory_bytes": memory,
       "peak_memory_source": memory_label,
       "final_loss": final_loss,
+      **(_baseline_results(timed["baseline"], median) if baseline else {}),
+  }
+
+
+def _time_alternating(
+    contenders: dict[str, Callable[[int], tuple[Any, Callable[[], float]]]],
+    steps: int,
+    warmup_steps: int,
+) -> dict[str, tuple[float, list[float], float]]:
+  """{name: (first step s, timed step times, final loss)}. Each contender's step(i) runs step
+  i and returns (what to block on, the loss getter); the contenders take turns step by step,
+  so a change in the machine's load falls on both alike."""
+  first = {}
+  for name, step in contenders.items():
+    start = time.perf_counter()
+    jax.block_until_ready(step(0)[0])
+    first[name] = time.perf_counter() - start
+  for i in range(warmup_steps):
+    for step in contenders.values():
+      jax.block_until_ready(step(1 + i)[0])
+  times = {name: [] for name in contenders}
+  losses = {}
+  for i in range(steps):
+    for name, step in contenders.items():
+      start = time.perf_counter()
+      out, losses[name] = step(1 + warmup_steps + i)
+      jax.block_until_ready(out)
+      times[name].append(time.perf_counter() - start)
+  return {name: (first[name], times[name], losses[name]()) for name in contenders}
+
+
+def _baseline_step(cfg, batches, seed: int) -> Callable[[int], tuple[Any, Callable[[], float]]]:
+  """The plain Flax/optax loop (tools/plain_flax_lm.py) of `cfg`'s dims on the same batches."""
+  model = plain_flax_lm.from_config(cfg)
+  tx = plain_flax_lm.adamw(LEARNING_RATE)
+  inputs = [jax.device_put(b["decoder_input_tokens"]) for b in batches]
+  targets = [jax.device_put(b["decoder_target_tokens"]) for b in batches]
+  params, opt_state = plain_flax_lm.init(model, tx, jax.random.PRNGKey(seed), inputs[0])
+  train_step = plain_flax_lm.make_train_step(model, tx)
+
+  def step(i):
+    nonlocal params, opt_state
+    params, opt_state, loss = train_step(
+        params, opt_state, inputs[i % len(inputs)], targets[i % len(targets)]
+    )
+    return (params, opt_state, loss), lambda: float(loss)
+
+  return step
+
+
+def _baseline_results(timed: tuple[float, list[float], float], median: float) -> dict[str, Any]:
+  first_step_s, times, final_loss = timed
+  baseline_median = _percentile(times, 50)
+  return {
+      "baseline": "plain Flax linen + optax loop (tools/plain_flax_lm.py)",
+      "baseline_first_step_s": first_step_s,
+      "baseline_compile_s": first_step_s - baseline_median,
+      "baseline_step_time_median_s": baseline_median,
+      "baseline_step_times_s": [float(t) for t in times],
+      "baseline_final_loss": final_loss,
+      "speed_vs_baseline": baseline_median / median,
   }
 
 
@@ -357,6 +428,22 @@ def format_table(r: dict[str, Any]) -> str:
       ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.3f} GiB ({r['peak_memory_source']})"),
       ("final loss", f"{r['final_loss']:.4f}"),
   ]
+  if "baseline" in r:
+    rows += [
+        (
+            "plain Flax first step",
+            f"{r['baseline_first_step_s']:.3f} s " f"(compile ~{r['baseline_compile_s']:.3f} s)",
+        ),
+        (
+            "plain Flax step median",
+            f"{r['baseline_step_time_median_s'] * 1e3:.2f} ms "
+            f"(final loss {r['baseline_final_loss']:.4f})",
+        ),
+        (
+            "podzoo speed vs plain",
+            f"{r['speed_vs_baseline']:.3f}x (plain median / podzoo median; " "steps alternated)",
+        ),
+    ]
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
 
@@ -387,6 +474,11 @@ def _parser() -> argparse.ArgumentParser:
       type=float,
       default=None,
       help="peak TFLOP/s per device for MFU (default: by device kind)",
+  )
+  parser.add_argument(
+      "--baseline",
+      action="store_true",
+      help="also time a plain Flax/optax loop of the same dims, alternating steps with podzoo's",
   )
   parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
   parser.add_argument("--seed", type=int, default=0)
@@ -424,6 +516,7 @@ def _run(args: argparse.Namespace, model) -> dict[str, Any]:
       encoder_seq_len=args.encoder_seq_len,
       peak_tflops=args.peak_tflops,
       seed=args.seed,
+      baseline=args.baseline,
   )
 
 
