@@ -150,20 +150,18 @@ class BaseModel:
     logits, aux_loss, aux_metrics = self._logits(params, batch, rng)
     targets = batch["decoder_target_tokens"]
     weights = feature_converters.loss_weights(batch)
-    token_loss, token_z_loss = losses.cross_entropy_with_logits(
+    terms = losses.token_losses(
         logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
     )
     weight_sum = jnp.sum(weights)
     normalizer = weight_sum if normalizer is None else normalizer
-    loss = jnp.sum(token_loss * weights) / normalizer
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    loss_sum = jnp.sum(terms.loss * weights)
+    loss = loss_sum / normalizer
     metrics = {
-        "loss": Average.of(jnp.sum(token_loss * weights), weight_sum),
-        "cross_entropy": Average.of(
-            -jnp.sum(losses.target_log_probs(logits, targets) * weights), weight_sum
-        ),
-        "z_loss": Average.of(jnp.sum(token_z_loss * weights), weight_sum),
-        "accuracy": Average.of(jnp.sum(correct * weights), weight_sum),
+        "loss": Average.of(loss_sum, weight_sum),
+        "cross_entropy": Average.of(-jnp.sum(terms.log_prob * weights), weight_sum),
+        "z_loss": Average.of(jnp.sum(terms.z_loss * weights), weight_sum),
+        "accuracy": Average.of(jnp.sum(terms.correct * weights), weight_sum),
     }
     for path, term in aux_outputs.loss_terms(aux_loss).items():
       loss = loss + term * (weight_sum / normalizer)

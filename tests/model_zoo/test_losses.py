@@ -52,3 +52,24 @@ def test_target_log_probs():
   logits = np.array([[[1.0, 2.0, 3.0]]])
   got = losses.target_log_probs(jnp.asarray(logits), jnp.array([[1]]))
   assert float(got[0, 0]) == pytest.approx(2.0 - np.log(np.exp(logits).sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_token_losses_log_prob_and_correct(label_smoothing):
+  """log p(target) is unsmoothed; `correct` where no logit exceeds the target's (ties too)."""
+  rs = np.random.RandomState(1)
+  logits = rs.normal(size=(2, 6, 9)).astype(np.float32)
+  logits[0, 0, [2, 5]] = 10.0  # a tie for the top: both count as correct
+  targets = rs.randint(0, 9, size=(2, 6))
+  targets[0, 0] = 5
+  targets[1, :3] = np.argmax(logits[1, :3], axis=-1)
+  terms = losses.token_losses(
+      jnp.asarray(logits), jnp.asarray(targets), z_loss=1e-3, label_smoothing=label_smoothing
+  )
+  log_p = logits - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
+  want = np.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+  np.testing.assert_allclose(terms.log_prob, want, rtol=1e-5, atol=1e-5)
+  want_correct = np.max(logits, -1) == np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  np.testing.assert_array_equal(terms.correct, want_correct)
+  assert float(terms.correct[0, 0]) == 1.0 and np.all(np.asarray(terms.correct[1, :3]) == 1.0)
+  assert 0 < float(np.mean(terms.correct)) < 1
