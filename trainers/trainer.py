@@ -27,6 +27,15 @@ def _example_batch(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, jax.Array
   return {k: jnp.ones(s, jnp.int32) for k, s in shapes.items()}
 
 
+def _sum_of_squares(x: jax.Array) -> jax.Array:
+  """sum(x**2) in fp32 as the trace of the Gram matrix of x's rows of 8: one matmul that reads
+  x once. A plain sum of squares shares its `x**2` with Adam's (XLA merges the two), and XLA's
+  CPU backend then writes the squares out as a parameter-sized buffer of their own: 2.5x the
+  time of this on (8, 512, 1536) gradients."""
+  rows = x.reshape(-1, 8 if x.size % 8 == 0 else 1).astype(jnp.float32)
+  return jnp.trace(jnp.einsum("ik,il->kl", rows, rows, precision=jax.lax.Precision.HIGHEST))
+
+
 @gin.configurable
 class Trainer:
   """Owns the compiled train/eval steps of one model on one mesh."""
@@ -99,7 +108,8 @@ class Trainer:
   def _trained_grad_norm(self, grads) -> jax.Array:
     """Global gradient norm over the parameters the optimizer trains (not frozen ones)."""
     trained = jax.tree.leaves(optimizers.trained_mask(self.optimizer, grads))
-    return optax.tree.norm([g for g, t in zip(jax.tree.leaves(grads), trained) if t])
+    squares = [_sum_of_squares(g) for g, t in zip(jax.tree.leaves(grads), trained) if t]
+    return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))
 
   def _grads_and_metrics(self, params, batch, rng):
     normalizer = self.model.loss_normalizer(batch)

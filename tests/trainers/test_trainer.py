@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tests.trainers import helpers
+from trainers import trainer as trainer_lib
 
 STEPS = 20
 # float32 on CPU; reductions are ordered differently on each mesh, so the curves agree to
@@ -124,3 +125,11 @@ def test_encoder_decoder_learns_to_copy_and_predicts():
     expected[:, t] = np.where(done, 0, logits[:, t].argmax(-1))
     done |= expected[:, t] == 1
   np.testing.assert_array_equal(predicted, expected)
+
+
+@pytest.mark.parametrize("shape", [(8, 512, 24), (3, 5), (7,), ()])
+def test_sum_of_squares_matches_numpy(shape):
+  """The grad-norm's Gram-trace sum of squares, for sizes that split into rows of 8 and not."""
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  got = float(trainer_lib._sum_of_squares(jax.numpy.asarray(x)))
+  assert got == pytest.approx(float(np.sum(x.astype(np.float64) ** 2)), rel=1e-5)
