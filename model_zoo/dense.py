@@ -174,8 +174,8 @@ class _LogitsHead(nn.Module):
     x = norms.RMSNorm(
         dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="final_norm"
     )(x)
-    if cfg.tie_embeddings:
-      logits = embed.attend(x) / jnp.sqrt(cfg.emb_dim).astype(cfg.activation_dtype)
+    if cfg.tie_embeddings:  # scaled before the projection: [.., embed] is vocab/embed x smaller
+      logits = embed.attend(x * jnp.asarray(cfg.emb_dim**-0.5, cfg.activation_dtype))
     else:
       logits = linear.DenseGeneral(
           cfg.vocab_size,
