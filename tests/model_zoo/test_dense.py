@@ -128,8 +128,9 @@ def _assert_trees_close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-def test_full_remat_gives_same_logits_and_gradients():
-  """remat_policy="full" vs "none" (scanned), and "full" unrolled vs "none" scanned (its
+@pytest.mark.parametrize("policy", ["full", "dots_no_batch"])
+def test_remat_gives_same_logits_and_gradients(policy):
+  """A remat policy vs "none" (scanned), and the policy unrolled vs "none" scanned (its
   gradients re-stacked into per-layer slices): same logits, loss and gradients to 1e-5."""
   rng = np.random.default_rng(1)
   tokens = jnp.asarray(rng.integers(1, TINY.vocab_size, size=(2, 6)))
@@ -147,7 +148,7 @@ def test_full_remat_gives_same_logits_and_gradients():
   (loss_a, logits_a), grads_a = value_and_grad(TINY)
   assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree_util.tree_leaves(grads_a["decoder"]))
   for scan_layers in (True, False):
-    cfg = tiny_lm.config(scan_layers=scan_layers, remat_policy="full")
+    cfg = tiny_lm.config(scan_layers=scan_layers, remat_policy=policy)
     (loss_b, logits_b), grads_b = value_and_grad(cfg)
     np.testing.assert_allclose(np.asarray(logits_b), np.asarray(logits_a), **TOL)
     np.testing.assert_allclose(float(loss_b), float(loss_a), rtol=1e-5)
