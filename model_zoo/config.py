@@ -15,7 +15,8 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-ATTENTION_IMPLS = ("einsum", "xla", "cudnn")  # see layers.attention.dot_product_attention
+# see layers.attention.dot_product_attention and segment_attention
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn", "pallas")
 
 
 @gin.configurable
@@ -42,7 +43,7 @@ class TransformerConfig:
   rope_max_wavelength: float = 10_000.0
   relpos_num_buckets: int = 32
   relpos_max_distance: int = 128
-  attention_impl: str = "einsum"  # einsum | xla | cudnn
+  attention_impl: str = "einsum"  # einsum | xla | cudnn | pallas
 
   def __post_init__(self):
     for name in ("vocab_size", "emb_dim", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):
@@ -70,6 +71,11 @@ class TransformerConfig:
       raise ConfigError(
           f"TransformerConfig.position_encoding={self.position_encoding!r}; expected "
           "'rope' or 'relative_bias'."
+      )
+    if self.attention_impl == "pallas" and self.position_encoding != "rope":
+      raise ConfigError(
+          f"TransformerConfig.attention_impl='pallas' has no bias input for position_encoding="
+          f"{self.position_encoding!r}; use attention_impl 'cudnn' or 'einsum'."
       )
     if self.num_heads % self.num_kv_heads:
       raise ConfigError(

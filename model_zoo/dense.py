@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from model_zoo import aux_outputs
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
+from model_zoo.errors import ConfigError
 from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, relative_position, types
 
 _ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
@@ -56,7 +57,7 @@ class TransformerLayer(nn.Module):
     )
 
   @nn.compact
-  def __call__(self, x, mask, positions, encoded=None, cross_mask=None, bias=None):
+  def __call__(self, x, mask, positions, encoded=None, cross_mask=None, bias=None, segments=None):
     cfg = self.config
     x = _constrain(x)
     h = self._norm("pre_self_attention_norm")(x)
@@ -67,6 +68,7 @@ class TransformerLayer(nn.Module):
         q_positions=positions,
         kv_positions=positions,
         bias=bias,
+        segments=segments,
         decode=self.causal_cache,
         deterministic=self.deterministic,
     )
@@ -118,8 +120,10 @@ class LayerStack(nn.Module):
       decode: bool = False,
       deterministic: bool = True,
       max_decode_length: Optional[int] = None,
+      segments: Optional[attention.Segments] = None,
   ):
-    """`max_decode_length` (the cache length) is needed when decoding with relative biases."""
+    """`max_decode_length` (the cache length) is needed when decoding with relative biases;
+    `segments` replaces the self-attention `mask` for the fused kernels."""
     cfg = self.config
     bias = None
     if cfg.position_encoding == "relative_bias":
@@ -146,10 +150,12 @@ class LayerStack(nn.Module):
           length=self.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      x, _ = scanned(**kwargs, name="layers")(x, mask, positions, encoded, cross_mask, bias)
+      args = (x, mask, positions, encoded, cross_mask, bias, segments)
+      x, _ = scanned(**kwargs, name="layers")(*args)
       return x
     for i in range(self.num_layers):
-      x, _ = layer_cls(**kwargs, name=f"layers_{i}")(x, mask, positions, encoded, cross_mask, bias)
+      args = (x, mask, positions, encoded, cross_mask, bias, segments)
+      x, _ = layer_cls(**kwargs, name=f"layers_{i}")(*args)
     return x
 
 
@@ -211,7 +217,16 @@ class DecoderOnlyLM(nn.Module):
   ) -> types.Array:
     cfg = self.config
     embed = _embed(cfg, "token_embedder")
-    if not decode:
+    segments = None
+    if cfg.attention_impl == "pallas" and decoder_causal_attention is not None and not decode:
+      raise ConfigError(
+          "TransformerConfig.attention_impl='pallas' is causal only; a prefix-LM batch "
+          "(decoder_causal_attention) needs attention_impl 'cudnn', 'xla' or 'einsum'."
+      )
+    fused = cfg.attention_impl in attention.FUSED_IMPLS and cfg.position_encoding == "rope"
+    if not decode and fused and decoder_causal_attention is None:
+      segments, mask = attention.decoder_segments(decoder_target_tokens, decoder_segment_ids), None
+    elif not decode:
       mask = masks.decoder_self_attention_mask(
           decoder_target_tokens, decoder_segment_ids, decoder_causal_attention
       )
@@ -229,6 +244,7 @@ class DecoderOnlyLM(nn.Module):
         decode=decode,
         deterministic=deterministic,
         max_decode_length=max_decode_length,
+        segments=segments,
     )
     return _LogitsHead(cfg, name="head")(x, embed)
 
@@ -241,6 +257,11 @@ class EncoderDecoder(nn.Module):
 
   def setup(self):
     cfg = self.config
+    if cfg.attention_impl == "pallas":
+      raise ConfigError(
+          "TransformerConfig.attention_impl='pallas' is causal self-attention only (decoder-only "
+          "models); an encoder-decoder needs attention_impl 'cudnn', 'xla' or 'einsum'."
+      )
     self.token_embedder = _embed(cfg, "token_embedder")
     self.encoder = LayerStack(cfg, cfg.num_encoder_layers, bidirectional=True, name="encoder")
     self.decoder = LayerStack(cfg, cfg.num_layers, name="decoder")

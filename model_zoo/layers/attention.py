@@ -3,6 +3,7 @@
 from typing import Optional
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -11,6 +12,9 @@ from model_zoo.errors import ConfigError
 from model_zoo.layers import embeddings, linear, masks, types
 
 _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
+# The attention_impls whose decoder self-attention takes `Segments` (ids and causality) instead
+# of a dense mask, so that the fused kernel needs no [length, length] mask where it can avoid it.
+FUSED_IMPLS = ("cudnn", "pallas")
 
 
 def dot_product_attention(
@@ -29,6 +33,8 @@ def dot_product_attention(
   broadcastable to [batch, heads, q_len, kv_len]. q must already be scaled.
   `implementation` "einsum" is plain XLA everywhere; "xla" / "cudnn" go through
   jax.nn.dot_product_attention (cuDNN flash attention on GPU; lengths multiple of 64).
+  "pallas" has no mask input: its kernel runs through `segment_attention`, and the masked
+  calls left to this function (KV-cache decoding) run the einsum path.
   """
   batch, q_len, heads, head_dim = q.shape
   kv_heads = k.shape[2]
@@ -38,10 +44,10 @@ def dot_product_attention(
     return jax.nn.dot_product_attention(
         q, k, v, bias=bias, mask=mask, scale=1.0, implementation=implementation
     )
-  if implementation != "einsum":
+  if implementation not in ("einsum", "pallas"):
     raise ConfigError(
         f"Unknown attention implementation {implementation!r} (TransformerConfig.attention_impl); "
-        "use einsum, xla or cudnn."
+        "use one of einsum, xla, cudnn, pallas."
     )
   q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, head_dim)
   logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
@@ -53,6 +59,74 @@ def dot_product_attention(
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("bgrqk,bkgd->bqgrd", probs, v)
   return out.reshape(batch, q_len, heads, head_dim)
+
+
+@flax.struct.dataclass
+class Segments:
+  """Causal self-attention within segments: what the fused kernels take instead of a mask.
+
+  A query attends the keys at or before it that carry its id. Id 0 is padding: what padding
+  rows produce is never used (loss weight 0) but stays finite.
+  """
+
+  ids: types.Array  # int [batch, length]
+  # False: one example per row padded at the end (ids 1..1 0..0), so that cuDNN can take the
+  # row lengths instead of a mask. Static: it picks the kernel's arguments.
+  packed: bool = flax.struct.field(pytree_node=False, default=True)
+
+
+def decoder_segments(
+    decoder_target_tokens: types.Array, decoder_segment_ids: Optional[types.Array] = None
+) -> Segments:
+  """The Segments equal to masks.decoder_self_attention_mask (causal, no prefix) for every
+  non-padding query: padding targets (0) get id 0, so no real token attends them."""
+  real = decoder_target_tokens > 0
+  if decoder_segment_ids is None:
+    return Segments(real.astype(jnp.int32), packed=False)
+  return Segments(jnp.where(real, decoder_segment_ids, 0).astype(jnp.int32), packed=True)
+
+
+def segment_attention(
+    q: types.Array, k: types.Array, v: types.Array, segments: Segments, implementation: str
+) -> types.Array:
+  """Causal self-attention within `segments` through a fused kernel; shapes and scaling as in
+  dot_product_attention. Padding rows differ from the masked einsum's (finite, unused).
+
+  "cudnn" (and "xla", jax.nn's reference of the same call, which runs on a CPU):
+  jax.nn.dot_product_attention with is_causal. Unpacked rows pass their
+  lengths (cuDNN's fused padding-causal mask; assumes SeqIO's trailing padding); packed rows
+  pass a [batch, 1, length, length] segment mask, which cuDNN turns into a bias: correct but
+  slower ("pallas" takes the ids). "pallas": JAX's Pallas flash attention (Triton on GPU) with
+  segment ids, k/v heads repeated for MQA/GQA; interpreted off GPU (slow: for tests).
+  """
+  if implementation in ("xla", "cudnn"):
+    kwargs = {}
+    if segments.packed:
+      kwargs["mask"] = masks.segment_mask(segments.ids, segments.ids)
+    else:
+      lengths = jnp.sum(segments.ids > 0, axis=-1, dtype=jnp.int32)
+      kwargs = dict(query_seq_lengths=lengths, key_value_seq_lengths=lengths)
+    return jax.nn.dot_product_attention(
+        q, k, v, scale=1.0, is_causal=True, implementation=implementation, **kwargs
+    )
+  if implementation != "pallas":
+    raise ConfigError(
+        f"attention_impl={implementation!r} takes a dense mask, not segment ids; use one of "
+        f"{['xla', *FUSED_IMPLS]} (TransformerConfig.attention_impl)."
+    )
+  from jax.experimental.pallas.ops.gpu import attention as pallas_attention  # GPU-only kernels
+
+  repeats = q.shape[2] // k.shape[2]
+  k, v = jnp.repeat(k, repeats, axis=2), jnp.repeat(v, repeats, axis=2)
+  return pallas_attention.mha(
+      q,
+      k,
+      v,
+      segments.ids,
+      sm_scale=1.0,
+      causal=True,
+      interpret=jax.default_backend() != "gpu",
+  )
 
 
 class Attention(nn.Module):
@@ -89,9 +163,12 @@ class Attention(nn.Module):
       q_positions: Optional[types.Array] = None,
       kv_positions: Optional[types.Array] = None,
       bias: Optional[types.Array] = None,
+      segments: Optional[Segments] = None,
       decode: bool = False,
       deterministic: bool = True,
   ) -> types.Array:
+    """`segments` (self-attention without mask, bias or cache) replaces `mask`: causal attention
+    within segments through a fused kernel (segment_attention)."""
     q = self._project(inputs_q, self.num_heads, ("embed", "heads", "kv"), "query")
     k = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "key")
     v = self._project(inputs_kv, self.num_kv_heads, ("embed", "kv_heads", "kv"), "value")
@@ -111,7 +188,10 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(
         q, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
     )
-    out = dot_product_attention(q, k, v, mask, self.implementation, bias)
+    if segments is not None:
+      out = segment_attention(q, k, v, segments, self.implementation)
+    else:
+      out = dot_product_attention(q, k, v, mask, self.implementation, bias)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
     return linear.DenseGeneral(
         inputs_q.shape[-1],
