@@ -6,6 +6,8 @@ grouped-query attention, SwiGLU, a tied embedding, fp32 softmax and loss), from 
 layers, with none of the framework: no logical axes or mesh, no padding or segment masks
 (causal only), no loss weights, no z-loss, no metrics beyond the loss, no microbatching, no
 finite checks. Its numerics are not podzoo's (initialisers differ): compare speed, not loss.
+Attention is an einsum, or jax.nn.dot_product_attention(..., is_causal=True) with the "xla" or
+"cudnn" implementation (what a hand-written GPU loop would call).
 """
 
 from typing import Any, Callable
@@ -34,6 +36,7 @@ class Block(nn.Module):
   head_dim: int
   mlp_dim: int
   dtype: Any
+  attention: str = "einsum"  # einsum | xla | cudnn
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -44,12 +47,17 @@ class Block(nn.Module):
     q = rope(dense((self.num_heads, self.head_dim))(h)) * self.head_dim**-0.5
     k = rope(dense((self.num_kv_heads, self.head_dim))(h))
     v = dense((self.num_kv_heads, self.head_dim))(h)
-    q = q.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
-    scores = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    probs = jax.nn.softmax(jnp.where(causal, scores, -1e30), axis=-1).astype(self.dtype)
-    attended = jnp.einsum("bgrqk,bkgd->bqgrd", probs, v)
-    attended = attended.reshape(batch, length, self.num_heads, self.head_dim)
+    if self.attention == "einsum":
+      q = q.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
+      scores = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32)
+      causal = jnp.tril(jnp.ones((length, length), bool))
+      probs = jax.nn.softmax(jnp.where(causal, scores, -1e30), axis=-1).astype(self.dtype)
+      attended = jnp.einsum("bgrqk,bkgd->bqgrd", probs, v)
+      attended = attended.reshape(batch, length, self.num_heads, self.head_dim)
+    else:
+      attended = jax.nn.dot_product_attention(
+          q, k, v, scale=1.0, is_causal=True, implementation=self.attention
+      )
     x = x + dense(emb, axis=(-2, -1))(attended)
     h = nn.RMSNorm(dtype=self.dtype)(x)
     gated = nn.silu(dense(self.mlp_dim)(h)) * dense(self.mlp_dim)(h)
@@ -67,18 +75,33 @@ class PlainLM(nn.Module):
   head_dim: int
   mlp_dim: int
   dtype: Any = jnp.float32
+  attention: str = "einsum"  # einsum | xla | cudnn
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
     embed = nn.Embed(self.vocab_size, self.emb_dim, dtype=self.dtype)
     x = embed(tokens)
     for _ in range(self.num_layers):
-      x = Block(self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim, self.dtype)(x)
+      x = Block(
+          self.num_heads,
+          self.num_kv_heads,
+          self.head_dim,
+          self.mlp_dim,
+          self.dtype,
+          self.attention,
+      )(x)
     return embed.attend(nn.RMSNorm(dtype=self.dtype)(x)).astype(jnp.float32)
 
 
 def from_config(cfg) -> PlainLM:
-  """The plain model with the dims and activation dtype of a podzoo TransformerConfig."""
+  """The plain model with the dims, activation dtype and attention of a podzoo TransformerConfig.
+
+  attention_impl "pallas" (podzoo's own kernel) maps to jax.nn's fused attention: cuDNN on a
+  GPU, XLA elsewhere, as a hand-written loop would have it.
+  """
+  attention = cfg.attention_impl
+  if attention == "pallas":
+    attention = "cudnn" if jax.default_backend() == "gpu" else "xla"
   return PlainLM(
       vocab_size=cfg.vocab_size,
       emb_dim=cfg.emb_dim,
@@ -88,6 +111,7 @@ def from_config(cfg) -> PlainLM:
       head_dim=cfg.head_dim,
       mlp_dim=cfg.mlp_dim,
       dtype=jnp.dtype(cfg.dtype),
+      attention=attention,
   )
 
 
