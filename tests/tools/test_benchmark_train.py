@@ -12,6 +12,7 @@ import pytest
 from model_zoo import dense, models
 from model_zoo.config import TransformerConfig
 from tests.tools import without_tensorflow
+from tests.tiny import tiny_config
 from tools import benchmark_train, plain_flax_lm
 
 REPO_ROOT = without_tensorflow.REPO_ROOT
@@ -203,15 +204,8 @@ def test_baseline_alternates_and_reports_the_ratio(tmp_path):
 
 def test_plain_baseline_has_podzoos_parameter_count():
   """The plain loop is the same architecture: tiny's parameters, counted by hand, match."""
-  cfg = TransformerConfig(
-      vocab_size=1024,
-      emb_dim=128,
-      num_heads=4,
-      num_kv_heads=1,
-      head_dim=32,
-      mlp_dim=384,
-      num_layers=4,
-      dtype="float32",
+  cfg = tiny_config(
+      vocab_size=1024, emb_dim=128, num_kv_heads=1, head_dim=32, mlp_dim=384, num_layers=4
   )
   model = plain_flax_lm.from_config(cfg)
   params, _ = plain_flax_lm.init(
