@@ -56,8 +56,9 @@ loop of the same architecture, dims and activation dtype (tools/plain_flax_lm.py
 would write by hand, without the framework), on the same host (numpy) batches with AdamW of
 the same hyper-parameters, each step paying its own transfer to the device as podzoo's does. The two alternate step by step (podzoo, plain, podzoo, ...), so a change
 in the machine's load falls on both; each gets its first step and warm-up steps too.
-Reported: the plain loop's first step, compile estimate and median step time, and
-speed_vs_baseline = plain median / podzoo median (> 1: podzoo's step is faster).
+Reported: the plain loop's first step, compile estimate, median step time, TFLOP/s per device
+and MFU (by podzoo's model FLOPs: the same model), and speed_vs_baseline = plain median /
+podzoo median (> 1: podzoo's step is faster).
 
 The results go to --json_out as JSON (numbers and config), or to stdout after the table
 when --json_out is not given.
@@ -318,7 +319,7 @@ def run_benchmark(
       "peak_memory_bytes": memory,
       "peak_memory_source": memory_label,
       "final_loss": final_loss,
-      **(_baseline_results(timed["baseline"], median) if baseline else {}),
+      **(_baseline_results(timed["baseline"], median, flops, peak) if baseline else {}),
   }
 
 
@@ -369,9 +370,13 @@ def _baseline_step(cfg, batches, seed: int) -> Callable[[int], tuple[Any, Callab
   return step
 
 
-def _baseline_results(timed: tuple[float, list[float], float], median: float) -> dict[str, Any]:
+def _baseline_results(
+    timed: tuple[float, list[float], float], median: float, flops: float, peak: Optional[float]
+) -> dict[str, Any]:
+  """The plain loop's figures, its rates by podzoo's model FLOPs (the same model)."""
   first_step_s, times, final_loss = timed
   baseline_median = _percentile(times, 50)
+  achieved = flops / baseline_median / jax.device_count() / 1e12
   return {
       "baseline": "plain Flax linen + optax loop (tools/plain_flax_lm.py)",
       "baseline_first_step_s": first_step_s,
@@ -379,6 +384,8 @@ def _baseline_results(timed: tuple[float, list[float], float], median: float) ->
       "baseline_step_time_median_s": baseline_median,
       "baseline_step_times_s": [float(t) for t in times],
       "baseline_final_loss": final_loss,
+      "baseline_achieved_tflops_per_device": achieved,
+      "baseline_mfu": achieved / peak if peak else None,
       "speed_vs_baseline": baseline_median / median,
   }
 
@@ -433,16 +440,17 @@ def format_table(r: dict[str, Any]) -> str:
     rows += [
         (
             "plain Flax first step",
-            f"{r['baseline_first_step_s']:.3f} s " f"(compile ~{r['baseline_compile_s']:.3f} s)",
+            f"{r['baseline_first_step_s']:.3f} s (compile ~{r['baseline_compile_s']:.3f} s)",
         ),
         (
             "plain Flax step median",
-            f"{r['baseline_step_time_median_s'] * 1e3:.2f} ms "
+            f"{r['baseline_step_time_median_s'] * 1e3:.2f} ms, "
+            f"{r['baseline_achieved_tflops_per_device']:.4f} TFLOP/s per device "
             f"(final loss {r['baseline_final_loss']:.4f})",
         ),
         (
             "podzoo speed vs plain",
-            f"{r['speed_vs_baseline']:.3f}x (plain median / podzoo median; " "steps alternated)",
+            f"{r['speed_vs_baseline']:.3f}x (plain median / podzoo median; steps alternated)",
         ),
     ]
   width = max(len(k) for k, _ in rows)

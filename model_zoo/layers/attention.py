@@ -100,9 +100,8 @@ def segment_attention(
   segment ids, k/v heads repeated for MQA/GQA; interpreted off GPU (slow: for tests).
   """
   if implementation in ("xla", "cudnn"):
-    kwargs = {}
     if segments.packed:
-      kwargs["mask"] = masks.segment_mask(segments.ids, segments.ids)
+      kwargs = dict(mask=masks.segment_mask(segments.ids, segments.ids))
     else:
       lengths = jnp.sum(segments.ids > 0, axis=-1, dtype=jnp.int32)
       kwargs = dict(query_seq_lengths=lengths, key_value_seq_lengths=lengths)

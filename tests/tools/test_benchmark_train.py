@@ -196,6 +196,9 @@ def test_baseline_alternates_and_reports_the_ratio(tmp_path):
   median = float(np.median(r["baseline_step_times_s"]))
   assert r["baseline_step_time_median_s"] == pytest.approx(median, rel=1e-12)
   assert r["speed_vs_baseline"] == pytest.approx(median / r["step_time_median_s"], rel=1e-12)
+  achieved = r["model_flops_per_step"] / median / r["device_count"] / 1e12
+  assert r["baseline_achieved_tflops_per_device"] == pytest.approx(achieved, rel=1e-9)
+  assert r["baseline_mfu"] is None  # a CPU: no known peak
   assert r["baseline_first_step_s"] > r["baseline_step_time_median_s"]
   # Both train: fresh models start near log(vocab) and take 5 AdamW steps on 2 batches.
   assert math.isfinite(r["baseline_final_loss"]) and r["baseline_final_loss"] < 1.5 * math.log(1024)
