@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from model_zoo.errors import ConfigError
-from model_zoo.layers import embeddings, linear, masks, types
+from model_zoo.layers import embeddings, lean_grads, linear, masks, types
 
 _MASKED = -1e30  # finite, so that a fully masked row (padding) gives a uniform, not NaN, softmax
 # The attention_impls whose decoder self-attention takes `Segments` (ids and causality) instead
@@ -55,8 +55,9 @@ def dot_product_attention(
     bias = jnp.broadcast_to(bias, (bias.shape[0], heads) + bias.shape[2:])
     logits = logits + bias.reshape(bias.shape[0], kv_heads, heads // kv_heads, *bias.shape[2:])
   if mask is not None:
-    logits = jnp.where(mask[:, :, None], logits, _MASKED)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    # Added, not selected (jnp.where): the derivative of an addition keeps nothing.
+    logits = logits + jnp.where(mask, 0.0, _MASKED)[:, :, None]
+  probs = lean_grads.softmax(logits, -1).astype(v.dtype)
   out = jnp.einsum("bgrqk,bkgd->bqgrd", probs, v)
   return out.reshape(batch, q_len, heads, head_dim)
 

@@ -6,14 +6,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model_zoo.errors import ConfigError
-from model_zoo.layers import linear, types
+from model_zoo.layers import lean_grads, linear, types
 
 _ACTIVATIONS: dict[str, Callable[[types.Array], types.Array]] = {
     "linear": lambda x: x,
     "relu": nn.relu,
     "gelu": nn.gelu,
-    "silu": nn.silu,
-    "swish": nn.silu,
+    "silu": lean_grads.silu,
+    "swish": lean_grads.silu,
 }
 
 

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model_zoo.layers import types
+from model_zoo.layers import lean_grads, types
 
 
 class RMSNorm(nn.Module):
@@ -15,14 +15,11 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: types.Array) -> types.Array:
-    x32 = x.astype(jnp.float32)
-    inv_rms = jnp.reciprocal(
-        jnp.sqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
-    )
     scale = self.param(
         "scale",
         nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
         (x.shape[-1],),
         self.param_dtype,
     )
-    return (x32 * inv_rms * scale.astype(jnp.float32)).astype(self.dtype)
+    normed = lean_grads.rms_norm(x.astype(jnp.float32), scale.astype(jnp.float32), self.epsilon)
+    return normed.astype(self.dtype)
