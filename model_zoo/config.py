@@ -8,12 +8,20 @@ import jax
 import jax.numpy as jnp
 
 from model_zoo.errors import ConfigError
+from model_zoo.layers import linear
 
+_policies = jax.checkpoint_policies
+# DenseGeneral's matmul has its own VJP, which hides it from the matmul policies: named instead.
+_weight_matmuls = _policies.save_only_these_names(linear.WEIGHT_MATMUL)
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation
-    "full": jax.checkpoint_policies.nothing_saveable,  # recompute everything in the backward pass
-    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": _policies.nothing_saveable,  # recompute everything in the backward pass
+    # keep every matmul's output
+    "dots": _policies.save_from_both_policies(_policies.checkpoint_dots, _weight_matmuls),
+    # keep the outputs of matmuls without batch dimensions (the weights'), not attention's
+    "dots_no_batch": _policies.save_from_both_policies(
+        _policies.dots_with_no_batch_dims_saveable, _weight_matmuls
+    ),
 }
 # see layers.attention.dot_product_attention and segment_attention
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn", "pallas")

@@ -1,14 +1,26 @@
-"""A bias-free DenseGeneral whose kernel is created in its final shape.
+"""A bias-free DenseGeneral whose kernel is created in its final shape, and its matmul.
 
 Flax's nn.DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks
 logical sharding constraints applied at init under a mesh; this one never reshapes.
+
+The matmul (`contract`) has its own backward pass: the kernel's gradient is x^T . dy, the
+input's batch axes contracted with the output gradient's, in the kernel's own axis order.
+JAX's transpose rule computes (dy^T . x) and transposes the result, and XLA's CPU backend
+then wrote each output gradient out in a transposed layout (a [tokens, mlp] SwiGLU gradient
+is 3x the size of the [tokens, embed] input, which q/k/v, or both gate kernels, share): the
+step of decoder_only_small took ~10% longer, tiny's ~18% (tools/benchmark_train --baseline).
+The output is named WEIGHT_MATMUL for the remat policies, which cannot see a matmul inside a
+custom VJP.
 """
 
+import functools
 from typing import Sequence, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from model_zoo.layers import types
 
@@ -50,6 +62,40 @@ class DenseGeneral(nn.Module):
         in_shape + features,
         self.param_dtype,
     )
-    return lax.dot_general(
-        x.astype(self.dtype), kernel.astype(self.dtype), ((axis, tuple(range(n_in))), ((), ()))
-    )
+    return contract(x.astype(self.dtype), kernel.astype(self.dtype), axis)
+
+
+WEIGHT_MATMUL = "weight_matmul"  # checkpoint name of every `contract` output
+
+
+def contract(x: types.Array, kernel: types.Array, axis: tuple[int, ...]) -> types.Array:
+  """x . kernel, contracting x's `axis` (non-negative) with kernel's leading axes in that order."""
+  return checkpoint_name(_contract(x, kernel, axis), WEIGHT_MATMUL)
+
+
+def _dimension_numbers(axis: tuple[int, ...]):
+  return ((axis, tuple(range(len(axis)))), ((), ()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _contract(x, kernel, axis):
+  return lax.dot_general(x, kernel, _dimension_numbers(axis))
+
+
+def _contract_fwd(x, kernel, axis):
+  return _contract(x, kernel, axis), (x, kernel)
+
+
+def _contract_bwd(axis, residuals, dy):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda a: lax.dot_general(a, kernel, _dimension_numbers(axis)), x)
+  (dx,) = input_vjp(dy)
+  rows = tuple(d for d in range(x.ndim) if d not in axis)  # x's axes that dy keeps, in order
+  dkernel = lax.dot_general(x, dy, ((rows, tuple(range(len(rows)))), ((), ())))
+  # dkernel's input axes come in x's order; the kernel's follow `axis`.
+  in_order = sorted(axis)
+  perm = [in_order.index(a) for a in axis] + list(range(len(axis), dkernel.ndim))
+  return dx, lax.transpose(dkernel, perm).astype(kernel.dtype)
+
+
+_contract.defvjp(_contract_fwd, _contract_bwd)
