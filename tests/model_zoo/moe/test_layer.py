@@ -1,0 +1,162 @@
+"""MoeBlock against NumPy (routing from numpy_routing.py, experts as plain matmuls), against the
+dense MlpBlock when there is one expert, and its two dispatch paths against each other."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.core import meta
+
+from model_zoo import aux_outputs
+from model_zoo.errors import ConfigError
+from model_zoo.layers import mlp
+from model_zoo.moe import layer
+from tests.model_zoo import numpy_reference
+from tests.model_zoo.moe import numpy_routing as ref
+
+EMBED, HIDDEN = 6, 5
+
+
+def _x(shape=(2, 8, EMBED), seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _init(block, x):
+  """The parameters alone (init also sows the aux collections), unboxed."""
+  return {"params": meta.unbox(block.init(jax.random.PRNGKey(1), x)["params"])}
+
+
+def _silu(x):
+  return x / (1.0 + np.exp(-x))
+
+
+def _numpy_moe(params, x, group_size, k, capacity):
+  """The einsum path's function in float64: route with the reference, run each kept choice
+  through its expert's SwiGLU, add them up with their combine weights."""
+  p = numpy_reference.unbox(params)["params"]
+  groups = np.asarray(x, np.float64).reshape(-1, group_size, x.shape[-1])
+  logits = groups @ p["router"]["kernel"]
+  dispatch, combine = ref.top_k_routing(logits, k, capacity)
+  out = np.zeros_like(groups)
+  for g, s, e, c in zip(*np.nonzero(dispatch)):
+    h = _silu(groups[g, s] @ p["wi_0"][e]) * (groups[g, s] @ p["wi_1"][e])
+    out[g, s] += combine[g, s, e, c] * (h @ p["wo"][e])
+  return out.reshape(x.shape), logits, dispatch
+
+
+@pytest.mark.parametrize("k,factor", [(1, 0.5), (2, 0.5), (2, 1.0), (2, 4.0)])
+def test_einsum_path_matches_numpy_with_drops(k, factor):
+  block = layer.MoeBlock(4, HIDDEN, top_k=k, group_size=8, eval_capacity_factor=factor)
+  x = _x()
+  params = _init(block, x)
+  got, sown = block.apply(params, x, mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS])
+  want, logits, dispatch = _numpy_moe(params, x, 8, k, ref.capacity(8, factor, k, 4))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+  losses = aux_outputs.loss_terms(sown[aux_outputs.AUX_LOSS])
+  np.testing.assert_allclose(
+      float(losses["balance_loss"]), 0.01 * ref.load_balancing_loss(logits), rtol=1e-4
+  )
+  np.testing.assert_allclose(
+      float(losses["router_z_loss"]), 1e-3 * ref.router_z_loss(logits), rtol=1e-4
+  )
+  metrics = aux_outputs.metric_values(sown[aux_outputs.AUX_METRICS])
+  want_dropped = 1.0 - dispatch.sum(axis=(1, 2, 3)) / (8 * k)
+  np.testing.assert_allclose(float(metrics["dropped_fraction"]), want_dropped.mean(), atol=1e-6)
+  if factor < 1:
+    assert float(metrics["dropped_fraction"]) > 0  # the case really drops
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "dropless"])
+def test_one_expert_equals_the_dense_mlp(dispatch):
+  """E = 1, top-1, room for every token: the gate is 1 and the block is the expert's MLP."""
+  block = layer.MoeBlock(1, HIDDEN, top_k=1, group_size=4, dispatch=dispatch)
+  x = _x()
+  params = _init(block, x)
+  p = params["params"]
+  dense_params = {
+      "params": {
+          "wi_0": {"kernel": p["wi_0"][0]},
+          "wi_1": {"kernel": p["wi_1"][0]},
+          "wo": {"kernel": p["wo"][0]},
+      }
+  }
+  want = mlp.MlpBlock(HIDDEN).apply(dense_params, x)
+  got, _ = block.apply(params, x, mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS])
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_einsum_and_dropless_agree_when_nothing_drops():
+  """Outputs and every gradient (input, router, experts) of the two paths."""
+  kwargs = dict(top_k=2, group_size=8, eval_capacity_factor=4.0)  # capacity = all 8 tokens
+  einsum = layer.MoeBlock(4, HIDDEN, dispatch="einsum", **kwargs)
+  dropless = layer.MoeBlock(4, HIDDEN, dispatch="dropless", **kwargs)
+  x = _x(seed=3)
+  params = _init(einsum, x)
+
+  def loss(block, params, x):
+    out, sown = block.apply(params, x, mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS])
+    aux = sum(aux_outputs.loss_terms(sown[aux_outputs.AUX_LOSS]).values())
+    return jnp.sum(jnp.sin(out)) + aux
+
+  for argnum in (0, 1):
+    a = jax.grad(lambda p, x: loss(einsum, p, x), argnums=argnum)(params, x)
+    b = jax.grad(lambda p, x: loss(dropless, p, x), argnums=argnum)(params, x)
+    for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(
+          np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path)
+      )
+  np.testing.assert_allclose(
+      float(loss(einsum, params, x)), float(loss(dropless, params, x)), rtol=1e-5
+  )
+
+
+def test_router_randomness_uses_the_router_stream_only_in_training():
+  block = layer.MoeBlock(4, HIDDEN, group_size=8, second_expert_policy="random", jitter=0.1)
+  x = _x()
+  params = _init(block, x)
+  mutable = [aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS]
+  eval_a, _ = block.apply(params, x, mutable=mutable)  # deterministic: no rng needed
+  eval_b, _ = block.apply(params, x, mutable=mutable)
+  np.testing.assert_array_equal(np.asarray(eval_a), np.asarray(eval_b))
+  train = lambda seed: block.apply(
+      params,
+      x,
+      deterministic=False,
+      rngs={layer.ROUTER_RNG: jax.random.PRNGKey(seed)},
+      mutable=mutable,
+  )[0]
+  np.testing.assert_array_equal(np.asarray(train(0)), np.asarray(train(0)))
+  assert not np.allclose(np.asarray(train(0)), np.asarray(train(1)))
+  assert not np.allclose(np.asarray(train(0)), np.asarray(eval_a))
+
+
+def test_expert_choice_block_runs_the_reference_routing():
+  block = layer.MoeBlock(4, HIDDEN, router="expert_choice", group_size=8)
+  x = _x(seed=5)
+  params = _init(block, x)
+  got, _ = block.apply(params, x, mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS])
+  p = numpy_reference.unbox(params)["params"]
+  groups = np.asarray(x, np.float64).reshape(-1, 8, EMBED)
+  dispatch, combine = ref.expert_choice_routing(groups @ p["router"]["kernel"], 4)
+  want = np.zeros_like(groups)
+  for g, s, e, c in zip(*np.nonzero(dispatch)):
+    h = _silu(groups[g, s] @ p["wi_0"][e]) * (groups[g, s] @ p["wi_1"][e])
+    want[g, s] += combine[g, s, e, c] * (h @ p["wo"][e])
+  np.testing.assert_allclose(np.asarray(got), want.reshape(x.shape), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(group_size=5), "group_size=5 does not divide the 16 tokens"),
+        (dict(dispatch="scatter"), "dispatch='scatter'"),
+        (dict(router="hash"), "router='hash'"),
+        (dict(router="expert_choice", dispatch="dropless"), "needs router 'top_k'"),
+        (dict(top_k=5), "top_k=5"),
+        (dict(eval_capacity_factor=0.0), "capacity factor 0.0"),
+    ],
+)
+def test_bad_settings_name_the_setting(kwargs, message):
+  block = layer.MoeBlock(4, HIDDEN, **{"group_size": 8, **kwargs})
+  with pytest.raises(ConfigError, match=message):
+    _init(block, _x())
