@@ -1,7 +1,7 @@
 """Hyper-parameters of the dense transformers, one gin-configurable record."""
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import gin
 import jax
@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from model_zoo.errors import ConfigError
 from model_zoo.layers import linear
+from model_zoo.moe.config import MoeConfig
 
 _policies = jax.checkpoint_policies
 # DenseGeneral's matmul has its own VJP, which hides it from the matmul policies: named instead.
@@ -52,6 +53,7 @@ class TransformerConfig:
   relpos_num_buckets: int = 32
   relpos_max_distance: int = 128
   attention_impl: str = "einsum"  # einsum | xla | cudnn | pallas
+  moe: Optional[MoeConfig] = None  # mixture-of-experts FFNs in some layers
 
   def __post_init__(self):
     for name in ("vocab_size", "emb_dim", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):

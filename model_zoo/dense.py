@@ -16,6 +16,7 @@ from model_zoo import aux_outputs
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
 from model_zoo.errors import ConfigError
 from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, relative_position, types
+from model_zoo.moe import layer as moe_layer
 
 _ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 
@@ -30,6 +31,7 @@ class TransformerLayer(nn.Module):
   config: TransformerConfig
   causal_cache: bool = False  # decode with a KV cache
   deterministic: bool = True
+  moe: bool = False  # the FFN is a MoeBlock (config.moe) instead of the dense MLP
 
   def _attention(self, name: str, use_rope: bool = True) -> attention.Attention:
     cfg = self.config
@@ -78,20 +80,44 @@ class TransformerLayer(nn.Module):
       cross = self._attention("cross_attention", use_rope=False)
       x = x + self._dropout(cross(h, encoded, cross_mask, deterministic=self.deterministic))
     h = self._norm("pre_mlp_norm")(x)
-    h = mlp.MlpBlock(
-        cfg.mlp_dim,
-        cfg.activations,
-        cfg.dropout_rate,
-        dtype=cfg.activation_dtype,
-        param_dtype=cfg.parameter_dtype,
-        name="mlp",
-    )(h, deterministic=self.deterministic)
+    h = self._ffn()(h, deterministic=self.deterministic)
     x = _constrain(x + self._dropout(h))
     return x, None  # (carry, per-layer output) as nn.scan expects
 
+  def _ffn(self) -> nn.Module:
+    cfg = self.config
+    numerics = dict(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
+    if self.moe:
+      width = cfg.moe.mlp_dim or cfg.mlp_dim
+      return moe_layer.MoeBlock(cfg.moe, width, cfg.activations, **numerics, name="moe")
+    return mlp.MlpBlock(cfg.mlp_dim, cfg.activations, cfg.dropout_rate, **numerics, name="mlp")
+
+
+class MoeLayerBlock(nn.Module):
+  """MoeConfig.moe_layer_interval TransformerLayers, the last with a MoE FFN: the unit that a
+  MoE model scans, so that it keeps one compiled block (GLaM: [dense, moe])."""
+
+  config: TransformerConfig
+  causal_cache: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, *args):
+    interval = self.config.moe.moe_layer_interval
+    for i in range(interval):
+      x, _ = TransformerLayer(
+          self.config,
+          self.causal_cache,
+          self.deterministic,
+          moe=i == interval - 1,
+          name=f"layer_{i}",
+      )(x, *args)
+    return x, None
+
 
 class LayerStack(nn.Module):
-  """`num_layers` TransformerLayers, scanned or unrolled, with the configured remat policy."""
+  """`num_layers` TransformerLayers, scanned or unrolled, with the configured remat policy.
+  With a MoeConfig the unit is a MoeLayerBlock of moe_layer_interval layers."""
 
   config: TransformerConfig
   num_layers: int
@@ -130,7 +156,15 @@ class LayerStack(nn.Module):
       if decode and max_decode_length is None:
         raise ValueError("Decoding with relative position biases needs max_decode_length.")
       bias = self._relative_bias(max_decode_length if decode else x.shape[1])
-    layer_cls = TransformerLayer
+    layer_cls, num_blocks = TransformerLayer, self.num_layers
+    if cfg.moe is not None:
+      if self.num_layers % cfg.moe.moe_layer_interval:
+        raise ConfigError(
+            f"{self.num_layers} layers are not a multiple of MoeConfig.moe_layer_interval="
+            f"{cfg.moe.moe_layer_interval} (the stack is made of blocks of that many, the last "
+            "one MoE); change TransformerConfig.num_layers (or num_encoder_layers) or the interval."
+        )
+      layer_cls, num_blocks = MoeLayerBlock, self.num_layers // cfg.moe.moe_layer_interval
     policy = REMAT_POLICIES[cfg.remat_policy]
     if cfg.remat_policy != "none":
       layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not cfg.scan_layers)
@@ -147,13 +181,13 @@ class LayerStack(nn.Module):
           },
           split_rngs={True: True},  # every stream: dropout and the Model's rng_streams
           in_axes=nn.broadcast,
-          length=self.num_layers,
+          length=num_blocks,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
       args = (x, mask, positions, encoded, cross_mask, bias, segments)
       x, _ = scanned(**kwargs, name="layers")(*args)
       return x
-    for i in range(self.num_layers):
+    for i in range(num_blocks):
       args = (x, mask, positions, encoded, cross_mask, bias, segments)
       x, _ = layer_cls(**kwargs, name=f"layers_{i}")(*args)
     return x

@@ -26,53 +26,27 @@ from model_zoo import aux_outputs
 from model_zoo.errors import ConfigError
 from model_zoo.layers import linear, mlp, types
 from model_zoo.moe import routers
+from model_zoo.moe.config import MoeConfig
 
-ROUTERS = ("top_k", "expert_choice")
-DISPATCHES = ("einsum", "dropless")
 ROUTER_RNG = "router"
 
 
 class MoeBlock(nn.Module):
   """out = sum over a token's experts e of combine weight * FFN_e(x) (see the module docstring)."""
 
-  num_experts: int
+  config: MoeConfig
   hidden_dim: int  # each expert's FFN width
-  top_k: int = 2
   activations: Sequence[str] = ("silu", "linear")
-  group_size: int = 1024  # tokens routed together (fewer if the batch has fewer)
-  train_capacity_factor: float = 2.0
-  eval_capacity_factor: float = 2.0
-  router: str = "top_k"  # | "expert_choice"
-  dispatch: str = "einsum"  # | "dropless" (top_k only)
-  second_expert_policy: str = "all"  # | "random"
-  jitter: float = 0.0  # router inputs scaled by U(1 - jitter, 1 + jitter) in training
-  balance_loss_weight: float = 0.01
-  z_loss_weight: float = 1e-3
   dtype: types.DType = jnp.float32
   param_dtype: types.DType = jnp.float32
-
-  def _check(self) -> None:
-    if self.router not in ROUTERS:
-      raise ConfigError(f"MoeConfig.router={self.router!r}; expected one of {list(ROUTERS)}.")
-    if self.dispatch not in DISPATCHES:
-      raise ConfigError(
-          f"MoeConfig.dispatch={self.dispatch!r}; expected one of {list(DISPATCHES)}."
-      )
-    if self.dispatch == "dropless" and self.router != "top_k":
-      raise ConfigError(
-          "MoeConfig.dispatch='dropless' needs router 'top_k' (expert choice never drops and "
-          "has its own capacity); use dispatch 'einsum'."
-      )
-    if self.num_experts < 1:
-      raise ConfigError(f"MoeConfig.num_experts={self.num_experts} must be >= 1.")
 
   def _groups(self, x: types.Array) -> types.Array:
     """x [..., embed] as [groups, group_size, embed]."""
     tokens = x.size // x.shape[-1]
-    size = min(self.group_size, tokens)
+    size = min(self.config.group_size, tokens)
     if tokens % size:
       raise ConfigError(
-          f"MoeConfig.group_size={self.group_size} does not divide the {tokens} tokens of this "
+          f"MoeConfig.group_size={self.config.group_size} does not divide the {tokens} tokens of this "
           "batch (batch size x length); pick a group size that divides them."
       )
     return x.reshape(tokens // size, size, x.shape[-1])
@@ -85,7 +59,7 @@ class MoeBlock(nn.Module):
     return kernel.astype(self.dtype)
 
   def _kernels(self, embed: int):
-    e, f = self.num_experts, self.hidden_dim
+    e, f = self.config.num_experts, self.hidden_dim
     wi = [
         self._expert_kernel(f"wi_{i}", (e, embed, f), ("expert", "embed", "mlp"))
         for i in range(len(self.activations))
@@ -94,37 +68,43 @@ class MoeBlock(nn.Module):
 
   def _route(self, x: types.Array, deterministic: bool) -> tuple[types.Array, routers.Routing]:
     router_in = x.astype(jnp.float32)
-    if self.jitter and not deterministic:
+    if self.config.jitter and not deterministic:
       noise = jax.random.uniform(
-          self.make_rng(ROUTER_RNG), router_in.shape, minval=1 - self.jitter, maxval=1 + self.jitter
+          self.make_rng(ROUTER_RNG),
+          router_in.shape,
+          minval=1 - self.config.jitter,
+          maxval=1 + self.config.jitter,
       )
       router_in = router_in * noise
     logits = linear.DenseGeneral(
-        self.num_experts,
+        self.config.num_experts,
         ("embed", None),
         dtype=jnp.float32,
         param_dtype=self.param_dtype,
         name="router",
     )(router_in)
-    factor = self.eval_capacity_factor if deterministic else self.train_capacity_factor
+    factor = (
+        self.config.eval_capacity_factor if deterministic else self.config.train_capacity_factor
+    )
     group_size = x.shape[1]
-    if self.router == "expert_choice":
-      capacity = routers.expert_choice_capacity(group_size, factor, self.num_experts)
+    if self.config.router == "expert_choice":
+      capacity = routers.expert_choice_capacity(group_size, factor, self.config.num_experts)
       return logits, routers.expert_choice_routing(logits, capacity)
-    capacity = routers.capacity(group_size, factor, self.top_k, self.num_experts)
+    capacity = routers.capacity(group_size, factor, self.config.top_k, self.config.num_experts)
     coin = None
-    if self.second_expert_policy == "random" and not deterministic:
+    if self.config.second_expert_policy == "random" and not deterministic:
       coin = self.make_rng(ROUTER_RNG)
-    routing = routers.top_k_routing(logits, self.top_k, capacity, self.second_expert_policy, coin)
+    routing = routers.top_k_routing(
+        logits, self.config.top_k, capacity, self.config.second_expert_policy, coin
+    )
     return logits, routing
 
   @nn.compact
   def __call__(self, x: types.Array, deterministic: bool = True) -> types.Array:
-    self._check()
     groups = self._groups(x)
     logits, routing = self._route(groups, deterministic)
     wi, wo = self._kernels(x.shape[-1])
-    if self.dispatch == "einsum":
+    if self.config.dispatch == "einsum":
       out = self._einsum_experts(groups.astype(self.dtype), routing, wi, wo)
     else:
       out = self._dropless_experts(groups.astype(self.dtype), routing, wi, wo)
@@ -153,10 +133,10 @@ class MoeBlock(nn.Module):
 
   def _dropless_experts(self, groups, routing: routers.Routing, wi, wo) -> types.Array:
     tokens = groups.reshape(-1, groups.shape[-1])
-    k = self.top_k
+    k = self.config.top_k
     expert = routing.expert_index.reshape(-1)  # token-major: token t's choices at t*k..t*k+k-1
     order = jnp.argsort(expert, stable=True)
-    sizes = jnp.bincount(expert, length=self.num_experts).astype(jnp.int32)
+    sizes = jnp.bincount(expert, length=self.config.num_experts).astype(jnp.int32)
     sorted_in = jnp.repeat(tokens, k, axis=0)[order]
     ragged = lambda h, kernel: jax.lax.ragged_dot(h, kernel, sizes)
     sorted_out = self._ffn(sorted_in, wi, wo, ragged, ragged)
@@ -167,15 +147,15 @@ class MoeBlock(nn.Module):
   def _report(self, logits: types.Array, routing: routers.Routing) -> None:
     """Aux losses (weighted, into the loss) and metrics (never in the loss)."""
     aux_outputs.sow_aux_loss(
-        self, "balance_loss", routers.load_balancing_loss(routing), self.balance_loss_weight
+        self, "balance_loss", routers.load_balancing_loss(routing), self.config.balance_loss_weight
     )
     aux_outputs.sow_aux_loss(
-        self, "router_z_loss", routers.router_z_loss(logits), self.z_loss_weight
+        self, "router_z_loss", routers.router_z_loss(logits), self.config.z_loss_weight
     )
     gates = jax.lax.stop_gradient(routing.gates)
     entropy = -jnp.sum(gates * jnp.log(jnp.maximum(gates, 1e-30)), axis=-1)
     aux_outputs.sow_metric(self, "router_entropy", jnp.mean(entropy))
-    if self.router != "top_k":
+    if self.config.router != "top_k":
       return  # expert choice: every expert takes exactly its capacity, nothing to report
     # Before capacity: each expert's share of the group's routed choices (1/E when balanced).
     routed = jax.lax.stop_gradient(routing.expert_weight) > 0  # the "random" policy skips some
@@ -186,6 +166,6 @@ class MoeBlock(nn.Module):
     )
     wanted = jnp.sum(per_expert, axis=-1)  # [groups]
     aux_outputs.sow_metric(self, "max_expert_load", jnp.mean(jnp.max(per_expert, -1) / wanted))
-    if self.dispatch == "einsum":  # the dropless path drops nothing
+    if self.config.dispatch == "einsum":  # the dropless path drops nothing
       placed = jnp.sum(jax.lax.stop_gradient(routing.dispatch), axis=(1, 2, 3))
       aux_outputs.sow_metric(self, "dropped_fraction", jnp.mean(1.0 - placed / wanted))

@@ -11,10 +11,15 @@ from model_zoo import aux_outputs
 from model_zoo.errors import ConfigError
 from model_zoo.layers import mlp
 from model_zoo.moe import layer
+from model_zoo.moe.config import MoeConfig
 from tests.model_zoo import numpy_reference
 from tests.model_zoo.moe import numpy_routing as ref
 
 EMBED, HIDDEN = 6, 5
+
+
+def _block(num_experts: int = 4, **kwargs) -> layer.MoeBlock:
+  return layer.MoeBlock(MoeConfig(num_experts=num_experts, **kwargs), HIDDEN)
 
 
 def _x(shape=(2, 8, EMBED), seed=0):
@@ -46,7 +51,7 @@ def _numpy_moe(params, x, group_size, k, capacity):
 
 @pytest.mark.parametrize("k,factor", [(1, 0.5), (2, 0.5), (2, 1.0), (2, 4.0)])
 def test_einsum_path_matches_numpy_with_drops(k, factor):
-  block = layer.MoeBlock(4, HIDDEN, top_k=k, group_size=8, eval_capacity_factor=factor)
+  block = _block(4, top_k=k, group_size=8, eval_capacity_factor=factor)
   x = _x()
   params = _init(block, x)
   got, sown = block.apply(params, x, mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS])
@@ -69,7 +74,7 @@ def test_einsum_path_matches_numpy_with_drops(k, factor):
 @pytest.mark.parametrize("dispatch", ["einsum", "dropless"])
 def test_one_expert_equals_the_dense_mlp(dispatch):
   """E = 1, top-1, room for every token: the gate is 1 and the block is the expert's MLP."""
-  block = layer.MoeBlock(1, HIDDEN, top_k=1, group_size=4, dispatch=dispatch)
+  block = _block(1, top_k=1, group_size=4, dispatch=dispatch)
   x = _x()
   params = _init(block, x)
   p = params["params"]
@@ -88,8 +93,8 @@ def test_one_expert_equals_the_dense_mlp(dispatch):
 def test_einsum_and_dropless_agree_when_nothing_drops():
   """Outputs and every gradient (input, router, experts) of the two paths."""
   kwargs = dict(top_k=2, group_size=8, eval_capacity_factor=4.0)  # capacity = all 8 tokens
-  einsum = layer.MoeBlock(4, HIDDEN, dispatch="einsum", **kwargs)
-  dropless = layer.MoeBlock(4, HIDDEN, dispatch="dropless", **kwargs)
+  einsum = _block(4, dispatch="einsum", **kwargs)
+  dropless = _block(4, dispatch="dropless", **kwargs)
   x = _x(seed=3)
   params = _init(einsum, x)
 
@@ -111,7 +116,7 @@ def test_einsum_and_dropless_agree_when_nothing_drops():
 
 
 def test_router_randomness_uses_the_router_stream_only_in_training():
-  block = layer.MoeBlock(4, HIDDEN, group_size=8, second_expert_policy="random", jitter=0.1)
+  block = _block(4, group_size=8, second_expert_policy="random", jitter=0.1)
   x = _x()
   params = _init(block, x)
   mutable = [aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS]
@@ -131,7 +136,7 @@ def test_router_randomness_uses_the_router_stream_only_in_training():
 
 
 def test_expert_choice_block_runs_the_reference_routing():
-  block = layer.MoeBlock(4, HIDDEN, router="expert_choice", group_size=8)
+  block = _block(4, router="expert_choice", group_size=8)
   x = _x(seed=5)
   params = _init(block, x)
   got, _ = block.apply(params, x, mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS])
@@ -148,15 +153,20 @@ def test_expert_choice_block_runs_the_reference_routing():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(group_size=5), "group_size=5 does not divide the 16 tokens"),
         (dict(dispatch="scatter"), "dispatch='scatter'"),
         (dict(router="hash"), "router='hash'"),
         (dict(router="expert_choice", dispatch="dropless"), "needs router 'top_k'"),
         (dict(top_k=5), "top_k=5"),
-        (dict(eval_capacity_factor=0.0), "capacity factor 0.0"),
+        (dict(eval_capacity_factor=0.0), "eval_capacity_factor=0.0"),
+        (dict(second_expert_policy="sometimes"), "second_expert_policy='sometimes'"),
+        (dict(group_size=0), "group_size=0"),
     ],
 )
 def test_bad_settings_name_the_setting(kwargs, message):
-  block = layer.MoeBlock(4, HIDDEN, **{"group_size": 8, **kwargs})
   with pytest.raises(ConfigError, match=message):
-    _init(block, _x())
+    MoeConfig(num_experts=4, **kwargs)
+
+
+def test_a_group_size_that_does_not_divide_the_tokens_is_refused():
+  with pytest.raises(ConfigError, match="group_size=5 does not divide the 16 tokens"):
+    _init(_block(group_size=5), _x())

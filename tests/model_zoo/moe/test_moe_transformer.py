@@ -1,0 +1,87 @@
+"""MoE layers in the zoo's transformer: every moe_layer_interval-th layer's FFN is a MoeBlock,
+the stack scans [dense, ..., moe] blocks, scanned equals unrolled, the Model's loss gets the
+router losses."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.core import meta
+
+from model_zoo import dense, models
+from model_zoo import metrics as metrics_lib
+from model_zoo.config import TransformerConfig
+from model_zoo.errors import ConfigError
+from model_zoo.moe.config import MoeConfig
+from tests.model_zoo import tiny_lm
+from tests.tiny import tiny_config
+
+MOE = MoeConfig(num_experts=4, top_k=2, mlp_dim=16, group_size=8, eval_capacity_factor=1.0)
+
+
+def _config(**overrides) -> TransformerConfig:
+  return tiny_config(num_layers=4, moe=MOE, **overrides)
+
+
+def _tokens(seed=0):
+  return jnp.asarray(np.random.default_rng(seed).integers(1, 64, size=(2, 8)), jnp.int32)
+
+
+def _init(cfg):
+  module = dense.DecoderOnlyLM(cfg)
+  tokens = _tokens()
+  return module, meta.unbox(module.init(jax.random.PRNGKey(0), tokens, tokens)["params"])
+
+
+def test_every_second_layer_is_moe_and_the_stack_scans_blocks():
+  _, params = _init(_config())
+  blocks = params["decoder"]["layers"]
+  assert set(blocks) == {"layer_0", "layer_1"}
+  assert "mlp" in blocks["layer_0"] and "moe" not in blocks["layer_0"]
+  assert "moe" in blocks["layer_1"] and "mlp" not in blocks["layer_1"]
+  # [blocks, experts, embed, expert mlp] and [blocks, embed, experts] (the router)
+  assert blocks["layer_1"]["moe"]["wi_0"].shape == (2, 4, 32, 16)
+  assert blocks["layer_1"]["moe"]["router"]["kernel"].shape == (2, 32, 4)
+
+
+def test_scanned_blocks_equal_the_unrolled_stack():
+  """Logits and the sown router losses, with drops (eval capacity factor 1.0)."""
+  tokens = _tokens(1)
+  scanned, params = _init(_config())
+  unrolled = dense.DecoderOnlyLM(_config(scan_layers=False))
+  unrolled_params = tiny_lm.unstack_layers(params, 2)
+
+  def run(module, p):
+    return module.apply({"params": p}, tokens, tokens, mutable=["aux_loss"])
+
+  (a, aux_a), (b, aux_b) = run(scanned, params), run(unrolled, unrolled_params)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  total = lambda aux: sum(float(jnp.sum(x)) for x in jax.tree.leaves(aux))
+  np.testing.assert_allclose(total(aux_a), total(aux_b), rtol=1e-5)
+  assert len(jax.tree.leaves(aux_b)) == 4  # two MoE layers, two losses each
+
+
+def test_the_model_loss_includes_the_weighted_router_losses():
+  model = models.DecoderOnlyModel(dense.DecoderOnlyLM(_config()), z_loss=0.0)
+  _, params = _init(_config())
+  tokens = _tokens(2)
+  batch = {
+      "decoder_input_tokens": tokens,
+      "decoder_target_tokens": tokens,
+      "decoder_loss_weights": jnp.ones_like(tokens),
+  }
+  loss, metrics = model.loss_fn(params, batch)
+  values = metrics_lib.values(metrics)
+  balance = [v for k, v in values.items() if k.startswith("aux/") and "balance_loss" in k]
+  router_z = [v for k, v in values.items() if k.startswith("aux/") and "router_z_loss" in k]
+  assert balance and router_z
+  # the balance loss is >= 1 per layer (1 when uniform), times weight 0.01, two layers
+  assert sum(balance) >= 2 * 0.01 * 0.999
+  np.testing.assert_allclose(float(loss), values["loss"] + sum(balance) + sum(router_z), rtol=1e-5)
+
+
+def test_a_layer_count_that_is_not_a_multiple_of_the_interval_is_refused():
+  with pytest.raises(ConfigError, match="MoeConfig.moe_layer_interval=2"):
+    _init(dataclasses.replace(_config(), num_layers=3))
