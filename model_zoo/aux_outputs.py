@@ -13,7 +13,8 @@ changing:
 <path> is the sowing module's path and the sown name (`decoder/layers/mlp/balance`). Under
 `nn.scan` (TransformerConfig.scan_layers) every sown value gets a leading layer axis: a
 loss term is summed over it (what the same layers unrolled add to the loss) and a metric
-is averaged over it (one number for the stack; unrolled layers report one each). Repeated
+is averaged over it, with its max over the layers beside it as `<path>/max` (two numbers
+for the stack, however deep; unrolled layers report one each). Repeated
 sows of one name in one module are summed (loss terms) or averaged (metrics) the same way.
 This module is the one place those names live, so the layer stack (model_zoo/dense.py)
 scans the collections without importing the Model API.
@@ -48,11 +49,15 @@ def loss_terms(collection: Any) -> dict[str, jax.Array]:
 
 
 def metric_values(collection: Any) -> dict[str, jax.Array]:
-  """Each sown metric by its path, averaged over layers and repeated sows (fp32)."""
-  return {
-      path: jnp.mean(jnp.concatenate([jnp.ravel(x) for x in arrays]))
-      for path, arrays in _sown_by_path(collection).items()
-  }
+  """Each sown metric by its path, averaged over layers and repeated sows (fp32); where a path
+  holds several values (a scanned stack's layers), also their max, as <path>/max."""
+  values = {}
+  for path, arrays in _sown_by_path(collection).items():
+    flat = jnp.concatenate([jnp.ravel(x) for x in arrays])
+    values[path] = jnp.mean(flat)
+    if flat.size > 1:
+      values[f"{path}/max"] = jnp.max(flat)
+  return values
 
 
 def _sown_by_path(collection: Any) -> dict[str, list[jax.Array]]:

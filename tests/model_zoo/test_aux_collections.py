@@ -70,6 +70,9 @@ def test_loss_terms_sum_and_metrics_average_over_layers_and_sows():
   sown = {"decoder": {"layers": {"x": (jnp.array([1.0, 3.0]), jnp.array([2.0, 2.0]))}}}
   assert float(aux_outputs.loss_terms(sown)["decoder/layers/x"]) == 8.0
   assert float(aux_outputs.metric_values(sown)["decoder/layers/x"]) == 2.0
+  assert float(aux_outputs.metric_values(sown)["decoder/layers/x/max"]) == 3.0
+  one = {"decoder": {"layers_0": {"x": (jnp.array(5.0),)}}}
+  assert set(aux_outputs.metric_values(one)) == {"decoder/layers_0/x"}  # one value: no max
   assert aux_outputs.loss_terms({}) == {} and aux_outputs.metric_values({}) == {}
 
 
@@ -86,7 +89,9 @@ def test_the_loss_gets_the_weighted_aux_term_and_a_metric_changes_nothing(scan):
   assert loss == base_loss
   _assert_trees_equal(grads, base_grads)
   probes = {f"metrics/{p}/probe": METRIC_VALUE for p in _layer_paths(scan)}
-  assert metrics == {**base_metrics, **probes}  # scan averages its layer axis
+  if scan:  # scan averages its layer axis, and reports the max over it beside
+    probes["metrics/decoder/layers/probe/max"] = METRIC_VALUE
+  assert metrics == {**base_metrics, **probes}
 
   loss, metrics, grads = _loss_metrics_grads(_probed_layer(True, True), scan, params, batch)
   term = np.float32(AUX_VALUE * AUX_WEIGHT)
