@@ -129,7 +129,7 @@ class Partitioner:
       return P()
     mesh_axes = nn.logical_to_mesh_axes(tuple(logical_names), self.rules)
     resolved = []
-    for dim, axes in zip(shape, mesh_axes):
+    for dim, axes, logical in zip(shape, mesh_axes, logical_names):
       named = (axes,) if isinstance(axes, str) else axes or ()
       unknown = [a for a in named if a not in self.mesh.shape]
       if unknown:
@@ -138,6 +138,12 @@ class Partitioner:
             f"which Partitioner.mesh_axes={tuple(self.mesh.axis_names)} does not have."
         )
       size = math.prod(self.mesh.shape[a] for a in named)
+      if axes is not None and dim % size and logical == "expert":
+        raise ConfigError(
+            f"MoeConfig.num_experts={dim} is not a multiple of the mesh's {axes} axes "
+            f"({size} devices, Partitioner.mesh_shape): experts are split evenly over them. "
+            "Change num_experts or the mesh shape."
+        )
       if axes is not None and dim % size:
         logging.warning(
             "Replicating a dimension of size %d (logical %s): mesh axes %s of size %d do "
