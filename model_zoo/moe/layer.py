@@ -46,8 +46,8 @@ class MoeBlock(nn.Module):
     size = min(self.config.group_size, tokens)
     if tokens % size:
       raise ConfigError(
-          f"MoeConfig.group_size={self.config.group_size} does not divide the {tokens} tokens of this "
-          "batch (batch size x length); pick a group size that divides them."
+          f"MoeConfig.group_size={self.config.group_size} does not divide the {tokens} tokens "
+          "of this batch (batch size x length); pick a group size that divides them."
       )
     return x.reshape(tokens // size, size, x.shape[-1])
 

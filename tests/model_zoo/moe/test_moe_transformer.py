@@ -22,7 +22,7 @@ MOE = MoeConfig(num_experts=4, top_k=2, mlp_dim=16, group_size=8, eval_capacity_
 
 
 def _config(**overrides) -> TransformerConfig:
-  return tiny_config(num_layers=4, moe=MOE, **overrides)
+  return tiny_config(**{"num_layers": 4, "moe": MOE, **overrides})
 
 
 def _tokens(seed=0):
@@ -85,3 +85,55 @@ def test_the_model_loss_includes_the_weighted_router_losses():
 def test_a_layer_count_that_is_not_a_multiple_of_the_interval_is_refused():
   with pytest.raises(ConfigError, match="MoeConfig.moe_layer_interval=2"):
     _init(dataclasses.replace(_config(), num_layers=3))
+
+
+def _decode_token_by_token(module, params, tokens):
+  _, variables = module.apply({"params": params}, tokens, tokens, decode=True, mutable=["cache"])
+  cache, outs = variables["cache"], []
+  for t in range(tokens.shape[1]):
+    step = tokens[:, t : t + 1]
+    logits, variables = module.apply(
+        {"params": params, "cache": cache}, step, step, decode=True, mutable=["cache"]
+    )
+    cache = variables["cache"]
+    outs.append(np.asarray(logits))
+  return np.concatenate(outs, axis=1)
+
+
+@pytest.mark.parametrize(
+    "dispatch,factor,same",
+    [
+        ("dropless", 1.0, True),  # nothing is ever dropped
+        ("einsum", 8.0, True),  # room for every token in both
+        ("einsum", 0.5, False),  # the full forward drops choices that one-token steps keep
+    ],
+)
+def test_cached_decoding_equals_the_full_forward_when_nothing_drops(dispatch, factor, same):
+  moe = dataclasses.replace(MOE, dispatch=dispatch, eval_capacity_factor=factor)
+  module, params = _init(_config(moe=moe))
+  tokens = _tokens(3)
+  full = np.asarray(module.apply({"params": params}, tokens, tokens))
+  cached = _decode_token_by_token(module, params, tokens)
+  assert np.allclose(cached, full, rtol=1e-5, atol=1e-5) == same
+
+
+@pytest.mark.parametrize("policy", ["dots_no_batch", "full"])
+def test_remat_policies_apply_to_moe_blocks_and_change_nothing(policy):
+  """Logits and gradients (the router losses included) equal remat "none"."""
+  tokens = _tokens(4)
+
+  def value_and_grad(cfg):
+    module, params = _init(cfg)
+
+    def loss(p):
+      logits, sown = module.apply({"params": p}, tokens, tokens, mutable=["aux_loss"])
+      aux = sum(jnp.sum(x) for x in jax.tree.leaves(sown))
+      return jnp.sum(jax.nn.log_softmax(logits)[..., 0]) + aux
+
+    return jax.value_and_grad(loss)(params)
+
+  base_loss, base_grads = value_and_grad(_config())
+  loss, grads = value_and_grad(_config(remat_policy=policy))
+  np.testing.assert_allclose(float(loss), float(base_loss), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(base_grads), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
