@@ -29,7 +29,9 @@ def _losses_and_state(mesh_shape, num_devices, dispatch="einsum"):
   return np.array(losses), state
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 1, 1, 4), (1, 1, 1, 8)])
+@pytest.mark.parametrize(
+    "mesh_shape", [(2, 1, 1, 4), pytest.param((1, 1, 1, 8), marks=pytest.mark.slow)]
+)
 def test_expert_parallel_training_equals_one_device(mesh_shape):
   single, _ = _losses_and_state((1, 1, 1, 1), 1)
   sharded, state = _losses_and_state(mesh_shape, 8)

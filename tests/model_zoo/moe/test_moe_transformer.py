@@ -104,8 +104,9 @@ def _decode_token_by_token(module, params, tokens):
     "dispatch,factor,same",
     [
         ("dropless", 1.0, True),  # nothing is ever dropped
-        ("einsum", 8.0, True),  # room for every token in both
-        ("einsum", 0.5, False),  # the full forward drops choices that one-token steps keep
+        pytest.param("einsum", 8.0, True, marks=pytest.mark.slow),  # room for every token
+        # the full forward drops choices that one-token steps keep
+        pytest.param("einsum", 0.5, False, marks=pytest.mark.slow),
     ],
 )
 def test_cached_decoding_equals_the_full_forward_when_nothing_drops(dispatch, factor, same):
@@ -117,7 +118,7 @@ def test_cached_decoding_equals_the_full_forward_when_nothing_drops(dispatch, fa
   assert np.allclose(cached, full, rtol=1e-5, atol=1e-5) == same
 
 
-@pytest.mark.parametrize("policy", ["dots_no_batch", "full"])
+@pytest.mark.parametrize("policy", ["dots_no_batch", pytest.param("full", marks=pytest.mark.slow)])
 def test_remat_policies_apply_to_moe_blocks_and_change_nothing(policy):
   """Logits and gradients (the router losses included) equal remat "none"."""
   tokens = _tokens(4)
