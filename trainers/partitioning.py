@@ -20,7 +20,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from model_zoo.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-BATCH_AXES = ("data", "fsdp")
+# Dense layers are data-parallel over the expert axis too; MoE layers move their tokens from
+# it onto the experts (and back) by an all-to-all, from the "activation_expert" constraints.
+BATCH_AXES = ("data", "fsdp", "expert")
+BATCH_AXES_NO_EXPERT = ("data", "fsdp")
 
 # (logical axis, mesh axis or axes or None). Parameters use the plain names, activations
 # the "activation_" ones, so that e.g. "embed" can be FSDP-sharded on parameters while
@@ -45,6 +48,8 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("relpos_buckets", None),
     ("layers", None),
     ("expert", "expert"),
+    ("activation_expert", "expert"),
+    ("activation_batch_no_expert", BATCH_AXES_NO_EXPERT),
 )
 
 
@@ -219,7 +224,7 @@ class Partitioner:
     if global_batch_size % self.data_parallel_size:
       raise ConfigError(
           f"{binding}={global_batch_size} is not divisible by the data-parallel size "
-          f"{self.data_parallel_size} (mesh data x fsdp = {dict(self.mesh.shape)}); use a multiple of "
+          f"{self.data_parallel_size} (mesh data x fsdp x expert = {dict(self.mesh.shape)}); use a multiple of "
           f"{self.data_parallel_size} or change Partitioner.mesh_shape."
       )
 

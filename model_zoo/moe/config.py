@@ -22,7 +22,7 @@ class MoeConfig:
   top_k: int = 2
   mlp_dim: Optional[int] = None  # each expert's width; None: TransformerConfig.mlp_dim
   moe_layer_interval: int = 2
-  group_size: int = 1024  # tokens routed together
+  group_size: int = 1024  # tokens routed together, within one sequence (at most its length)
   train_capacity_factor: float = 2.0
   eval_capacity_factor: float = 2.0
   router: str = "top_k"  # top_k | expert_choice

@@ -1,7 +1,7 @@
 """MoeBlock: E gated-FFN experts behind a router, in place of a transformer layer's MLP.
 
-Tokens are cut into groups of `group_size` and routed within their group (model_zoo/moe/
-routers.py). Two dispatch paths compute the same function where nothing is dropped:
+Each sequence is cut into groups of `group_size` tokens (the whole sequence if it is shorter),
+routed within their group (model_zoo/moe/routers.py). Two dispatch paths compute the same function where nothing is dropped:
 
 - "einsum" (GShard): one-hot dispatch and combine tensors [groups, tokens, experts, capacity]
   carry the tokens to [experts, groups, capacity, embed] and back; capacity-bounded, a choice
@@ -29,6 +29,12 @@ from model_zoo.moe import routers
 from model_zoo.moe.config import MoeConfig
 
 ROUTER_RNG = "router"
+_TOKEN_AXES = ("activation_batch", "activation_length", "activation_embed")
+# [groups, experts, capacity, embed] where each group's device holds it, and [experts, groups,
+# capacity, features] with the experts over the mesh's expert axis.
+_GROUPED_AXES = ("activation_batch", None, None, "activation_embed")
+_DISPATCHED_AXES = ("activation_expert", "activation_batch_no_expert", None, "activation_embed")
+_DISPATCHED_HIDDEN_AXES = _DISPATCHED_AXES[:3] + ("activation_mlp",)
 
 
 class MoeBlock(nn.Module):
@@ -41,15 +47,21 @@ class MoeBlock(nn.Module):
   param_dtype: types.DType = jnp.float32
 
   def _groups(self, x: types.Array) -> types.Array:
-    """x [..., embed] as [groups, group_size, embed]."""
-    tokens = x.size // x.shape[-1]
-    size = min(self.config.group_size, tokens)
-    if tokens % size:
+    """x [batch, length, embed] as [groups, group_size, embed], groups within a sequence.
+
+    A group never spans two sequences, so a sequence's routing never depends on the others
+    in its batch (decoding one token routes it alone) and the groups shard like the batch.
+    """
+    length = x.shape[1]
+    size = min(self.config.group_size, length)
+    if length % size:
       raise ConfigError(
-          f"MoeConfig.group_size={self.config.group_size} does not divide the {tokens} tokens "
-          "of this batch (batch size x length); pick a group size that divides them."
+          f"MoeConfig.group_size={self.config.group_size} does not divide the sequence length "
+          f"{length}; tokens are routed in groups within a sequence, so pick a group size that "
+          "divides the length (or one >= it: the whole sequence is one group)."
       )
-    return x.reshape(tokens // size, size, x.shape[-1])
+    groups = x.reshape(-1, size, x.shape[-1])
+    return nn.with_logical_constraint(groups, _TOKEN_AXES)
 
   def _expert_kernel(self, name: str, shape: tuple[int, ...], axes: tuple[str, ...]):
     init = nn.initializers.variance_scaling(
@@ -120,16 +132,26 @@ class MoeBlock(nn.Module):
     return matmul_out(hidden, wo)
 
   def _einsum_experts(self, groups, routing: routers.Routing, wi, wo) -> types.Array:
+    # Dispatch and combine stay local to each group's device; the two transposes between the
+    # group-sharded and the expert-sharded layouts are the tokens' all-to-alls.
     dispatch = routing.dispatch.astype(self.dtype)
-    expert_in = jnp.einsum("gsec,gsd->egcd", dispatch, groups)
-    expert_out = self._ffn(
-        expert_in,
-        wi,
-        wo,
-        lambda h, k: jnp.einsum("egcd,edf->egcf", h, k),
-        lambda h, k: jnp.einsum("egcf,efd->egcd", h, k),
+    local_in = nn.with_logical_constraint(
+        jnp.einsum("gsec,gsd->gecd", dispatch, groups), _GROUPED_AXES
     )
-    return jnp.einsum("gsec,egcd->gsd", routing.combine.astype(self.dtype), expert_out)
+    expert_in = nn.with_logical_constraint(jnp.swapaxes(local_in, 0, 1), _DISPATCHED_AXES)
+
+    def matmul_in(h, kernel):
+      return nn.with_logical_constraint(
+          jnp.einsum("egcd,edf->egcf", h, kernel), _DISPATCHED_HIDDEN_AXES
+      )
+
+    def matmul_out(h, kernel):
+      return nn.with_logical_constraint(jnp.einsum("egcf,efd->egcd", h, kernel), _DISPATCHED_AXES)
+
+    expert_out = self._ffn(expert_in, wi, wo, matmul_in, matmul_out)
+    local_out = nn.with_logical_constraint(jnp.swapaxes(expert_out, 0, 1), _GROUPED_AXES)
+    out = jnp.einsum("gsec,gecd->gsd", routing.combine.astype(self.dtype), local_out)
+    return nn.with_logical_constraint(out, _TOKEN_AXES)
 
   def _dropless_experts(self, groups, routing: routers.Routing, wi, wo) -> types.Array:
     tokens = groups.reshape(-1, groups.shape[-1])

@@ -1,6 +1,10 @@
 """A MoE model on 8 fake CPU devices with the experts sharded over the mesh's `expert` axis
-trains exactly as on one device (10 steps, loss curves to 1e-5), and the expert kernels
-really are split over that axis."""
+trains exactly as on one device (10 steps, loss curves to 1e-5), the expert kernels really
+are split over that axis, the batch over it too, and the tokens reach their experts by
+all-to-alls (no gathers)."""
+
+import collections
+import re
 
 import numpy as np
 import pytest
@@ -42,6 +46,25 @@ def test_expert_parallel_training_equals_one_device(mesh_shape):
   assert spec[1] == "expert", spec  # [blocks, experts, embed, mlp]: experts over `expert`
   shard_experts = {s.data.shape[1] for s in kernel.addressable_shards}
   assert shard_experts == {8 // mesh_shape[3]}
+
+
+def _collectives(tr, state, batch) -> collections.Counter:
+  hlo = tr._train_step.lower(state, tr.partitioner.shard_batch(batch)).compile().as_text()
+  return collections.Counter(
+      re.findall(r" (all-to-all|all-gather|reduce-scatter|collective-permute)(?:-start)?\(", hlo)
+  )
+
+
+def test_tokens_reach_their_experts_by_all_to_all():
+  """data 2 x expert 4: the dense layers are data-parallel over all 8 devices, and the one MoE
+  layer's dispatch and combine are each one all-to-all, forward and backward; nothing is
+  gathered (the parameters outside the experts are replicated, the experts stay put)."""
+  tr = helpers.make_trainer(mesh_shape=(2, 1, 1, 4), num_devices=8, model=_model())
+  batch = helpers.synthetic_batch(0)
+  assert tr._batch_shardings(batch)["decoder_input_tokens"].spec[0] == ("data", "fsdp", "expert")
+  state = tr.init_state(helpers.shapes_of(batch))
+  state, _ = tr.train_step(state, batch)
+  assert _collectives(tr, state, batch) == {"all-to-all": 4}
 
 
 def test_experts_that_the_expert_axis_does_not_divide_are_refused():

@@ -167,6 +167,20 @@ def test_bad_settings_name_the_setting(kwargs, message):
     MoeConfig(num_experts=4, **kwargs)
 
 
-def test_a_group_size_that_does_not_divide_the_tokens_is_refused():
-  with pytest.raises(ConfigError, match="group_size=5 does not divide the 16 tokens"):
+def test_a_group_size_that_does_not_divide_the_length_is_refused():
+  with pytest.raises(ConfigError, match="group_size=5 does not divide the sequence length 8"):
     _init(_block(group_size=5), _x())
+
+
+def test_groups_stay_within_a_sequence():
+  """group_size above the length: each sequence is one group, so with drops (capacity 2 of 8
+  tokens) a row's output is the same alone as beside others, and equals NumPy's."""
+  block = _block(4, top_k=2, group_size=1024, eval_capacity_factor=0.5)
+  x = _x((3, 8, EMBED), seed=7)
+  params = _init(block, x)
+  together = np.asarray(block.apply(params, x))
+  alone = np.asarray(block.apply(params, x[1:2]))
+  np.testing.assert_allclose(together[1:2], alone, rtol=1e-6, atol=1e-6)
+  want, _, dispatch = _numpy_moe(params, x, group_size=8, k=2, capacity=2)
+  np.testing.assert_allclose(together, want, rtol=1e-4, atol=1e-5)
+  assert dispatch.sum() < 3 * 8 * 2  # some choices really are dropped
