@@ -10,6 +10,11 @@ changing:
 - AUX_METRICS ("aux_metrics"): diagnostics (router entropy, dropped tokens), reported as
   `metrics/<path>` and never added to the loss, so they carry no gradient.
 
+- AUX_METRIC_ITEMS ("aux_metric_items"): a diagnostic with one value per item (each
+  expert's load, when MoeConfig.report_expert_load asks), reported element by element as
+  `metrics/<path>/<index>`; under `nn.scan` the layer (block) index comes first
+  (`.../expert_load/<block>/<expert>`). Also never in the loss.
+
 <path> is the sowing module's path and the sown name (`decoder/layers/mlp/balance`). Under
 `nn.scan` (TransformerConfig.scan_layers) every sown value gets a leading layer axis: a
 loss term is summed over it (what the same layers unrolled add to the loss) and a metric
@@ -20,6 +25,7 @@ This module is the one place those names live, so the layer stack (model_zoo/den
 scans the collections without importing the Model API.
 """
 
+import itertools
 from typing import Any
 
 import flax.linen as nn
@@ -29,6 +35,8 @@ from flax import traverse_util
 
 AUX_LOSS = "aux_loss"
 AUX_METRICS = "aux_metrics"
+AUX_METRIC_ITEMS = "aux_metric_items"
+COLLECTIONS = (AUX_LOSS, AUX_METRICS, AUX_METRIC_ITEMS)  # what a layer stack scans and returns
 
 
 def sow_aux_loss(module: nn.Module, name: str, value: jax.Array, weight: float = 1.0) -> None:
@@ -39,6 +47,11 @@ def sow_aux_loss(module: nn.Module, name: str, value: jax.Array, weight: float =
 def sow_metric(module: nn.Module, name: str, value: jax.Array) -> None:
   """Reports `value` (a scalar, a mean over the batch) as metrics/<path>/name, outside the loss."""
   module.sow(AUX_METRICS, name, value)
+
+
+def sow_metric_items(module: nn.Module, name: str, values: jax.Array) -> None:
+  """Reports each element of `values` (one per item) as metrics/<path>/name/<index>."""
+  module.sow(AUX_METRIC_ITEMS, name, values)
 
 
 def loss_terms(collection: Any) -> dict[str, jax.Array]:
@@ -57,6 +70,17 @@ def metric_values(collection: Any) -> dict[str, jax.Array]:
     values[path] = jnp.mean(flat)
     if flat.size > 1:
       values[f"{path}/max"] = jnp.max(flat)
+  return values
+
+
+def metric_items(collection: Any) -> dict[str, jax.Array]:
+  """Each element of each sown per-item metric, by <path>/<index> (indices '/'-joined, a
+  scanned stack's layer first); repeated sows of one name are averaged."""
+  values = {}
+  for path, arrays in _sown_by_path(collection).items():
+    mean = sum(arrays) / len(arrays)
+    for index in itertools.product(*map(range, mean.shape)):
+      values["/".join([path, *map(str, index)])] = mean[index]
   return values
 
 

@@ -89,7 +89,9 @@ class TransformerLayer(nn.Module):
     numerics = dict(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
     if self.moe:
       width = cfg.moe.mlp_dim or cfg.mlp_dim
-      return moe_layer.MoeBlock(cfg.moe, width, cfg.activations, **numerics, name="moe")
+      return moe_layer.MoeBlock(
+          cfg.moe, width, cfg.activations, cfg.dropout_rate, **numerics, name=moe_layer.MODULE_NAME
+      )
     return mlp.MlpBlock(cfg.mlp_dim, cfg.activations, cfg.dropout_rate, **numerics, name="mlp")
 
 
@@ -175,8 +177,7 @@ class LayerStack(nn.Module):
           variable_axes={
               "params": 0,
               "cache": 0,
-              aux_outputs.AUX_LOSS: 0,
-              aux_outputs.AUX_METRICS: 0,
+              **{collection: 0 for collection in aux_outputs.COLLECTIONS},
               "intermediates": 0,
           },
           split_rngs={True: True},  # every stream: dropout and the Model's rng_streams

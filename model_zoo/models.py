@@ -128,9 +128,9 @@ class BaseModel:
         batch,
         rngs=rngs,
         deterministic=rng is None,
-        mutable=[aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS],
+        mutable=list(aux_outputs.COLLECTIONS),
     )
-    return logits, state.get(aux_outputs.AUX_LOSS, {}), state.get(aux_outputs.AUX_METRICS, {})
+    return logits, state
 
   def loss_fn(
       self,
@@ -147,7 +147,7 @@ class BaseModel:
     loss-weight sum, as the token loss does: merged over microbatches and steps, `aux/...`
     is the term the loss got and `metrics/...` one big batch's value.
     """
-    logits, aux_loss, aux_metrics = self._logits(params, batch, rng)
+    logits, sown = self._logits(params, batch, rng)
     targets = batch["decoder_target_tokens"]
     weights = feature_converters.loss_weights(batch)
     terms = losses.token_losses(
@@ -163,16 +163,20 @@ class BaseModel:
         "z_loss": Average.of(jnp.sum(terms.z_loss * weights), weight_sum),
         "accuracy": Average.of(jnp.sum(terms.correct * weights), weight_sum),
     }
-    for path, term in aux_outputs.loss_terms(aux_loss).items():
+    for path, term in aux_outputs.loss_terms(sown.get(aux_outputs.AUX_LOSS, {})).items():
       loss = loss + term * (weight_sum / normalizer)
       metrics[f"aux/{path}"] = Average.of(term * weight_sum, weight_sum)
-    for path, value in aux_outputs.metric_values(aux_metrics).items():
+    reported = {
+        **aux_outputs.metric_values(sown.get(aux_outputs.AUX_METRICS, {})),
+        **aux_outputs.metric_items(sown.get(aux_outputs.AUX_METRIC_ITEMS, {})),
+    }
+    for path, value in reported.items():
       metrics[f"metrics/{path}"] = Average.of(value * weight_sum, weight_sum)
     return loss, metrics
 
   def score_batch(self, params: Params, batch: Batch, return_per_token: bool = False):
     """Per-example log-likelihood sum_t w_t log p(target_t) (and the per-token terms)."""
-    logits, _, _ = self._logits(params, batch)
+    logits, _ = self._logits(params, batch)
     targets = batch["decoder_target_tokens"]
     weights = feature_converters.loss_weights(batch)
     per_token = losses.target_log_probs(logits, targets) * weights

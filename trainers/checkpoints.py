@@ -20,7 +20,7 @@ import os
 import re
 import time
 import traceback
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import gin
 import jax
@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from model_zoo.errors import ConfigError, UserError
+from model_zoo.moe import layer as moe_layer
 from trainers import data_iterator_checkpoint, train_state
 
 
@@ -312,6 +313,12 @@ class Checkpointer:
       saved = _shapes(metadata["params"])
     except Exception:  # unreadable or foreign metadata: restore() will report it and fall back
       return
+    moe_error = dense_into_moe_error(_named_shapes(metadata["params"]), target["params"])
+    if moe_error:
+      raise CheckpointShapeError(
+          f"MODEL_DIR {os.path.dirname(self.directory)} holds a checkpoint (step {step}) of a "
+          f"dense model: {moe_error} Use a new --gin.MODEL_DIR."
+      )
     wanted = _shapes(target["params"])
     diffs = [
         f"{k}: checkpoint {saved.get(k)} vs model {v}"
@@ -347,6 +354,20 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def dense_into_moe_error(saved_paths: Iterable[str], model_params: Any) -> Optional[str]:
+  """Why a checkpoint without experts cannot fill a model with them, or None if that is not
+  the case. `saved_paths` are '/'-joined parameter paths."""
+  has_moe = lambda paths: any(moe_layer.MODULE_NAME in p.split("/") for p in paths)
+  if has_moe(saved_paths) or not has_moe(_named_shapes(model_params)):
+    return None
+  return (
+      "its layers have no experts, and this model has mixture-of-experts layers "
+      "(TransformerConfig.moe), stacked in blocks of MoeConfig.moe_layer_interval layers. "
+      "Starting experts from a dense model's FFNs (sparse upcycling) is not implemented yet; "
+      "train the MoE model from its own initialisation."
+  )
 
 
 def restore_subtree(state_dir: str, target: dict) -> dict:

@@ -92,6 +92,9 @@ class InitialCheckpoint:
           f"INITIAL_CHECKPOINT_PATH: {state_dir} cannot be read as a podzoo checkpoint "
           f"({type(e).__name__}: {str(e)[:200]})."
       ) from e
+    moe_error = checkpoints.dense_into_moe_error(saved, abstract_params)
+    if moe_error:
+      raise ConfigError(f"INITIAL_CHECKPOINT_PATH: {state_dir} holds a dense model: {moe_error}")
     wanted = {"/".join(k): v for k, v in traverse_util.flatten_dict(abstract_params).items()}
     sources, report = self._plan(wanted, saved)
     target = (

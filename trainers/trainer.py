@@ -177,6 +177,13 @@ class Trainer:
       )
     return self._train_step(state, self.partitioner.shard_batch(batch))
 
+  def lower_train_step(self, state, batch: Batch) -> jax.stages.Lowered:
+    """The compiled train step's program for this state and batch (after one `train_step`):
+    `.compile()` gives its HLO and XLA's memory analysis."""
+    if self._train_step is None:
+      raise RuntimeError("lower_train_step needs a train_step first (that compiles it).")
+    return self._train_step.lower(state, self.partitioner.shard_batch(batch))
+
   def eval_step(self, state, batch: Batch):
     if self._eval_step is None:
       params_shardings = jax.tree.map(lambda x: x.sharding, state.params)

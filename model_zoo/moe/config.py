@@ -31,6 +31,17 @@ class MoeConfig:
   jitter: float = 0.0
   balance_loss_weight: float = 0.01
   z_loss_weight: float = 1e-3
+  # Also report each expert's share of each layer's routed tokens (metrics/.../expert_load/
+  # <block>/<expert>: E x L scalars a step); off, the layers report its max, mean over layers.
+  report_expert_load: bool = False
+
+  @property
+  def activated_expert_fraction(self) -> float:
+    """The share of a MoE layer's expert weights one token goes through on average: top_k of
+    num_experts; with expert choice, train_capacity_factor of them (each expert takes
+    capacity_factor / E of the tokens)."""
+    per_token = self.top_k if self.router == "top_k" else self.train_capacity_factor
+    return per_token / self.num_experts
 
   def __post_init__(self):
     for name in ("num_experts", "moe_layer_interval", "group_size"):

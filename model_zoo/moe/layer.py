@@ -29,6 +29,7 @@ from model_zoo.moe import routers
 from model_zoo.moe.config import MoeConfig
 
 ROUTER_RNG = "router"
+MODULE_NAME = "moe"  # a transformer layer's MoeBlock; trainers spot MoE parameters by it
 _TOKEN_AXES = ("activation_batch", "activation_length", "activation_embed")
 # [groups, experts, capacity, embed] where each group's device holds it, and [experts, groups,
 # capacity, features] with the experts over the mesh's expert axis.
@@ -43,6 +44,7 @@ class MoeBlock(nn.Module):
   config: MoeConfig
   hidden_dim: int  # each expert's FFN width
   activations: Sequence[str] = ("silu", "linear")
+  dropout_rate: float = 0.0  # on each expert's hidden activations, as in MlpBlock
   dtype: types.DType = jnp.float32
   param_dtype: types.DType = jnp.float32
 
@@ -117,21 +119,26 @@ class MoeBlock(nn.Module):
     logits, routing = self._route(groups, deterministic)
     wi, wo = self._kernels(x.shape[-1])
     if self.config.dispatch == "einsum":
-      out = self._einsum_experts(groups.astype(self.dtype), routing, wi, wo)
+      out = self._einsum_experts(groups.astype(self.dtype), routing, wi, wo, deterministic)
     else:
-      out = self._dropless_experts(groups.astype(self.dtype), routing, wi, wo)
+      out = self._dropless_experts(groups.astype(self.dtype), routing, wi, wo, deterministic)
     self._report(logits, routing)
     return out.reshape(x.shape).astype(x.dtype)
 
-  def _ffn(self, x, wi, wo, matmul_in: Callable, matmul_out: Callable) -> types.Array:
+  def _ffn(
+      self, x, wi, wo, matmul_in: Callable, matmul_out: Callable, deterministic: bool
+  ) -> types.Array:
     """The gated FFN of every expert at once; the matmuls say how tokens meet their expert."""
     hidden = None
     for kernel, name in zip(wi, self.activations):
       h = mlp.activation(name)(matmul_in(x, kernel))
       hidden = h if hidden is None else hidden * h
+    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     return matmul_out(hidden, wo)
 
-  def _einsum_experts(self, groups, routing: routers.Routing, wi, wo) -> types.Array:
+  def _einsum_experts(
+      self, groups, routing: routers.Routing, wi, wo, deterministic: bool
+  ) -> types.Array:
     # Dispatch and combine stay local to each group's device; the two transposes between the
     # group-sharded and the expert-sharded layouts are the tokens' all-to-alls.
     dispatch = routing.dispatch.astype(self.dtype)
@@ -148,12 +155,14 @@ class MoeBlock(nn.Module):
     def matmul_out(h, kernel):
       return nn.with_logical_constraint(jnp.einsum("egcf,efd->egcd", h, kernel), _DISPATCHED_AXES)
 
-    expert_out = self._ffn(expert_in, wi, wo, matmul_in, matmul_out)
+    expert_out = self._ffn(expert_in, wi, wo, matmul_in, matmul_out, deterministic)
     local_out = nn.with_logical_constraint(jnp.swapaxes(expert_out, 0, 1), _GROUPED_AXES)
     out = jnp.einsum("gsec,gecd->gsd", routing.combine.astype(self.dtype), local_out)
     return nn.with_logical_constraint(out, _TOKEN_AXES)
 
-  def _dropless_experts(self, groups, routing: routers.Routing, wi, wo) -> types.Array:
+  def _dropless_experts(
+      self, groups, routing: routers.Routing, wi, wo, deterministic: bool
+  ) -> types.Array:
     tokens = groups.reshape(-1, groups.shape[-1])
     k = self.config.top_k
     expert = routing.expert_index.reshape(-1)  # token-major: token t's choices at t*k..t*k+k-1
@@ -161,7 +170,7 @@ class MoeBlock(nn.Module):
     sizes = jnp.bincount(expert, length=self.config.num_experts).astype(jnp.int32)
     sorted_in = jnp.repeat(tokens, k, axis=0)[order]
     ragged = lambda h, kernel: jax.lax.ragged_dot(h, kernel, sizes)
-    sorted_out = self._ffn(sorted_in, wi, wo, ragged, ragged)
+    sorted_out = self._ffn(sorted_in, wi, wo, ragged, ragged, deterministic)
     out = sorted_out[jnp.argsort(order)].reshape(tokens.shape[0], k, -1)
     weights = routing.expert_weight.reshape(-1, k, 1).astype(self.dtype)
     return jnp.sum(out * weights, axis=1).reshape(groups.shape)
@@ -186,8 +195,11 @@ class MoeBlock(nn.Module):
         routed.astype(jnp.float32),
         jax.nn.one_hot(routing.expert_index, gates.shape[-1]),
     )
-    wanted = jnp.sum(per_expert, axis=-1)  # [groups]
-    aux_outputs.sow_metric(self, "max_expert_load", jnp.mean(jnp.max(per_expert, -1) / wanted))
+    load = per_expert / jnp.sum(per_expert, axis=-1, keepdims=True)  # [groups, experts]
+    aux_outputs.sow_metric(self, "max_expert_load", jnp.mean(jnp.max(load, axis=-1)))
+    if self.config.report_expert_load:
+      aux_outputs.sow_metric_items(self, "expert_load", jnp.mean(load, axis=0))
     if self.config.dispatch == "einsum":  # the dropless path drops nothing
       placed = jnp.sum(jax.lax.stop_gradient(routing.dispatch), axis=(1, 2, 3))
+      wanted = jnp.sum(per_expert, axis=-1)
       aux_outputs.sow_metric(self, "dropped_fraction", jnp.mean(1.0 - placed / wanted))

@@ -76,6 +76,22 @@ def test_loss_terms_sum_and_metrics_average_over_layers_and_sows():
   assert aux_outputs.loss_terms({}) == {} and aux_outputs.metric_values({}) == {}
 
 
+def test_metric_items_report_each_element_with_the_layer_first():
+  scanned = jnp.array([[0.25, 0.75], [0.5, 0.5], [1.0, 0.0]])  # [layers, items]
+  sown = {"decoder": {"layers": {"load": (scanned, jnp.array([[0.75, 0.25]] * 3))}}}
+  got = {k: float(v) for k, v in aux_outputs.metric_items(sown).items()}
+  want = {
+      f"decoder/layers/load/{layer}/{item}": float(v)
+      for (layer, item), v in np.ndenumerate((np.asarray(scanned) + [[0.75, 0.25]]) / 2)
+  }
+  assert got == want
+  assert set(aux_outputs.metric_items({"layers_0": {"load": (jnp.ones(3),)}})) == {
+      "layers_0/load/0",
+      "layers_0/load/1",
+      "layers_0/load/2",
+  }
+
+
 @pytest.mark.parametrize(
     "scan",
     [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],

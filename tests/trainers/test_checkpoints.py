@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorstore
 
+from model_zoo.moe.config import MoeConfig
 from tests.trainers import helpers
 from trainers import checkpoints
 
@@ -81,6 +82,17 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
   wider = helpers.make_trainer(num_devices=1, model=helpers.tiny_model(emb_dim=48))
   with pytest.raises(checkpoints.CheckpointShapeError, match="different model"):
     checkpoints.Checkpointer(str(tmp_path)).restore_latest(wider.abstract_state(shapes)[0])
+
+
+def test_dense_checkpoint_into_a_moe_model_is_refused_by_name(tmp_path):
+  shapes = helpers.shapes_of(helpers.synthetic_batch(0))
+  tr = helpers.make_trainer(num_devices=1)
+  checkpoints.Checkpointer(str(tmp_path)).save(tr.init_state(shapes), {"train_batches": 0})
+  moe = helpers.make_trainer(num_devices=1, model=helpers.tiny_model(moe=MoeConfig(4)))
+  with pytest.raises(
+      checkpoints.CheckpointShapeError, match="of a dense model: .*sparse upcycling"
+  ):
+    checkpoints.Checkpointer(str(tmp_path)).restore_latest(moe.abstract_state(shapes)[0])
 
 
 def _save_steps(directory, steps, keep=3):

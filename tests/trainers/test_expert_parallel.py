@@ -49,7 +49,7 @@ def test_expert_parallel_training_equals_one_device(mesh_shape):
 
 
 def _collectives(tr, state, batch) -> collections.Counter:
-  hlo = tr._train_step.lower(state, tr.partitioner.shard_batch(batch)).compile().as_text()
+  hlo = tr.lower_train_step(state, batch).compile().as_text()
   return collections.Counter(
       re.findall(r" (all-to-all|all-gather|reduce-scatter|collective-permute)(?:-start)?\(", hlo)
   )

@@ -10,6 +10,7 @@ import pytest
 from flax import traverse_util
 
 from model_zoo.errors import ConfigError, MissingFileError
+from model_zoo.moe.config import MoeConfig
 from tests.trainers import helpers
 from tests.trainers.test_cli import quick_flags, run_cli
 from trainers import checkpoints, optimizers, restore, train
@@ -66,6 +67,12 @@ def test_loads_the_parameters_with_a_fresh_optimizer_and_step(pretrained, capfd)
     assert not np.asarray(leaf).any()
   out = capfd.readouterr().out
   assert f"Initialised from {model_dir}/checkpoints/3/state: 11 parameters loaded, 0 mapped" in out
+
+
+def test_a_dense_checkpoint_cannot_start_a_moe_model(pretrained):
+  model_dir, _ = pretrained
+  with pytest.raises(ConfigError, match="holds a dense model: .*TransformerConfig.moe"):
+    _fresh_run(InitialCheckpoint(path=str(model_dir)), helpers.tiny_model(moe=MoeConfig(4)))
 
 
 def test_rules_map_renamed_parameters_and_initialise_new_ones(pretrained, tmp_path, capfd):

@@ -72,6 +72,28 @@ def test_einsum_path_matches_numpy_with_drops(k, factor):
 
 
 @pytest.mark.parametrize("dispatch", ["einsum", "dropless"])
+def test_expert_load_is_each_experts_share_of_the_choices_when_asked(dispatch):
+  x = _x((2, 16, EMBED), seed=4)
+  mutable = [aux_outputs.AUX_METRICS, aux_outputs.AUX_METRIC_ITEMS]
+  quiet = _block(4, group_size=8, dispatch=dispatch)
+  params = _init(quiet, x)
+  assert aux_outputs.AUX_METRIC_ITEMS not in quiet.apply(params, x, mutable=mutable)[1]
+  block = _block(4, group_size=8, dispatch=dispatch, report_expert_load=True)
+  _, sown = block.apply(params, x, mutable=mutable)
+  got = aux_outputs.metric_items(sown[aux_outputs.AUX_METRIC_ITEMS])
+  groups = np.asarray(x, np.float64).reshape(-1, 8, EMBED)
+  chosen = np.argsort(-(groups @ numpy_reference.unbox(params)["params"]["router"]["kernel"]))
+  counts = np.stack([np.bincount(g[:, :2].ravel(), minlength=4) for g in chosen])  # top-2
+  load = (counts / 16).mean(axis=0)
+  assert load.max() > 0.28  # not balanced: the shares differ
+  np.testing.assert_allclose([float(got[f"expert_load/{e}"]) for e in range(4)], load, atol=1e-6)
+  metrics = aux_outputs.metric_values(sown[aux_outputs.AUX_METRICS])
+  np.testing.assert_allclose(
+      float(metrics["max_expert_load"]), (counts / 16).max(axis=1).mean(), atol=1e-6
+  )
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "dropless"])
 def test_one_expert_equals_the_dense_mlp(dispatch):
   """E = 1, top-1, room for every token: the gate is 1 and the block is the expert's MLP."""
   block = _block(1, top_k=1, group_size=4, dispatch=dispatch)
@@ -184,3 +206,25 @@ def test_groups_stay_within_a_sequence():
   want, _, dispatch = _numpy_moe(params, x, group_size=8, k=2, capacity=2)
   np.testing.assert_allclose(together, want, rtol=1e-4, atol=1e-5)
   assert dispatch.sum() < 3 * 8 * 2  # some choices really are dropped
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "dropless"])
+def test_dropout_on_the_experts_hidden_only_in_training(dispatch):
+  """Rate 1 silences every expert (the hidden is dropped, not the routing), rate 0.5 changes
+  the output with the "dropout" stream, and eval ignores both."""
+  x = _x()
+  mutable = [aux_outputs.AUX_LOSS, aux_outputs.AUX_METRICS]
+  outs = {}
+  for rate in (0.0, 0.5, 1.0):
+    block = layer.MoeBlock(MoeConfig(4, group_size=8, dispatch=dispatch), HIDDEN, dropout_rate=rate)
+    params = _init(block, x)
+    evaluated, _ = block.apply(params, x, mutable=mutable)
+    trained, _ = block.apply(
+        params, x, False, rngs={"dropout": jax.random.PRNGKey(3)}, mutable=mutable
+    )
+    outs[rate] = np.asarray(evaluated), np.asarray(trained)
+  for evaluated, _ in outs.values():
+    np.testing.assert_array_equal(evaluated, outs[0.0][0])
+  np.testing.assert_array_equal(outs[0.0][1], outs[0.0][0])
+  assert np.abs(outs[0.5][1] - outs[0.0][0]).max() > 1e-3
+  np.testing.assert_array_equal(outs[1.0][1], np.zeros_like(x))

@@ -82,6 +82,30 @@ def test_the_model_loss_includes_the_weighted_router_losses():
   np.testing.assert_allclose(float(loss), values["loss"] + sum(balance) + sum(router_z), rtol=1e-5)
 
 
+def test_expert_load_per_block_and_expert_only_when_asked():
+  """The scanned stack reports E x blocks loads, each block's summing to 1, and the loss and
+  the other metrics stay as they were."""
+  _, params = _init(_config())
+  tokens = _tokens(3)
+  batch = {
+      "decoder_input_tokens": tokens,
+      "decoder_target_tokens": tokens,
+      "decoder_loss_weights": jnp.ones_like(tokens),
+  }
+  results = {}
+  for report in (False, True):
+    cfg = _config(moe=dataclasses.replace(MOE, report_expert_load=report))
+    loss, metrics = models.DecoderOnlyModel(dense.DecoderOnlyLM(cfg)).loss_fn(params, batch)
+    results[report] = float(loss), metrics_lib.values(metrics)
+  prefix = "metrics/decoder/layers/layer_1/moe/expert_load"
+  items = {k: v for k, v in results[True][1].items() if k.startswith(prefix)}
+  assert set(items) == {f"{prefix}/{block}/{e}" for block in range(2) for e in range(4)}
+  for block in range(2):
+    assert sum(items[f"{prefix}/{block}/{e}"] for e in range(4)) == pytest.approx(1.0)
+  assert results[True][0] == results[False][0]
+  assert {k: v for k, v in results[True][1].items() if k not in items} == results[False][1]
+
+
 def test_a_layer_count_that_is_not_a_multiple_of_the_interval_is_refused():
   with pytest.raises(ConfigError, match="MoeConfig.moe_layer_interval=2"):
     _init(dataclasses.replace(_config(), num_layers=3))
