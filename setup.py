@@ -27,6 +27,8 @@ TASKS = [
 # Language identifiers that podzoo's LangID is compared with (tools/langid_compare.py).
 LANGID_PEERS = ["langid>=1.1.6", "lingua-language-detector>=2.1,<3", "pycld2>=0.42"]
 TEST = ["pytest>=8"]
+# Plots of the experiments under tools/ (e.g. tools/moe_experiment.py).
+EXPERIMENTS = ["matplotlib>=3.8"]
 # The TensorBoard viewer for the event files runs write (tensorboardX writes them; nothing
 # imports tensorboard). 2.21 is the release that goes with the tensorflow pinned above.
 TENSORBOARD = ["tensorboard>=2.21"]
@@ -43,7 +45,8 @@ setuptools.setup(
     extras_require={
         "tasks": TASKS,
         "langid_peers": LANGID_PEERS,
-        "test": TASKS + LANGID_PEERS + TEST,
+        "experiments": EXPERIMENTS,
+        "test": TASKS + LANGID_PEERS + EXPERIMENTS + TEST,
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
         "tensorboard": TENSORBOARD,
     },

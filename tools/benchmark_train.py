@@ -37,7 +37,9 @@ Model FLOPs (PaLM, Chowdhery et al. 2022, appendix B; no rematerialisation count
 
   N: parameters that do a multiply-add per token: all parameters except the input
      embedding table when embeddings are untied; a tied embedding is counted once, as
-     the output projection. (Norm scales are included; they are negligible.)
+     the output projection. (Norm scales are included; they are negligible.) In
+     mixture-of-experts layers a token uses top_k of the E experts: the expert kernels
+     count at k/E (the activated parameters), the router in full.
   L: layers, H: query heads, Q: head_dim, T: sequence length. The attention term counts
      the full T x T score and value matmuls (causal masking does not halve it), forward
      and backward (x3), for query heads (MQA/GQA do not shrink it).
@@ -76,6 +78,8 @@ import numpy as np
 from model_zoo import feature_converters
 from model_zoo import metrics as metrics_lib
 from model_zoo.errors import ConfigError
+from model_zoo.moe import layer as moe_layer
+from model_zoo.moe.config import MoeConfig
 from tools import benchmark_common, plain_flax_lm
 from tools.benchmark_common import peak_memory
 from trainers import optimizers, partitioning
@@ -114,23 +118,35 @@ def _path_keys(path) -> tuple[str, ...]:
   return tuple(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
 
 
-def param_counts(params: Any, tie_embeddings: bool) -> dict[str, int]:
-  """Total parameters; the input embedding table; and N of the FLOP formula (enc/dec split)."""
-  total = embedding = encoder = 0
+def param_counts(params: Any, tie_embeddings: bool, moe: Optional[MoeConfig] = None) -> dict:
+  """Total parameters; the input embedding table; the activated ones; and N of the FLOP
+  formula (activated, enc/dec split).
+
+  With mixture-of-experts layers (`moe`), a token goes through `moe.activated_expert_fraction`
+  of each layer's expert kernels (top-k of E); those count at that fraction, the router in full.
+  """
+  total = embedding = experts = 0
+  activated = activated_encoder = 0.0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     keys, size = _path_keys(path), int(np.prod(leaf.shape))
     total += size
+    is_expert = moe is not None and moe_layer.MODULE_NAME in keys and "router" not in keys
+    experts += size if is_expert else 0
+    active = size * moe.activated_expert_fraction if is_expert else size
+    activated += active
     if keys[0] == "token_embedder":
       embedding += size
     elif keys[0] in ("encoder", "encoder_norm"):
-      encoder += size
-  flops_params = total if tie_embeddings else total - embedding
+      activated_encoder += active
+  flops_params = round(activated if tie_embeddings else activated - embedding)
   return {
       "params_total": total,
       "params_input_embedding": embedding,
+      "params_experts": experts,
+      "params_activated": round(activated),
       "params_flops": flops_params,
-      "params_flops_encoder": encoder,
-      "params_flops_decoder": flops_params - encoder,
+      "params_flops_encoder": round(activated_encoder),
+      "params_flops_decoder": flops_params - round(activated_encoder),
   }
 
 
@@ -241,7 +257,7 @@ def run_benchmark(
   state = trainer.init_state(shapes)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0
-  counts = param_counts(state.params, cfg.tie_embeddings)
+  counts = param_counts(state.params, cfg.tie_embeddings, getattr(cfg, "moe", None))
 
   def step(i):
     nonlocal state
@@ -251,7 +267,7 @@ def run_benchmark(
   contenders = {"podzoo": step}
   if baseline:
     contenders["baseline"] = _baseline_step(cfg, batches, seed)
-  timed = _time_alternating(contenders, steps, warmup_steps)
+  timed = time_alternating(contenders, steps, warmup_steps)
   first_step_s, times, final_loss = timed["podzoo"]
 
   median = _percentile(times, 50)
@@ -323,7 +339,7 @@ def run_benchmark(
   }
 
 
-def _time_alternating(
+def time_alternating(
     contenders: dict[str, Callable[[int], tuple[Any, Callable[[], float]]]],
     steps: int,
     warmup_steps: int,
@@ -416,7 +432,11 @@ def format_table(r: dict[str, Any]) -> str:
           f"{r['dtype']} / {r['param_dtype']}, attention {r['attention_impl']}, "
           f"remat {r['remat_policy']}",
       ),
-      ("parameters", f"{r['params_total']:,} (N for FLOPs {r['params_flops']:,})"),
+      (
+          "parameters",
+          f"{r['params_total']:,}, activated per token {r['params_activated']:,} "
+          f"(N for FLOPs {r['params_flops']:,})",
+      ),
       ("init (compile+run)", f"{r['init_s']:.3f} s"),
       ("first step", f"{r['first_step_s']:.3f} s (compile ~{r['compile_s']:.3f} s)"),
       ("step time median", f"{r['step_time_median_s'] * 1e3:.2f} ms over {r['steps']} steps"),

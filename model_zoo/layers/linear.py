@@ -99,3 +99,36 @@ def _contract_bwd(axis, residuals, dy):
 
 
 _contract.defvjp(_contract_fwd, _contract_bwd)
+
+
+def expert_contract(x: types.Array, kernel: types.Array) -> types.Array:
+  """Each expert's x . kernel: x [E, ..., in] with kernel [E, in, out] gives [E, ..., out].
+
+  Its backward pass is `contract`'s, per expert: the kernel's gradient is x^T . dy contracted
+  over the token axes, in the kernel's own axis order. The output is named WEIGHT_MATMUL.
+  """
+  return checkpoint_name(_expert_contract(x, kernel), WEIGHT_MATMUL)
+
+
+def _expert_dimension_numbers(x_ndim: int):
+  return (((x_ndim - 1,), (1,)), ((0,), (0,)))
+
+
+@jax.custom_vjp
+def _expert_contract(x, kernel):
+  return lax.dot_general(x, kernel, _expert_dimension_numbers(x.ndim))
+
+
+def _expert_contract_fwd(x, kernel):
+  return _expert_contract(x, kernel), (x, kernel)
+
+
+def _expert_contract_bwd(residuals, dy):
+  x, kernel = residuals
+  dx = lax.dot_general(dy, kernel, (((dy.ndim - 1,), (2,)), ((0,), (0,))))
+  tokens = tuple(range(1, x.ndim - 1))
+  dkernel = lax.dot_general(x, dy, ((tokens, tokens), ((0,), (0,))))
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+_expert_contract.defvjp(_expert_contract_fwd, _expert_contract_bwd)

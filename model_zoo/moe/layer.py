@@ -30,6 +30,14 @@ from model_zoo.moe.config import MoeConfig
 
 ROUTER_RNG = "router"
 MODULE_NAME = "moe"  # a transformer layer's MoeBlock; trainers spot MoE parameters by it
+# Named scopes of the block's four pieces (in the compiled ops' op_name, forward and
+# backward): profiles and tools/benchmark_moe.py split the block's time by them.
+ROUTER_SCOPE, DISPATCH_SCOPE, EXPERTS_SCOPE, COMBINE_SCOPE = SCOPES = (
+    "moe_router",
+    "moe_dispatch",
+    "moe_experts",
+    "moe_combine",
+)
 _TOKEN_AXES = ("activation_batch", "activation_length", "activation_embed")
 # [groups, experts, capacity, embed] where each group's device holds it, and [experts, groups,
 # capacity, features] with the experts over the mesh's expert axis.
@@ -116,64 +124,68 @@ class MoeBlock(nn.Module):
   @nn.compact
   def __call__(self, x: types.Array, deterministic: bool = True) -> types.Array:
     groups = self._groups(x)
-    logits, routing = self._route(groups, deterministic)
+    with jax.named_scope(ROUTER_SCOPE):
+      logits, routing = self._route(groups, deterministic)
+      self._report(logits, routing)
     wi, wo = self._kernels(x.shape[-1])
     if self.config.dispatch == "einsum":
       out = self._einsum_experts(groups.astype(self.dtype), routing, wi, wo, deterministic)
     else:
       out = self._dropless_experts(groups.astype(self.dtype), routing, wi, wo, deterministic)
-    self._report(logits, routing)
     return out.reshape(x.shape).astype(x.dtype)
 
   def _ffn(
       self, x, wi, wo, matmul_in: Callable, matmul_out: Callable, deterministic: bool
   ) -> types.Array:
     """The gated FFN of every expert at once; the matmuls say how tokens meet their expert."""
-    hidden = None
-    for kernel, name in zip(wi, self.activations):
-      h = mlp.activation(name)(matmul_in(x, kernel))
-      hidden = h if hidden is None else hidden * h
-    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
-    return matmul_out(hidden, wo)
+    with jax.named_scope(EXPERTS_SCOPE):
+      hidden = None
+      for kernel, name in zip(wi, self.activations):
+        h = mlp.activation(name)(matmul_in(x, kernel))
+        hidden = h if hidden is None else hidden * h
+      hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+      return matmul_out(hidden, wo)
 
   def _einsum_experts(
       self, groups, routing: routers.Routing, wi, wo, deterministic: bool
   ) -> types.Array:
     # Dispatch and combine stay local to each group's device; the two transposes between the
     # group-sharded and the expert-sharded layouts are the tokens' all-to-alls.
-    dispatch = routing.dispatch.astype(self.dtype)
-    local_in = nn.with_logical_constraint(
-        jnp.einsum("gsec,gsd->gecd", dispatch, groups), _GROUPED_AXES
-    )
-    expert_in = nn.with_logical_constraint(jnp.swapaxes(local_in, 0, 1), _DISPATCHED_AXES)
+    with jax.named_scope(DISPATCH_SCOPE):
+      dispatch = routing.dispatch.astype(self.dtype)
+      local_in = nn.with_logical_constraint(
+          jnp.einsum("gsec,gsd->gecd", dispatch, groups), _GROUPED_AXES
+      )
+      expert_in = nn.with_logical_constraint(jnp.swapaxes(local_in, 0, 1), _DISPATCHED_AXES)
 
     def matmul_in(h, kernel):
-      return nn.with_logical_constraint(
-          jnp.einsum("egcd,edf->egcf", h, kernel), _DISPATCHED_HIDDEN_AXES
-      )
+      return nn.with_logical_constraint(linear.expert_contract(h, kernel), _DISPATCHED_HIDDEN_AXES)
 
     def matmul_out(h, kernel):
-      return nn.with_logical_constraint(jnp.einsum("egcf,efd->egcd", h, kernel), _DISPATCHED_AXES)
+      return nn.with_logical_constraint(linear.expert_contract(h, kernel), _DISPATCHED_AXES)
 
     expert_out = self._ffn(expert_in, wi, wo, matmul_in, matmul_out, deterministic)
-    local_out = nn.with_logical_constraint(jnp.swapaxes(expert_out, 0, 1), _GROUPED_AXES)
-    out = jnp.einsum("gsec,gecd->gsd", routing.combine.astype(self.dtype), local_out)
-    return nn.with_logical_constraint(out, _TOKEN_AXES)
+    with jax.named_scope(COMBINE_SCOPE):
+      local_out = nn.with_logical_constraint(jnp.swapaxes(expert_out, 0, 1), _GROUPED_AXES)
+      out = jnp.einsum("gsec,gecd->gsd", routing.combine.astype(self.dtype), local_out)
+      return nn.with_logical_constraint(out, _TOKEN_AXES)
 
   def _dropless_experts(
       self, groups, routing: routers.Routing, wi, wo, deterministic: bool
   ) -> types.Array:
     tokens = groups.reshape(-1, groups.shape[-1])
     k = self.config.top_k
-    expert = routing.expert_index.reshape(-1)  # token-major: token t's choices at t*k..t*k+k-1
-    order = jnp.argsort(expert, stable=True)
-    sizes = jnp.bincount(expert, length=self.config.num_experts).astype(jnp.int32)
-    sorted_in = jnp.repeat(tokens, k, axis=0)[order]
+    with jax.named_scope(DISPATCH_SCOPE):
+      expert = routing.expert_index.reshape(-1)  # token-major: token t's choices at t*k..+k-1
+      order = jnp.argsort(expert, stable=True)
+      sizes = jnp.bincount(expert, length=self.config.num_experts).astype(jnp.int32)
+      sorted_in = jnp.repeat(tokens, k, axis=0)[order]
     ragged = lambda h, kernel: jax.lax.ragged_dot(h, kernel, sizes)
     sorted_out = self._ffn(sorted_in, wi, wo, ragged, ragged, deterministic)
-    out = sorted_out[jnp.argsort(order)].reshape(tokens.shape[0], k, -1)
-    weights = routing.expert_weight.reshape(-1, k, 1).astype(self.dtype)
-    return jnp.sum(out * weights, axis=1).reshape(groups.shape)
+    with jax.named_scope(COMBINE_SCOPE):
+      out = sorted_out[jnp.argsort(order)].reshape(tokens.shape[0], k, -1)
+      weights = routing.expert_weight.reshape(-1, k, 1).astype(self.dtype)
+      return jnp.sum(out * weights, axis=1).reshape(groups.shape)
 
   def _report(self, logits: types.Array, routing: routers.Routing) -> None:
     """Aux losses (weighted, into the loss) and metrics (never in the loss)."""

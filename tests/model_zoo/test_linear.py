@@ -1,6 +1,6 @@
-"""linear.contract's own backward pass against NumPy float64 einsums of the same derivatives,
-for one and two contracted axes in either order, and the remat policies that must still keep
-its output."""
+"""linear.contract's and linear.expert_contract's own backward passes against NumPy float64
+einsums of the same derivatives, for one and two contracted axes in either order, and the
+remat policies that must still keep their outputs."""
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,26 @@ def test_value_and_gradients_match_numpy(case):
   np.testing.assert_allclose(np.asarray(got_dkernel), want_dkernel, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "x_shape,spec", [((3, 5, 4), "end,edf->enf"), ((3, 2, 5, 4), "egcd,edf->egcf")]
+)
+def test_expert_contract_matches_numpy(x_shape, spec):
+  rng = np.random.default_rng(1)
+  x, kernel = rng.normal(size=x_shape), rng.normal(size=(x_shape[0], x_shape[-1], 6))
+  y = np.einsum(spec, x, kernel)
+  dy = rng.normal(size=y.shape)
+  lhs, rhs_out = spec.split(",")
+  rhs, out = rhs_out.split("->")
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  got_y, vjp = jax.vjp(linear.expert_contract, f32(x), f32(kernel))
+  got_dx, got_dkernel = vjp(f32(dy))
+  np.testing.assert_allclose(np.asarray(got_y), y, rtol=1e-5, atol=1e-5)
+  want_dx = np.einsum(f"{out},{rhs}->{lhs}", dy, kernel)
+  np.testing.assert_allclose(np.asarray(got_dx), want_dx, rtol=1e-5, atol=1e-5)
+  want_dkernel = np.einsum(f"{lhs},{out}->{rhs}", x, dy)
+  np.testing.assert_allclose(np.asarray(got_dkernel), want_dkernel, rtol=1e-5, atol=1e-5)
+
+
 def test_kernel_gradient_keeps_the_kernel_dtype():
   x = jnp.ones((2, 3, 4), jnp.bfloat16)
   kernel = jnp.ones((4, 5), jnp.bfloat16)
@@ -60,3 +80,9 @@ def test_remat_policies_see_the_weight_matmul(policy, kept, capsys):
   f = lambda p, a: jnp.sum(jnp.sin(dense.apply(p, a)))
   print_saved_residuals(jax.checkpoint(f, policy=REMAT_POLICIES[policy]), params, x)
   assert ("f32[2,8,16]" in capsys.readouterr().out) == kept
+  kernel = jnp.ones((3, 4, 16))
+  g = lambda k, a: jnp.sum(jnp.sin(linear.expert_contract(a, k)))
+  print_saved_residuals(
+      jax.checkpoint(g, policy=REMAT_POLICIES[policy]), kernel, x[:, :3].swapaxes(0, 1)
+  )
+  assert ("f32[3,2,16]" in capsys.readouterr().out) == kept

@@ -228,3 +228,10 @@ def test_dropout_on_the_experts_hidden_only_in_training(dispatch):
   np.testing.assert_array_equal(outs[0.0][1], outs[0.0][0])
   assert np.abs(outs[0.5][1] - outs[0.0][0]).max() > 1e-3
   np.testing.assert_array_equal(outs[1.0][1], np.zeros_like(x))
+
+
+def test_activated_expert_fraction():
+  assert MoeConfig(8, top_k=2).activated_expert_fraction == 2 / 8
+  # Expert choice: each expert takes capacity_factor / E of the tokens.
+  config = MoeConfig(8, router="expert_choice", train_capacity_factor=1.5)
+  assert config.activated_expert_fraction == 1.5 / 8

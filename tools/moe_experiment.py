@@ -1,0 +1,195 @@
+"""Experiment: dense vs GLaM (top-2, E experts) at equal activated FLOPs per token, on the
+multilingual ASR LM text mixture; eval loss against steps and against training time.
+
+  python -m tools.moe_experiment [--experts 4 8 16] [--steps 600] [--eval_period 50] \
+      [--batch_size 16] [--dispatch einsum] [--out_dir DIR] [--json_out FILE] [--plot FILE]
+
+Each model is trained by the real command line (`python -m trainers.train`, a process of its
+own) from gin/models/glam_tiny.gin, gin/runs/pretrain.gin, gin/runs/short_run.gin and
+gin/mixtures/asr_lm.gin, with the bindings of tools/benchmark_moe.py: the dense model has
+TransformerConfig.moe = None; GLaM E=e has e experts, each TransformerConfig.mlp_dim / 2
+wide, so a token's two experts cost one dense FFN. Same data order, seed, optimizer and
+schedule for all. The curves come from each run's MODEL_DIR: eval_metrics.jsonl (the eval
+loss every --eval_period steps, on --eval_steps validation batches) and train_metrics.jsonl
+(training time: each log period's step_time_s times its steps, summed; a period's wall time
+includes the evaluation that ended the period before it, and the first one the compilation,
+alike for every model).
+
+GLaM's claim (Du et al. 2022): at equal activated compute per token, the MoE model reaches
+a lower loss. Writes a JSON of every curve, a PNG (eval loss against steps and against
+training seconds) and prints a table: final eval loss, its change from dense, training time
+and its ratio to dense, total and activated parameters.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+
+from model_zoo.errors import UserError
+from tools import benchmark_common, benchmark_moe, benchmark_train
+
+GIN_FILES = (
+    "gin/models/glam_tiny.gin",
+    "gin/runs/pretrain.gin",
+    "gin/runs/short_run.gin",
+    "gin/mixtures/asr_lm.gin",
+)
+MODEL_GIN_FILES = (GIN_FILES[0], GIN_FILES[-1])  # the model's dims (the mixture sets the vocab)
+
+
+def _jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def curves(model_dir: str) -> dict[str, list[float]]:
+  """Eval loss by step and by training seconds (see the module docstring) from a MODEL_DIR."""
+  train_rows = _jsonl(os.path.join(model_dir, "train_metrics.jsonl"))
+  seconds_at, elapsed, previous = {}, 0.0, 0
+  for row in train_rows:
+    elapsed += (row["step"] - previous) * row["step_time_s"]
+    seconds_at[row["step"]] = elapsed
+    previous = row["step"]
+  evals = [r for r in _jsonl(os.path.join(model_dir, "eval_metrics.jsonl")) if "loss" in r]
+  missing = [r["step"] for r in evals if r["step"] not in seconds_at]
+  if missing:
+    raise UserError(
+        f"{model_dir}: eval steps {missing} have no training log row; the experiment needs "
+        "EVAL_PERIOD to be a multiple of the log period."
+    )
+  return {
+      "step": [r["step"] for r in evals],
+      "train_seconds": [seconds_at[r["step"]] for r in evals],
+      "eval_loss": [r["loss"] for r in evals],
+  }
+
+
+def _train(name: str, bindings: Sequence[str], args: argparse.Namespace, model_dir: str) -> None:
+  flags = [f"--gin_file={f}" for f in GIN_FILES] + [
+      f"--gin.{b.replace(' = ', '=')}"
+      for b in (
+          *bindings,
+          f"MODEL_DIR = '{model_dir}'",
+          f"TRAIN_STEPS = {args.steps}",
+          f"BATCH_SIZE = {args.batch_size}",
+          f"EVAL_PERIOD = {args.eval_period}",
+          f"EVAL_STEPS = {args.eval_steps}",
+          f"CHECKPOINT_PERIOD = {args.steps}",
+          f"train.log_period = {args.eval_period}",
+      )
+  ]
+  print(f"== {name}: python -m trainers.train {' '.join(flags)}", flush=True)
+  done = subprocess.run([sys.executable, "-m", "trainers.train", *flags], check=False)
+  if done.returncode:
+    raise UserError(f"Training {name} failed (exit {done.returncode}); its log is above.")
+
+
+def _parameters(model) -> dict[str, int]:
+  """Total and activated parameters (tools/benchmark_train.py's count) of a Model."""
+  tokens = np.zeros((1, 8), np.int32)
+  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
+  cfg = model.module.config
+  counts = benchmark_train.param_counts(params, cfg.tie_embeddings, cfg.moe)
+  return {k: counts[k] for k in ("params_total", "params_activated")}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+  variants = benchmark_moe.load_variants(MODEL_GIN_FILES, "", [], args.experts, [args.dispatch])
+  out_dir = args.out_dir or tempfile.mkdtemp(prefix="moe_experiment_")
+  results = {}
+  for name, (bindings, model) in variants.items():
+    model_dir = os.path.join(out_dir, name.replace(" ", "_").replace("=", ""))
+    _train(name, bindings, args, model_dir)
+    results[name] = {**curves(model_dir), **_parameters(model)}
+  return summarise(vars(args), results)
+
+
+def summarise(settings: dict[str, Any], models: dict[str, dict]) -> dict[str, Any]:
+  """The results: the settings, and each model's curves with its final eval loss and training
+  time beside the dense model's."""
+  dense = models[benchmark_moe.DENSE]
+  for row in models.values():
+    row["final_eval_loss"] = row["eval_loss"][-1]
+    row["eval_loss_vs_dense"] = row["final_eval_loss"] - dense["eval_loss"][-1]
+    row["train_seconds_vs_dense"] = row["train_seconds"][-1] / dense["train_seconds"][-1]
+  keys = ("steps", "batch_size", "eval_period", "eval_steps", "dispatch")
+  return {"gin_files": list(GIN_FILES), **{k: settings[k] for k in keys}, "models": models}
+
+
+def format_table(r: dict[str, Any]) -> str:
+  lines = [
+      f"{r['steps']} steps of batch {r['batch_size']} on the ASR LM mixture; eval loss on "
+      f"{r['eval_steps']} validation batches",
+      "model | params | activated | final eval loss | vs dense | train s | vs dense",
+  ]
+  for name, m in r["models"].items():
+    lines.append(
+        f"{name} | {m['params_total'] / 1e6:.2f}M | {m['params_activated'] / 1e6:.2f}M | "
+        f"{m['final_eval_loss']:.4f} | {m['eval_loss_vs_dense']:+.4f} | "
+        f"{m['train_seconds'][-1]:.0f} | {m['train_seconds_vs_dense']:.2f}x"
+    )
+  return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel  (the [experiments] extra)
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+
+  figure, (by_step, by_time) = pyplot.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  for name, m in r["models"].items():
+    style = dict(marker="o", markersize=3, label=name)
+    by_step.plot(m["step"], m["eval_loss"], **style)
+    by_time.plot(m["train_seconds"], m["eval_loss"], **style)
+  by_step.set(xlabel="training step", ylabel="eval loss (nats/token)")
+  by_time.set(xlabel="training time (s, this CPU)")
+  by_step.legend()
+  figure.suptitle("Dense vs GLaM at equal activated FLOPs per token (ASR LM text)")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  pyplot.close(figure)
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m tools.moe_experiment", description=__doc__)
+  parser.add_argument("--experts", type=int, nargs="+", default=[4, 8, 16])
+  parser.add_argument("--dispatch", default="einsum", choices=("einsum", "dropless"))
+  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--batch_size", type=int, default=16)
+  parser.add_argument("--eval_period", type=int, default=50)
+  parser.add_argument("--eval_steps", type=int, default=20)
+  parser.add_argument("--out_dir", default=None, help="the runs' MODEL_DIRs go here")
+  parser.add_argument("--json_out", default="moe_experiment.json")
+  parser.add_argument("--plot", default="moe_experiment.png")
+  return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  for name in ("steps", "batch_size", "eval_period", "eval_steps"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  if args.steps % args.eval_period:
+    parser.error(f"--steps={args.steps} must be a multiple of --eval_period={args.eval_period}")
+  try:
+    results = run(args)
+  except UserError as e:
+    return benchmark_common.report_user_error(e)
+  plot(results, args.plot)
+  benchmark_common.emit(results, format_table(results), args.json_out)
+  print(f"Wrote {args.json_out} and {args.plot}.")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
