@@ -1,7 +1,7 @@
 """Experiment: dense vs GLaM (top-2, E experts) at equal activated FLOPs per token, on the
 multilingual ASR LM text mixture; eval loss against steps and against training time.
 
-  python -m tools.moe_experiment [--experts 4 8 16] [--steps 600] [--eval_period 50] \
+  python -m tools.moe_experiment [--experts 4 8 16] [--steps 1500] [--eval_period 100] \
       [--batch_size 16] [--dispatch einsum] [--out_dir DIR] [--json_out FILE] [--plot FILE]
 
 Each model is trained by the real command line (`python -m trainers.train`, a process of its
@@ -163,9 +163,9 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m tools.moe_experiment", description=__doc__)
   parser.add_argument("--experts", type=int, nargs="+", default=[4, 8, 16])
   parser.add_argument("--dispatch", default="einsum", choices=("einsum", "dropless"))
-  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--steps", type=int, default=1500)
   parser.add_argument("--batch_size", type=int, default=16)
-  parser.add_argument("--eval_period", type=int, default=50)
+  parser.add_argument("--eval_period", type=int, default=100)
   parser.add_argument("--eval_steps", type=int, default=20)
   parser.add_argument("--out_dir", default=None, help="the runs' MODEL_DIRs go here")
   parser.add_argument("--json_out", default="moe_experiment.json")
