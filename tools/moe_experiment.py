@@ -42,6 +42,7 @@ GIN_FILES = (
     "gin/mixtures/asr_lm.gin",
 )
 MODEL_GIN_FILES = (GIN_FILES[0], GIN_FILES[-1])  # the model's dims (the mixture sets the vocab)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gin paths' base
 
 
 def _jsonl(path: str) -> list[dict]:
@@ -86,7 +87,9 @@ def _train(name: str, bindings: Sequence[str], args: argparse.Namespace, model_d
       )
   ]
   print(f"== {name}: python -m trainers.train {' '.join(flags)}", flush=True)
-  done = subprocess.run([sys.executable, "-m", "trainers.train", *flags], check=False)
+  done = subprocess.run(
+      [sys.executable, "-m", "trainers.train", *flags], cwd=REPO_ROOT, check=False
+  )
   if done.returncode:
     raise UserError(f"Training {name} failed (exit {done.returncode}); its log is above.")
 
@@ -102,8 +105,10 @@ def _parameters(model) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-  variants = benchmark_moe.load_variants(MODEL_GIN_FILES, "", [], args.experts, [args.dispatch])
-  out_dir = args.out_dir or tempfile.mkdtemp(prefix="moe_experiment_")
+  variants = benchmark_moe.load_variants(
+      MODEL_GIN_FILES, REPO_ROOT, [], args.experts, [args.dispatch]
+  )
+  out_dir = os.path.abspath(args.out_dir or tempfile.mkdtemp(prefix="moe_experiment_"))
   results = {}
   for name, (bindings, model) in variants.items():
     model_dir = os.path.join(out_dir, name.replace(" ", "_").replace("=", ""))

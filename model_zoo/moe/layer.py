@@ -1,20 +1,22 @@
 """MoeBlock: E gated-FFN experts behind a router, in place of a transformer layer's MLP.
 
-Each sequence is cut into groups of `group_size` tokens (the whole sequence if it is shorter),
-routed within their group (model_zoo/moe/routers.py). Two dispatch paths compute the same function where nothing is dropped:
+Each sequence is cut into groups of `group_size` tokens (the whole sequence if it is
+shorter), routed within their group (model_zoo/moe/routers.py). Two dispatch paths compute
+the same function where nothing is dropped:
 
 - "einsum" (GShard): one-hot dispatch and combine tensors [groups, tokens, experts, capacity]
   carry the tokens to [experts, groups, capacity, embed] and back; capacity-bounded, a choice
   that finds its expert full is dropped and its token passes through the residual. Dense
-  matmuls only, and the expert axis can be sharded (expert parallelism).
+  matmuls only. The dispatch runs where each group is; the move to the expert-sharded layout
+  (the mesh's `expert` axis) is one all-to-all, and the combine mirrors it.
 - "dropless" (MegaBlocks / MaxText): every top-k choice is kept; the (token, choice) pairs
   are sorted by expert and run through `jax.lax.ragged_dot`, one contiguous block per expert.
+  On an expert-sharded mesh it is correct but not expert-parallel (one global sort).
 
 The load-balancing and router z-losses are sown as aux losses with their weights, the
 dropped fraction, router entropy and expert load as metrics (model_zoo/aux_outputs.py).
 Router randomness (jitter, the "random" second expert) draws from the "router" rng stream and
-is off when `deterministic` (eval, decoding).
-"""
+is off when `deterministic` (eval, decoding)."""
 
 from typing import Callable, Sequence
 

@@ -29,6 +29,15 @@ def _tokens(seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(1, 64, size=(2, 8)), jnp.int32)
 
 
+def _batch(tokens):
+  """A batch that predicts each token from itself (the loss only needs to be computed)."""
+  return {
+      "decoder_input_tokens": tokens,
+      "decoder_target_tokens": tokens,
+      "decoder_loss_weights": jnp.ones_like(tokens),
+  }
+
+
 def _init(cfg):
   module = dense.DecoderOnlyLM(cfg)
   tokens = _tokens()
@@ -66,12 +75,7 @@ def test_scanned_blocks_equal_the_unrolled_stack():
 def test_the_model_loss_includes_the_weighted_router_losses():
   model = models.DecoderOnlyModel(dense.DecoderOnlyLM(_config()), z_loss=0.0)
   _, params = _init(_config())
-  tokens = _tokens(2)
-  batch = {
-      "decoder_input_tokens": tokens,
-      "decoder_target_tokens": tokens,
-      "decoder_loss_weights": jnp.ones_like(tokens),
-  }
+  batch = _batch(_tokens(2))
   loss, metrics = model.loss_fn(params, batch)
   values = metrics_lib.values(metrics)
   balance = [v for k, v in values.items() if k.startswith("aux/") and "balance_loss" in k]
@@ -86,12 +90,7 @@ def test_expert_load_per_block_and_expert_only_when_asked():
   """The scanned stack reports E x blocks loads, each block's summing to 1, and the loss and
   the other metrics stay as they were."""
   _, params = _init(_config())
-  tokens = _tokens(3)
-  batch = {
-      "decoder_input_tokens": tokens,
-      "decoder_target_tokens": tokens,
-      "decoder_loss_weights": jnp.ones_like(tokens),
-  }
+  batch = _batch(_tokens(3))
   results = {}
   for report in (False, True):
     cfg = _config(moe=dataclasses.replace(MOE, report_expert_load=report))
