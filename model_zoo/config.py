@@ -1,13 +1,14 @@
 """Hyper-parameters of the dense transformers, one gin-configurable record."""
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import gin
 import jax
 import jax.numpy as jnp
 
 from model_zoo.errors import ConfigError
+from model_zoo import layer_spec
 from model_zoo.layers import linear
 from model_zoo.moe.config import MoeConfig
 
@@ -39,7 +40,7 @@ class TransformerConfig:
   num_kv_heads: int = 8  # 1: multi-query; < num_heads: grouped-query
   head_dim: int = 64
   mlp_dim: int = 2048
-  num_layers: int = 8  # decoder layers
+  num_layers: int = 8  # decoder layers; with a `block`, decoder blocks
   num_encoder_layers: int = 8  # encoder-decoder models only
   activations: Sequence[str] = ("silu", "linear")  # SwiGLU; ("gelu", "linear") is GeGLU
   dropout_rate: float = 0.0
@@ -54,6 +55,9 @@ class TransformerConfig:
   relpos_max_distance: int = 128
   attention_impl: str = "einsum"  # einsum | xla | cudnn | pallas
   moe: Optional[MoeConfig] = None  # mixture-of-experts FFNs in some layers
+  # A block of sub-layers (model_zoo/layer_spec.py, e.g. Brainformer's), stacked num_layers
+  # times in place of the uniform [attention, FFN] layers; decoder-only models.
+  block: Optional[Sequence[Any]] = None
 
   def __post_init__(self):
     for name in ("vocab_size", "emb_dim", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):
@@ -94,6 +98,16 @@ class TransformerConfig:
       )
     if self.head_dim % 2:
       raise ConfigError(f"TransformerConfig.head_dim={self.head_dim} must be even for RoPE.")
+    if self.block is not None:  # kept as hashable LayerSpecs, checked against `moe` now
+      object.__setattr__(self, "block", layer_spec.parse_block(self.block))
+      layer_spec.moe_configs(self.block, self.moe)
+
+  @property
+  def num_attention_layers(self) -> int:
+    """Self-attention layers in the decoder (num_layers, or per block times blocks)."""
+    if self.block is None:
+      return self.num_layers
+    return self.num_layers * sum(spec.kind == layer_spec.ATTENTION for spec in self.block)
 
   @property
   def activation_dtype(self):

@@ -6,102 +6,46 @@ in `nn.remat` with a named policy. Scanned layers stack what they sow (model_zoo
 on that axis and get their own key from every rng stream, as unrolled layers do.
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import gin
 import jax.numpy as jnp
 
-from model_zoo import aux_outputs
+from model_zoo import aux_outputs, brainformer, layer_spec, sublayers
 from model_zoo.config import REMAT_POLICIES, TransformerConfig
 from model_zoo.errors import ConfigError
-from model_zoo.layers import attention, embeddings, linear, masks, mlp, norms, relative_position, types
+from model_zoo.layers import attention, embeddings, linear, masks, norms, relative_position, types
 from model_zoo.moe import layer as moe_layer
 
-_ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 
-
-def _constrain(x: types.Array) -> types.Array:
-  return nn.with_logical_constraint(x, _ACTIVATION_AXES)
-
-
-class TransformerLayer(nn.Module):
+class TransformerLayer(sublayers.TransformerSublayers):
   """Self-attention (+ cross-attention when `encoded` is given) and an MLP, pre-norm residual."""
 
-  config: TransformerConfig
-  causal_cache: bool = False  # decode with a KV cache
-  deterministic: bool = True
   moe: bool = False  # the FFN is a MoeBlock (config.moe) instead of the dense MLP
-
-  def _attention(self, name: str, use_rope: bool = True) -> attention.Attention:
-    cfg = self.config
-    return attention.Attention(
-        use_rope=use_rope,
-        num_heads=cfg.num_heads,
-        num_kv_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        dtype=cfg.activation_dtype,
-        param_dtype=cfg.parameter_dtype,
-        rope_max_wavelength=cfg.rope_max_wavelength,
-        dropout_rate=cfg.dropout_rate,
-        implementation=cfg.attention_impl,
-        name=name,
-    )
-
-  def _norm(self, name: str) -> norms.RMSNorm:
-    return norms.RMSNorm(
-        dtype=self.config.activation_dtype, param_dtype=self.config.parameter_dtype, name=name
-    )
-
-  def _dropout(self, x):
-    return nn.Dropout(self.config.dropout_rate, broadcast_dims=(-2,))(
-        x, deterministic=self.deterministic
-    )
 
   @nn.compact
   def __call__(self, x, mask, positions, encoded=None, cross_mask=None, bias=None, segments=None):
     cfg = self.config
-    x = _constrain(x)
+    x = sublayers.constrain(x)
     h = self._norm("pre_self_attention_norm")(x)
-    h = self._attention("self_attention", use_rope=cfg.position_encoding == "rope")(
-        h,
-        h,
-        mask,
-        q_positions=positions,
-        kv_positions=positions,
-        bias=bias,
-        segments=segments,
-        decode=self.causal_cache,
-        deterministic=self.deterministic,
+    x = x + self._dropout(
+        self._self_attention("self_attention", h, mask, positions, bias, segments)
     )
-    x = x + self._dropout(h)
     if encoded is not None:
       h = self._norm("pre_cross_attention_norm")(x)
       cross = self._attention("cross_attention", use_rope=False)
       x = x + self._dropout(cross(h, encoded, cross_mask, deterministic=self.deterministic))
     h = self._norm("pre_mlp_norm")(x)
-    h = self._ffn()(h, deterministic=self.deterministic)
-    x = _constrain(x + self._dropout(h))
+    ffn = self._moe(cfg.moe) if self.moe else self._mlp(cfg.mlp_dim)
+    h = ffn(h, deterministic=self.deterministic)
+    x = sublayers.constrain(x + self._dropout(h))
     return x, None  # (carry, per-layer output) as nn.scan expects
 
-  def _ffn(self) -> nn.Module:
-    cfg = self.config
-    numerics = dict(dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype)
-    if self.moe:
-      width = cfg.moe.mlp_dim or cfg.mlp_dim
-      return moe_layer.MoeBlock(
-          cfg.moe, width, cfg.activations, cfg.dropout_rate, **numerics, name=moe_layer.MODULE_NAME
-      )
-    return mlp.MlpBlock(cfg.mlp_dim, cfg.activations, cfg.dropout_rate, **numerics, name="mlp")
 
-
-class MoeLayerBlock(nn.Module):
+class MoeLayerBlock(sublayers.TransformerSublayers):
   """MoeConfig.moe_layer_interval TransformerLayers, the last with a MoE FFN: the unit that a
   MoE model scans, so that it keeps one compiled block (GLaM: [dense, moe])."""
-
-  config: TransformerConfig
-  causal_cache: bool = False
-  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x, *args):
@@ -119,7 +63,8 @@ class MoeLayerBlock(nn.Module):
 
 class LayerStack(nn.Module):
   """`num_layers` TransformerLayers, scanned or unrolled, with the configured remat policy.
-  With a MoeConfig the unit is a MoeLayerBlock of moe_layer_interval layers."""
+  With a MoeConfig the unit is a MoeLayerBlock of moe_layer_interval layers; with a
+  TransformerConfig.block it is that block (brainformer.SpecBlock), num_layers times."""
 
   config: TransformerConfig
   num_layers: int
@@ -159,7 +104,9 @@ class LayerStack(nn.Module):
         raise ValueError("Decoding with relative position biases needs max_decode_length.")
       bias = self._relative_bias(max_decode_length if decode else x.shape[1])
     layer_cls, num_blocks = TransformerLayer, self.num_layers
-    if cfg.moe is not None:
+    if cfg.block is not None:
+      layer_cls = brainformer.SpecBlock
+    elif cfg.moe is not None:
       if self.num_layers % cfg.moe.moe_layer_interval:
         raise ConfigError(
             f"{self.num_layers} layers are not a multiple of MoeConfig.moe_layer_interval="
@@ -192,6 +139,19 @@ class LayerStack(nn.Module):
       args = (x, mask, positions, encoded, cross_mask, bias, segments)
       x, _ = layer_cls(**kwargs, name=f"layers_{i}")(*args)
     return x
+
+
+def activated_fraction(cfg: TransformerConfig, keys: Sequence[str]) -> float:
+  """The share of a parameter (named by its path keys) that one token's forward pass uses:
+  a MoE layer's expert kernels count at its MoeConfig.activated_expert_fraction, everything
+  else (routers too) in full. Parameter counts at equal activated size use it."""
+  if moe_layer.MODULE_NAME not in keys or "router" in keys:
+    return 1.0
+  if cfg.block is None:
+    return cfg.moe.activated_expert_fraction
+  sublayer = next(k for k in keys if k.startswith(brainformer.SUBLAYER_PREFIX))
+  index = int(sublayer[len(brainformer.SUBLAYER_PREFIX) :])
+  return layer_spec.moe_configs(cfg.block, cfg.moe)[index].activated_expert_fraction
 
 
 def _embed(cfg: TransformerConfig, name: str) -> embeddings.Embed:
@@ -296,6 +256,11 @@ class EncoderDecoder(nn.Module):
       raise ConfigError(
           "TransformerConfig.attention_impl='pallas' is causal self-attention only (decoder-only "
           "models); an encoder-decoder needs attention_impl 'cudnn', 'xla' or 'einsum'."
+      )
+    if cfg.block is not None:
+      raise ConfigError(
+          "TransformerConfig.block (a block of sub-layers) builds decoder-only models; an "
+          "encoder-decoder needs TransformerConfig.block = None."
       )
     self.token_embedder = _embed(cfg, "token_embedder")
     self.encoder = LayerStack(cfg, cfg.num_encoder_layers, bidirectional=True, name="encoder")

@@ -147,7 +147,9 @@ def run_compare(
   for name, model in models.items():
     cfg = model.module.config
     compiled = trainers[name].lower_train_step(states[name], batches[0]).compile()
-    counts = benchmark_train.param_counts(states[name].params, cfg.tie_embeddings, cfg.moe)
+    counts = benchmark_train.param_counts(
+        states[name].params, cfg.tie_embeddings, benchmark_train.transformer_fraction(cfg)
+    )
     first_step_s, times, final_loss = timed[name]
     median = benchmark_common.percentile(times, 50)
     rows[name] = {

@@ -67,6 +67,7 @@ when --json_out is not given.
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -75,11 +76,11 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from model_zoo import feature_converters
+from model_zoo import dense, feature_converters
 from model_zoo import metrics as metrics_lib
+from model_zoo.config import TransformerConfig
 from model_zoo.errors import ConfigError
 from model_zoo.moe import layer as moe_layer
-from model_zoo.moe.config import MoeConfig
 from tools import benchmark_common, plain_flax_lm
 from tools.benchmark_common import peak_memory
 from trainers import optimizers, partitioning
@@ -118,21 +119,26 @@ def _path_keys(path) -> tuple[str, ...]:
   return tuple(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
 
 
-def param_counts(params: Any, tie_embeddings: bool, moe: Optional[MoeConfig] = None) -> dict:
+def param_counts(
+    params: Any,
+    tie_embeddings: bool,
+    activated_fraction: Optional[Callable[[tuple[str, ...]], float]] = None,
+) -> dict:
   """Total parameters; the input embedding table; the activated ones; and N of the FLOP
   formula (activated, enc/dec split).
 
-  With mixture-of-experts layers (`moe`), a token goes through `moe.activated_expert_fraction`
-  of each layer's expert kernels (top-k of E); those count at that fraction, the router in full.
+  With mixture-of-experts layers, `activated_fraction` (e.g. model_zoo.dense's for a
+  TransformerConfig) gives the share of each parameter a token goes through by its path keys:
+  top-k of E of a MoE layer's expert kernels, the router in full.
   """
   total = embedding = experts = 0
   activated = activated_encoder = 0.0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     keys, size = _path_keys(path), int(np.prod(leaf.shape))
     total += size
-    is_expert = moe is not None and moe_layer.MODULE_NAME in keys and "router" not in keys
+    is_expert = moe_layer.MODULE_NAME in keys and "router" not in keys
     experts += size if is_expert else 0
-    active = size * moe.activated_expert_fraction if is_expert else size
+    active = size * activated_fraction(keys) if activated_fraction else size
     activated += active
     if keys[0] == "token_embedder":
       embedding += size
@@ -150,6 +156,13 @@ def param_counts(params: Any, tie_embeddings: bool, moe: Optional[MoeConfig] = N
   }
 
 
+def transformer_fraction(cfg: Any) -> Optional[Callable[[tuple[str, ...]], float]]:
+  """param_counts' activated_fraction for a zoo transformer's config (None for another)."""
+  if not isinstance(cfg, TransformerConfig):
+    return None
+  return functools.partial(dense.activated_fraction, cfg)
+
+
 def model_flops_per_step(
     cfg,
     counts: dict[str, int],
@@ -160,7 +173,7 @@ def model_flops_per_step(
   """PaLM training FLOPs of one step (see the module docstring)."""
   hq = cfg.num_heads * cfg.head_dim
   if encoder_seq_len is None:  # decoder-only
-    per_token = 6 * counts["params_flops"] + 12 * cfg.num_layers * hq * seq_len
+    per_token = 6 * counts["params_flops"] + 12 * cfg.num_attention_layers * hq * seq_len
     return float(batch_size * seq_len * per_token)
   encoder = 6 * counts["params_flops_encoder"] + 12 * cfg.num_encoder_layers * hq * encoder_seq_len
   decoder = 6 * counts["params_flops_decoder"] + 12 * cfg.num_layers * hq * (
@@ -257,7 +270,7 @@ def run_benchmark(
   state = trainer.init_state(shapes)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0
-  counts = param_counts(state.params, cfg.tie_embeddings, getattr(cfg, "moe", None))
+  counts = param_counts(state.params, cfg.tie_embeddings, transformer_fraction(cfg))
 
   def step(i):
     nonlocal state
@@ -321,7 +334,9 @@ def run_benchmark(
       ),
       "model_flops_per_token": flops / tokens_per_step,
       "model_flops_per_step": flops,
-      "attention_flops_per_token": (12 * cfg.num_layers * hq * seq_len) if not encdec else None,
+      "attention_flops_per_token": (12 * cfg.num_attention_layers * hq * seq_len)
+      if not encdec
+      else None,
       "achieved_tflops_per_device": achieved,
       "peak_tflops_per_device": peak,
       "peak_tflops_source": (

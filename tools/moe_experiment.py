@@ -100,7 +100,9 @@ def _parameters(model) -> dict[str, int]:
   batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
   cfg = model.module.config
-  counts = benchmark_train.param_counts(params, cfg.tie_embeddings, cfg.moe)
+  counts = benchmark_train.param_counts(
+      params, cfg.tie_embeddings, benchmark_train.transformer_fraction(cfg)
+  )
   return {k: counts[k] for k in ("params_total", "params_activated")}
 
 

@@ -5,6 +5,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.core import meta
 
 from model_zoo import dense
@@ -41,3 +42,17 @@ def params_for(cfg: TransformerConfig, seed: int = 0):
   assert cfg.num_layers == TINY.num_layers
   stacked = _scanned_params(seed)
   return stacked if cfg.scan_layers else unstack_layers(stacked, cfg.num_layers)
+
+
+def decode_token_by_token(module, params, tokens) -> np.ndarray:
+  """The logits of decoding `tokens` one at a time through the KV cache."""
+  _, variables = module.apply({"params": params}, tokens, tokens, decode=True, mutable=["cache"])
+  cache, outs = variables["cache"], []
+  for t in range(tokens.shape[1]):
+    step = tokens[:, t : t + 1]
+    logits, variables = module.apply(
+        {"params": params, "cache": cache}, step, step, decode=True, mutable=["cache"]
+    )
+    cache = variables["cache"]
+    outs.append(np.asarray(logits))
+  return np.concatenate(outs, axis=1)

@@ -110,19 +110,6 @@ def test_a_layer_count_that_is_not_a_multiple_of_the_interval_is_refused():
     _init(dataclasses.replace(_config(), num_layers=3))
 
 
-def _decode_token_by_token(module, params, tokens):
-  _, variables = module.apply({"params": params}, tokens, tokens, decode=True, mutable=["cache"])
-  cache, outs = variables["cache"], []
-  for t in range(tokens.shape[1]):
-    step = tokens[:, t : t + 1]
-    logits, variables = module.apply(
-        {"params": params, "cache": cache}, step, step, decode=True, mutable=["cache"]
-    )
-    cache = variables["cache"]
-    outs.append(np.asarray(logits))
-  return np.concatenate(outs, axis=1)
-
-
 @pytest.mark.parametrize(
     "dispatch,factor,same",
     [
@@ -137,7 +124,7 @@ def test_cached_decoding_equals_the_full_forward_when_nothing_drops(dispatch, fa
   module, params = _init(_config(moe=moe))
   tokens = _tokens(3)
   full = np.asarray(module.apply({"params": params}, tokens, tokens))
-  cached = _decode_token_by_token(module, params, tokens)
+  cached = tiny_lm.decode_token_by_token(module, params, tokens)
   assert np.allclose(cached, full, rtol=1e-5, atol=1e-5) == same
 
 
