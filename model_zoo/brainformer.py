@@ -21,7 +21,11 @@ SUBLAYER_PREFIX = "sublayer_"  # a block's i-th sub-layer is module f"sublayer_{
 
 @gin.configurable
 def brainformer_1_block(
-    moe_mlp_dim: Optional[int] = None, ffn_mlp_dim: Optional[int] = None
+    moe_mlp_dim: Optional[int] = None,
+    ffn_mlp_dim: Optional[int] = None,
+    router: str = "expert_choice",
+    top_k: Optional[int] = None,
+    capacity_factor: float = 1.0,
 ) -> list[dict]:
   """Brainformer-1's block as this project reads it: 8 sub-layers, 2 attention, 3 expert-choice
   MoE with capacity factor 1 and 3 dense FFNs, in the order
@@ -36,12 +40,13 @@ def brainformer_1_block(
   every attention sub-layer is followed by a MoE, no two sub-layers of a kind touch, and the
   two halves of the block differ only where 3 does not split in two. Change the list in gin
   (TransformerConfig.block) to try another order. Widths of None take the model's
-  (MoeConfig.mlp_dim, TransformerConfig.mlp_dim).
+  (MoeConfig.mlp_dim, TransformerConfig.mlp_dim); `router`, `top_k` and `capacity_factor`
+  set every MoE sub-layer's (top-1 at capacity factor 2 routes causally, see SpecBlock).
   """
-  moe = {"kind": layer_spec.MOE, "router": "expert_choice", "capacity_factor": 1.0}
+  moe = {"kind": layer_spec.MOE, "router": router, "capacity_factor": capacity_factor}
+  optional = {"mlp_dim": moe_mlp_dim, "top_k": top_k}
+  moe.update({k: v for k, v in optional.items() if v is not None})
   ffn = {"kind": layer_spec.FFN}
-  if moe_mlp_dim is not None:
-    moe["mlp_dim"] = moe_mlp_dim
   if ffn_mlp_dim is not None:
     ffn["mlp_dim"] = ffn_mlp_dim
   attention = {"kind": layer_spec.ATTENTION}
@@ -67,7 +72,13 @@ class SpecSublayer(sublayers.TransformerSublayers):
 
 
 class SpecBlock(sublayers.TransformerSublayers):
-  """TransformerConfig.block's sub-layers in order: the unit LayerStack scans."""
+  """TransformerConfig.block's sub-layers in order: the unit LayerStack scans.
+
+  Expert choice ranks the tokens of a routing group (a sequence, or MoeConfig.group_size of
+  it) for each expert, so a token's experts depend on the tokens after it: training and
+  scoring see the whole group, one-token decoding steps route each token alone (every
+  expert takes it). Token-choice routing (top-k) is causal; use it where that matters.
+  """
 
   @nn.compact
   def __call__(self, x, mask, positions, encoded=None, cross_mask=None, bias=None, segments=None):

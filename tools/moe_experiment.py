@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -42,6 +42,7 @@ GIN_FILES = (
     "gin/mixtures/asr_lm.gin",
 )
 MODEL_GIN_FILES = (GIN_FILES[0], GIN_FILES[-1])  # the model's dims (the mixture sets the vocab)
+TITLE = "Dense vs GLaM at equal activated FLOPs per token (ASR LM text)"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gin paths' base
 
 
@@ -72,8 +73,16 @@ def curves(model_dir: str) -> dict[str, list[float]]:
   }
 
 
-def _train(name: str, bindings: Sequence[str], args: argparse.Namespace, model_dir: str) -> None:
-  flags = [f"--gin_file={f}" for f in GIN_FILES] + [
+def train(
+    name: str,
+    gin_files: Sequence[str],
+    bindings: Sequence[str],
+    args: argparse.Namespace,
+    model_dir: str,
+) -> None:
+  """Trains one model through `python -m trainers.train` for args.steps steps, evaluating
+  every args.eval_period (args: steps, batch_size, eval_period, eval_steps)."""
+  flags = [f"--gin_file={f}" for f in gin_files] + [
       f"--gin.{b.replace(' = ', '=')}"
       for b in (
           *bindings,
@@ -94,7 +103,7 @@ def _train(name: str, bindings: Sequence[str], args: argparse.Namespace, model_d
     raise UserError(f"Training {name} failed (exit {done.returncode}); its log is above.")
 
 
-def _parameters(model) -> dict[str, int]:
+def parameters(model) -> dict[str, int]:
   """Total and activated parameters (tools/benchmark_train.py's count) of a Model."""
   tokens = np.zeros((1, 8), np.int32)
   batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
@@ -114,21 +123,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   results = {}
   for name, (bindings, model) in variants.items():
     model_dir = os.path.join(out_dir, name.replace(" ", "_").replace("=", ""))
-    _train(name, bindings, args, model_dir)
-    results[name] = {**curves(model_dir), **_parameters(model)}
+    train(name, GIN_FILES, bindings, args, model_dir)
+    results[name] = {**curves(model_dir), **parameters(model)}
   return summarise(vars(args), results)
 
 
-def summarise(settings: dict[str, Any], models: dict[str, dict]) -> dict[str, Any]:
-  """The results: the settings, and each model's curves with its final eval loss and training
-  time beside the dense model's."""
+def summarise(
+    settings: dict[str, Any],
+    models: dict[str, dict],
+    keys: Sequence[str] = ("steps", "batch_size", "eval_period", "eval_steps", "dispatch"),
+    gin_files: Sequence[str] = GIN_FILES,
+) -> dict[str, Any]:
+  """The results: the settings named by `keys`, and each model's curves with its final eval
+  loss and training time beside the dense model's."""
   dense = models[benchmark_moe.DENSE]
   for row in models.values():
     row["final_eval_loss"] = row["eval_loss"][-1]
     row["eval_loss_vs_dense"] = row["final_eval_loss"] - dense["eval_loss"][-1]
     row["train_seconds_vs_dense"] = row["train_seconds"][-1] / dense["train_seconds"][-1]
-  keys = ("steps", "batch_size", "eval_period", "eval_steps", "dispatch")
-  return {"gin_files": list(GIN_FILES), **{k: settings[k] for k in keys}, "models": models}
+  return {"gin_files": list(gin_files), **{k: settings[k] for k in keys}, "models": models}
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -146,7 +159,7 @@ def format_table(r: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def plot(r: dict[str, Any], path: str) -> None:
+def plot(r: dict[str, Any], path: str, title: str = TITLE) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel  (the [experiments] extra)
 
   matplotlib.use("Agg")
@@ -160,28 +173,31 @@ def plot(r: dict[str, Any], path: str) -> None:
   by_step.set(xlabel="training step", ylabel="eval loss (nats/token)")
   by_time.set(xlabel="training time (s, this CPU)")
   by_step.legend()
-  figure.suptitle("Dense vs GLaM at equal activated FLOPs per token (ASR LM text)")
+  figure.suptitle(title)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   pyplot.close(figure)
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m tools.moe_experiment", description=__doc__)
-  parser.add_argument("--experts", type=int, nargs="+", default=[4, 8, 16])
-  parser.add_argument("--dispatch", default="einsum", choices=("einsum", "dropless"))
+def add_run_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+  """The flags every training experiment takes; its outputs default to `name`.json and .png."""
   parser.add_argument("--steps", type=int, default=1500)
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--eval_period", type=int, default=100)
   parser.add_argument("--eval_steps", type=int, default=20)
   parser.add_argument("--out_dir", default=None, help="the runs' MODEL_DIRs go here")
-  parser.add_argument("--json_out", default="moe_experiment.json")
-  parser.add_argument("--plot", default="moe_experiment.png")
-  return parser
+  parser.add_argument("--json_out", default=f"{name}.json")
+  parser.add_argument("--plot", default=f"{name}.png")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = _parser()
+def experiment_main(
+    parser: argparse.ArgumentParser,
+    argv: Optional[Sequence[str]],
+    run_fn: Callable[[argparse.Namespace], dict[str, Any]],
+    title: str,
+    table: Callable[[dict[str, Any]], str] = format_table,
+) -> int:
+  """Checks the run flags, runs, and writes the plot, the JSON and the `table`."""
   args = parser.parse_args(argv)
   for name in ("steps", "batch_size", "eval_period", "eval_steps"):
     if getattr(args, name) < 1:
@@ -189,13 +205,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.steps % args.eval_period:
     parser.error(f"--steps={args.steps} must be a multiple of --eval_period={args.eval_period}")
   try:
-    results = run(args)
+    results = run_fn(args)
   except UserError as e:
     return benchmark_common.report_user_error(e)
-  plot(results, args.plot)
-  benchmark_common.emit(results, format_table(results), args.json_out)
+  plot(results, args.plot, title)
+  benchmark_common.emit(results, table(results), args.json_out)
   print(f"Wrote {args.json_out} and {args.plot}.")
   return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m tools.moe_experiment", description=__doc__)
+  parser.add_argument("--experts", type=int, nargs="+", default=[4, 8, 16])
+  parser.add_argument("--dispatch", default="einsum", choices=("einsum", "dropless"))
+  add_run_arguments(parser, "moe_experiment")
+  return experiment_main(parser, argv, run, TITLE)
 
 
 if __name__ == "__main__":
