@@ -317,7 +317,9 @@ class Checkpointer:
     if moe_error:
       raise CheckpointShapeError(
           f"MODEL_DIR {os.path.dirname(self.directory)} holds a checkpoint (step {step}) of a "
-          f"dense model: {moe_error} Use a new --gin.MODEL_DIR."
+          f"dense model: {moe_error} Use a new --gin.MODEL_DIR; to start the MoE model from "
+          "this one (every expert a copy of its layer's FFN), add gin/runs/finetune.gin with "
+          "INITIAL_CHECKPOINT_PATH set to it and InitialCheckpoint.upcycle = True."
       )
     wanted = _shapes(target["params"])
     diffs = [
@@ -364,9 +366,7 @@ def dense_into_moe_error(saved_paths: Iterable[str], model_params: Any) -> Optio
     return None
   return (
       "its layers have no experts, and this model has mixture-of-experts layers "
-      "(TransformerConfig.moe), stacked in blocks of MoeConfig.moe_layer_interval layers. "
-      "Starting experts from a dense model's FFNs (sparse upcycling) is not implemented yet; "
-      "train the MoE model from its own initialisation."
+      "(TransformerConfig.moe), stacked in blocks of MoeConfig.moe_layer_interval layers."
   )
 
 

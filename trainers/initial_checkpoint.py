@@ -10,6 +10,12 @@ keeps it freshly initialised (a new or grown one). Strict by default: a paramete
 neither in the checkpoint nor covered by a rule is an error, as is a rule that matches
 nothing or a shape that differs; the printed report says what was loaded, mapped,
 initialised fresh, and which checkpoint parameters were not used.
+
+Two MoE changes of shape are read through the same plan (model_zoo/moe/growth.py): with
+`new_experts` ("fresh" or "copy") a checkpoint with fewer experts per MoE layer fills the
+model's first experts and router columns (Lifelong-MoE's growth phase); with `upcycle` a
+dense model's checkpoint starts a MoE model, every expert a copy of its layer's dense FFN
+and the routers fresh (sparse upcycling).
 """
 
 import dataclasses
@@ -22,9 +28,11 @@ import jax
 from flax import traverse_util
 
 from model_zoo.errors import ConfigError, MissingFileError
+from model_zoo.moe import growth
 from trainers import checkpoints
 
 Rule = tuple[str, Optional[str]]
+Source = tuple[str, Optional[growth.Transform]]  # checkpoint path, and how it is reshaped
 
 
 @dataclasses.dataclass
@@ -35,14 +43,18 @@ class Report:
   mapped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (model, checkpoint)
   fresh: list[str] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)  # in the checkpoint, unused
+  # (model, checkpoint): read and reshaped (grown experts, upcycled FFNs)
+  reshaped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
   def text(self, source: str) -> str:
+    reshaped = f"{len(self.reshaped)} reshaped, " if self.reshaped else ""
     lines = [
         f"Initialised from {source}: {len(self.loaded)} parameters loaded, {len(self.mapped)} "
-        f"mapped, {len(self.fresh)} initialised fresh, {len(self.ignored)} in the checkpoint "
-        "not used."
+        f"mapped, {reshaped}{len(self.fresh)} initialised fresh, {len(self.ignored)} in the "
+        "checkpoint not used."
     ]
     lines += [f"  mapped  {target} <- {origin}" for target, origin in self.mapped]
+    lines += [f"  reshaped {target} <- {origin}" for target, origin in self.reshaped]
     lines += [f"  fresh   {path}" for path in self.fresh]
     lines += [f"  unused  {path}" for path in self.ignored]
     return "\n".join(lines)
@@ -57,6 +69,8 @@ class InitialCheckpoint:
   step: Optional[int] = None  # None: the newest
   assignment_map: Sequence[Rule] = ()
   strict: bool = True
+  new_experts: Optional[str] = None  # "fresh" | "copy": grow a checkpoint's experts
+  upcycle: bool = False  # a dense checkpoint into a MoE model: experts copy the FFNs
 
   def state_dir(self) -> str:
     """The `state` directory of the chosen step."""
@@ -92,37 +106,61 @@ class InitialCheckpoint:
           f"INITIAL_CHECKPOINT_PATH: {state_dir} cannot be read as a podzoo checkpoint "
           f"({type(e).__name__}: {str(e)[:200]})."
       ) from e
-    moe_error = checkpoints.dense_into_moe_error(saved, abstract_params)
-    if moe_error:
-      raise ConfigError(f"INITIAL_CHECKPOINT_PATH: {state_dir} holds a dense model: {moe_error}")
     wanted = {"/".join(k): v for k, v in traverse_util.flatten_dict(abstract_params).items()}
-    sources, report = self._plan(wanted, saved)
-    target = (
-        {
-            "params": traverse_util.unflatten_dict(
-                {tuple(sources[p].split("/")): wanted[p] for p in sources}
-            )
-        }
-        if sources
-        else None
-    )
-    read = checkpoints.restore_subtree(state_dir, target)["params"] if target else {}
-    read_flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(read).items()}
-    fresh_flat = traverse_util.flatten_dict(fresh_params)
-    params = {
-        key: read_flat[sources["/".join(key)]] if "/".join(key) in sources else value
-        for key, value in fresh_flat.items()
+    upcycle_interval = self._upcycle_interval(state_dir, saved, abstract_params, wanted)
+    sources, report = self._plan(wanted, saved, upcycle_interval)
+    reads = {
+        origin: _read_target(wanted[p], saved[origin], how) for p, (origin, how) in sources.items()
     }
+    target = {
+        "params": traverse_util.unflatten_dict({tuple(o.split("/")): t for o, t in reads.items()})
+    }
+    read = checkpoints.restore_subtree(state_dir, target)["params"] if reads else {}
+    read_flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(read).items()}
+    params = {}
+    for key, fresh in traverse_util.flatten_dict(fresh_params).items():
+      path = "/".join(key)
+      if path not in sources:
+        params[key] = fresh
+        continue
+      origin, how = sources[path]
+      value = read_flat[origin]
+      if how is not None:
+        value = jax.jit(how, out_shardings=wanted[path].sharding)(value, fresh)
+      params[key] = value
     return traverse_util.unflatten_dict(params), report
 
+  def _upcycle_interval(
+      self, state_dir: str, saved: dict, abstract_params: Any, wanted: dict
+  ) -> Optional[int]:
+    """The MoE model's layer interval when a dense checkpoint is to be upcycled, else None."""
+    moe_error = checkpoints.dense_into_moe_error(saved, abstract_params)
+    if moe_error and not self.upcycle:
+      raise ConfigError(
+          f"INITIAL_CHECKPOINT_PATH: {state_dir} holds a dense model: {moe_error} To start "
+          "every expert as a copy of its layer's dense FFN (sparse upcycling), set "
+          "InitialCheckpoint.upcycle = True."
+      )
+    if self.upcycle and not moe_error:
+      raise ConfigError(
+          f"InitialCheckpoint.upcycle=True, but {state_dir} is not a dense model's checkpoint "
+          "for this MoE model (it has experts, or the model has none); set upcycle = False."
+      )
+    return growth.layer_interval(list(wanted)) if self.upcycle else None
+
   def _plan(
-      self, wanted: dict[str, jax.ShapeDtypeStruct], saved: dict[str, jax.ShapeDtypeStruct]
-  ) -> tuple[dict[str, str], Report]:
-    """Model path -> checkpoint path for each parameter to read, and the report."""
+      self,
+      wanted: dict[str, jax.ShapeDtypeStruct],
+      saved: dict[str, jax.ShapeDtypeStruct],
+      upcycle_interval: Optional[int] = None,
+  ) -> tuple[dict[str, Source], Report]:
+    """Model path -> (checkpoint path, reshape or None) for each parameter to read, and the
+    report."""
     rules = [(re.compile(pattern), source) for pattern, source in self.assignment_map]
     used_rules, sources, report, missing = set(), {}, Report(), []
     for path in sorted(wanted):
       rule = next(((i, m, s) for i, (r, s) in enumerate(rules) if (m := r.fullmatch(path))), None)
+      how = None
       if rule is not None:
         index, match, source = rule
         used_rules.add(index)
@@ -135,20 +173,40 @@ class InitialCheckpoint:
               f"InitialCheckpoint.assignment_map rule {self.assignment_map[index]!r} maps "
               f"{path} to {origin}, which the checkpoint does not hold."
           )
+      elif upcycle_interval is not None:
+        found = growth.upcycle_source(path, upcycle_interval)
+        if found is None:  # a router
+          report.fresh.append(path)
+          continue
+        origin, how = found
+        if origin not in saved:
+          missing.append(path)
+          continue
       elif path in saved:
         origin = path
       else:
         missing.append(path)
         continue
-      if tuple(saved[origin].shape) != tuple(wanted[path].shape):
-        raise ConfigError(
-            f"Parameter {path}: the checkpoint's {origin} has shape {tuple(saved[origin].shape)}, "
-            f"the model's {tuple(wanted[path].shape)}. Add ({path!r}, None) to "
-            "InitialCheckpoint.assignment_map to initialise it fresh, or map it to a "
-            "parameter of that shape."
+      if how is None and tuple(saved[origin].shape) != tuple(wanted[path].shape):
+        how = growth.growth(
+            path, tuple(saved[origin].shape), tuple(wanted[path].shape), self.new_experts
         )
-      sources[path] = origin
-      (report.loaded.append(path) if origin == path else report.mapped.append((path, origin)))
+        if how is None:
+          raise ConfigError(
+              f"Parameter {path}: the checkpoint's {origin} has shape "
+              f"{tuple(saved[origin].shape)}, the model's {tuple(wanted[path].shape)}. Add "
+              f"({path!r}, None) to InitialCheckpoint.assignment_map to initialise it fresh, "
+              "or map it to a parameter of that shape."
+          )
+      if how is not None:
+        _check_reshape(path, origin, how, saved[origin], wanted[path])
+      sources[path] = (origin, how)
+      if how is not None:
+        report.reshaped.append((path, origin))
+      elif origin == path:
+        report.loaded.append(path)
+      else:
+        report.mapped.append((path, origin))
     unused_rules = [self.assignment_map[i] for i in range(len(rules)) if i not in used_rules]
     if unused_rules:
       raise ConfigError(
@@ -164,8 +222,41 @@ class InitialCheckpoint:
           "(pattern, None) to initialise them fresh, or set InitialCheckpoint.strict=False."
       )
     report.fresh += missing
-    report.ignored = sorted(set(saved) - set(sources.values()))
+    report.ignored = sorted(set(saved) - {origin for origin, _ in sources.values()})
     return sources, report
+
+
+def _check_reshape(
+    path: str,
+    origin: str,
+    how: growth.Transform,
+    saved: jax.ShapeDtypeStruct,
+    wanted: jax.ShapeDtypeStruct,
+) -> None:
+  """A reshape (growth, upcycling) must give the model's shape; else name both."""
+  try:
+    shape = jax.eval_shape(how, saved, wanted).shape
+  except (TypeError, ValueError) as e:
+    shape = f"no shape ({e})"
+  if shape != tuple(wanted.shape):
+    raise ConfigError(
+        f"Parameter {path}: the checkpoint's {origin} {tuple(saved.shape)} cannot be reshaped "
+        f"to the model's {tuple(wanted.shape)} (it gives {shape}). Upcycling needs the MoE model's "
+        "dims, layer count and expert width (MoeConfig.mlp_dim) to be the dense model's."
+    )
+
+
+def _read_target(
+    wanted: jax.ShapeDtypeStruct, saved: jax.ShapeDtypeStruct, how: Optional[growth.Transform]
+) -> jax.ShapeDtypeStruct:
+  """What to read for one parameter: the model's own shards, or (to be reshaped) the saved
+  array whole on every device of the model's mesh."""
+  if how is None:
+    return wanted
+  sharding = wanted.sharding
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.ShapeDtypeStruct(saved.shape, wanted.dtype, sharding=sharding)
 
 
 def _listdir(path: str) -> list[str]:

@@ -1,11 +1,13 @@
 """Small models and synthetic batches shared by the trainer tests."""
 
+import shutil
+
 import jax
 import numpy as np
 
 from model_zoo import dense, models
 from tests.tiny import tiny_config
-from trainers import optimizers, partitioning, trainer
+from trainers import checkpoints, optimizers, partitioning, train, trainer
 
 TINY = tiny_config()
 
@@ -63,3 +65,15 @@ def train_losses(tr: trainer.Trainer, num_steps: int, state=None, first_batch: i
     state, metrics = tr.train_step(state, synthetic_batch(i))
     losses.append(float(metrics["loss"].value()))
   return state, losses
+
+
+def finetune_start(initial, directory: str, model=None):
+  """A fine-tuning trainer's state as train() starts it in the empty MODEL_DIR `directory`
+  with `initial` (an InitialCheckpoint)."""
+  tr = make_trainer(num_devices=1, model=model)
+  shutil.rmtree(directory, ignore_errors=True)
+  ckpt = checkpoints.Checkpointer(directory)
+  try:
+    return train._restore_or_init(tr, ckpt, shapes_of(synthetic_batch(0)), initial)[0]
+  finally:
+    ckpt.close()

@@ -90,7 +90,7 @@ def test_dense_checkpoint_into_a_moe_model_is_refused_by_name(tmp_path):
   checkpoints.Checkpointer(str(tmp_path)).save(tr.init_state(shapes), {"train_batches": 0})
   moe = helpers.make_trainer(num_devices=1, model=helpers.tiny_model(moe=MoeConfig(4)))
   with pytest.raises(
-      checkpoints.CheckpointShapeError, match="of a dense model: .*sparse upcycling"
+      checkpoints.CheckpointShapeError, match="of a dense model: .*InitialCheckpoint.upcycle = True"
   ):
     checkpoints.Checkpointer(str(tmp_path)).restore_latest(moe.abstract_state(shapes)[0])
 

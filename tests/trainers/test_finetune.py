@@ -13,7 +13,7 @@ from model_zoo.errors import ConfigError, MissingFileError
 from model_zoo.moe.config import MoeConfig
 from tests.trainers import helpers
 from tests.trainers.test_cli import quick_flags, run_cli
-from trainers import checkpoints, optimizers, restore, train
+from trainers import checkpoints, optimizers, restore
 from trainers.initial_checkpoint import InitialCheckpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -39,15 +39,7 @@ def pretrained(tmp_path_factory):
 
 
 def _fresh_run(initial, model=None):
-  """A fine-tuning trainer's state as train() starts it in an empty MODEL_DIR."""
-  tr = helpers.make_trainer(num_devices=1, model=model)
-  directory = os.path.join(os.environ["PYTEST_TMP"], "ft")
-  shutil.rmtree(directory, ignore_errors=True)
-  ckpt = checkpoints.Checkpointer(directory)
-  try:
-    return train._restore_or_init(tr, ckpt, SHAPES, initial)[0]
-  finally:
-    ckpt.close()
+  return helpers.finetune_start(initial, os.path.join(os.environ["PYTEST_TMP"], "ft"), model)
 
 
 @pytest.fixture(autouse=True)
