@@ -24,6 +24,7 @@ and its ratio to dense, total and activated parameters.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,20 +47,20 @@ TITLE = "Dense vs GLaM at equal activated FLOPs per token (ASR LM text)"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gin paths' base
 
 
-def _jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str) -> list[dict]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
 def curves(model_dir: str) -> dict[str, list[float]]:
   """Eval loss by step and by training seconds (see the module docstring) from a MODEL_DIR."""
-  train_rows = _jsonl(os.path.join(model_dir, "train_metrics.jsonl"))
+  train_rows = read_jsonl(os.path.join(model_dir, "train_metrics.jsonl"))
   seconds_at, elapsed, previous = {}, 0.0, 0
   for row in train_rows:
     elapsed += (row["step"] - previous) * row["step_time_s"]
     seconds_at[row["step"]] = elapsed
     previous = row["step"]
-  evals = [r for r in _jsonl(os.path.join(model_dir, "eval_metrics.jsonl")) if "loss" in r]
+  evals = [r for r in read_jsonl(os.path.join(model_dir, "eval_metrics.jsonl")) if "loss" in r]
   missing = [r["step"] for r in evals if r["step"] not in seconds_at]
   if missing:
     raise UserError(
@@ -79,9 +80,11 @@ def train(
     bindings: Sequence[str],
     args: argparse.Namespace,
     model_dir: str,
+    log_period: Optional[int] = None,
 ) -> None:
   """Trains one model through `python -m trainers.train` for args.steps steps, evaluating
-  every args.eval_period (args: steps, batch_size, eval_period, eval_steps)."""
+  every args.eval_period (args: steps, batch_size, eval_period, eval_steps) and logging every
+  `log_period` steps (default: at each evaluation)."""
   flags = [f"--gin_file={f}" for f in gin_files] + [
       f"--gin.{b.replace(' = ', '=')}"
       for b in (
@@ -92,10 +95,13 @@ def train(
           f"EVAL_PERIOD = {args.eval_period}",
           f"EVAL_STEPS = {args.eval_steps}",
           f"CHECKPOINT_PERIOD = {args.steps}",
-          f"train.log_period = {args.eval_period}",
+          f"train.log_period = {log_period or args.eval_period}",
       )
   ]
   print(f"== {name}: python -m trainers.train {' '.join(flags)}", flush=True)
+  # A SIGTERM to this process raises SystemExit here, and subprocess.run then kills the run,
+  # so a killed experiment leaves no training process behind to write into model_dir.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
   done = subprocess.run(
       [sys.executable, "-m", "trainers.train", *flags], cwd=REPO_ROOT, check=False
   )
