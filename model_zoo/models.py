@@ -166,6 +166,10 @@ class BaseModel:
     for path, term in aux_outputs.loss_terms(sown.get(aux_outputs.AUX_LOSS, {})).items():
       loss = loss + term * (weight_sum / normalizer)
       metrics[f"aux/{path}"] = Average.of(term * weight_sum, weight_sum)
+    for name, (per_token, weight) in self._token_regularisers(params, batch, logits).items():
+      term_sum = jnp.sum(per_token * weights)
+      loss = loss + weight * term_sum / normalizer
+      metrics[name] = Average.of(term_sum, weight_sum)
     reported = {
         **aux_outputs.metric_values(sown.get(aux_outputs.AUX_METRICS, {})),
         **aux_outputs.metric_items(sown.get(aux_outputs.AUX_METRIC_ITEMS, {})),
@@ -173,6 +177,15 @@ class BaseModel:
     for path, value in reported.items():
       metrics[f"metrics/{path}"] = Average.of(value * weight_sum, weight_sum)
     return loss, metrics
+
+  def _token_regularisers(
+      self, params: Params, batch: Batch, logits: jax.Array
+  ) -> dict[str, tuple[jax.Array, float]]:
+    """Per-token loss terms beside the cross entropy, by metric name: (term [batch, length],
+    its weight in the loss). The metric reports the term's weighted mean, the loss adds
+    weight * it. None here; a subclass adds e.g. a distillation term."""
+    del params, batch, logits
+    return {}
 
   def score_batch(self, params: Params, batch: Batch, return_per_token: bool = False):
     """Per-example log-likelihood sum_t w_t log p(target_t) (and the per-token terms)."""

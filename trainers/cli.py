@@ -74,6 +74,7 @@ def import_configurables() -> None:
   # pylint: disable=g-import-not-at-top,unused-import
   import model_zoo.config
   import model_zoo.dense
+  import model_zoo.lifelong
   import model_zoo.models
   import trainers.checkpoints
   import trainers.dataset_config

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import gin
 import jax
+import jax.numpy as jnp
 from flax import traverse_util
 
 from model_zoo.errors import ConfigError, MissingFileError
@@ -117,7 +118,7 @@ class InitialCheckpoint:
     }
     read = checkpoints.restore_subtree(state_dir, target)["params"] if reads else {}
     read_flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(read).items()}
-    params = {}
+    params, used = {}, set()
     for key, fresh in traverse_util.flatten_dict(fresh_params).items():
       path = "/".join(key)
       if path not in sources:
@@ -127,6 +128,9 @@ class InitialCheckpoint:
       value = read_flat[origin]
       if how is not None:
         value = jax.jit(how, out_shardings=wanted[path].sharding)(value, fresh)
+      elif origin in used:  # two parameters from one: each its own buffer (steps donate them)
+        value = jnp.copy(value)
+      used.add(origin)
       params[key] = value
     return traverse_util.unflatten_dict(params), report
 

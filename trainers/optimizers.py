@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from model_zoo.errors import ConfigError
+from model_zoo.moe import growth
 from trainers import run_checks
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
@@ -242,6 +243,57 @@ def trained_mask(optimizer: Any, params: Any) -> Any:
   if isinstance(optimizer, TrainableOnly):
     return optimizer.trained(params)
   return jax.tree.map(lambda _: True, params)
+
+
+@gin.configurable
+def frozen_experts(
+    optimizer: optax.GradientTransformation = gin.REQUIRED, num_frozen: int = gin.REQUIRED
+) -> optax.GradientTransformation:
+  """Keeps the first `num_frozen` experts of every MoE layer, and their router columns, as they
+  are (Lifelong-MoE: a growth phase trains the new experts and the rest of the model).
+
+  Their gradients are zeroed before `optimizer` (clipping and moments see none) and their
+  updates after it (weight decay too), so they stay bit-identical; being slices of the expert
+  kernels, they keep their optimizer state, sharded like the kernels. Checked when the
+  optimizer is initialised: the model must have MoE layers with more than `num_frozen`
+  experts.
+  """
+
+  def zero_frozen(tree):
+    def one(key_path, x):
+      axis = growth.expert_axis(param_path(key_path), x.ndim)
+      if axis is None:
+        return x
+      shape = [1] * x.ndim
+      shape[axis] = x.shape[axis]
+      trained = (jnp.arange(x.shape[axis]) >= num_frozen).reshape(shape)
+      return jnp.where(trained, x, jnp.zeros_like(x))
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+  def init(params):
+    experts = {}
+    for key_path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+      path = param_path(key_path)
+      if (axis := growth.expert_axis(path, x.ndim)) is not None:
+        experts[path] = x.shape[axis]
+    if not experts:
+      raise ConfigError("frozen_experts: the model has no mixture-of-experts layers to freeze.")
+    path = min(experts, key=experts.get)
+    if not 1 <= num_frozen < experts[path]:
+      raise ConfigError(
+          f"frozen_experts.num_frozen={num_frozen}, and {path} has {experts[path]} experts: a "
+          "growth phase freezes the previous phase's experts and trains the new ones, so set it "
+          "to the previous phase's MoeConfig.num_experts (>= 1, below this model's). A frozen "
+          "teacher belongs outside it: trainable_only.optimizer = @frozen_experts()."
+      )
+    return optimizer.init(params)
+
+  def update(updates, state, params=None):
+    updates, state = optimizer.update(zero_frozen(updates), state, params)
+    return zero_frozen(updates), state
+
+  return optax.GradientTransformation(init, update)
 
 
 @gin.configurable
