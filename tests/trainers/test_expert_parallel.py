@@ -67,10 +67,11 @@ def test_tokens_reach_their_experts_by_all_to_all():
   assert _collectives(tr, state, batch) == {"all-to-all": 4}
 
 
-def test_experts_that_the_expert_axis_does_not_divide_are_refused():
-  model = models.DecoderOnlyModel(
-      dense.DecoderOnlyLM(tiny_config(moe=MoeConfig(num_experts=6, group_size=32)))
-  )
+@pytest.mark.parametrize("block", [None, ["attention", {"kind": "moe", "router": "expert_choice"}]])
+def test_experts_that_the_expert_axis_does_not_divide_are_refused(block):
+  """In GLaM's MoE layers and in a Brainformer block's MoE sub-layers alike."""
+  cfg = tiny_config(moe=MoeConfig(num_experts=6, group_size=32), block=block)
+  model = models.DecoderOnlyModel(dense.DecoderOnlyLM(cfg))
   tr = helpers.make_trainer(mesh_shape=(2, 1, 1, 4), num_devices=8, model=model)
   with pytest.raises(
       ConfigError, match=r"MoeConfig.num_experts=6 is not a multiple .* \(4 devices"
