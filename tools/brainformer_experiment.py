@@ -21,8 +21,11 @@ outside the embedding each):
 The paper's claims (Zhou et al. 2023, at 8B activated parameters): about 2x faster
 convergence than GLaM (steps to reach GLaM's final quality) and a higher step rate (1.96 vs
 0.39 steps/s). Writes a JSON of every curve, a PNG and a table: final eval loss, its change
-from dense, steps/s, training time, and the steps each model needs to reach GLaM's final eval
-loss beside GLaM's (the convergence speed-up).
+from dense, steps/s in training, training time, the steps each model needs to reach GLaM's
+final eval loss beside GLaM's (the convergence speed-up), and each model's median train step
+time measured side by side after training (tools/benchmark_moe.py's run_compare: the four
+models' steps alternate on the same batches, --timing_steps each, so a change in the
+machine's load falls on all alike; the training runs' own times are not, being sequential).
 """
 
 import argparse
@@ -37,6 +40,7 @@ from tools import benchmark_common, benchmark_moe, moe_experiment
 
 RUN_GIN_FILES = ("gin/runs/pretrain.gin", "gin/runs/short_run.gin", "gin/mixtures/asr_lm.gin")
 GLAM = "GLaM E=4"
+SEQUENCE_LENGTH = 64  # gin/mixtures/asr_lm.gin's TASK_FEATURE_LENGTHS
 # name -> (model gin file, bindings)
 VARIANTS = {
     benchmark_moe.DENSE: (
@@ -81,29 +85,49 @@ def _model_files(model_gin: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
   out_dir = os.path.abspath(args.out_dir or tempfile.mkdtemp(prefix="brainformer_experiment_"))
-  results = {}
+  results, models = {}, {}
   for name, (model_gin, bindings) in VARIANTS.items():
     gin.clear_config()
-    model = benchmark_common.load_model(
+    models[name] = benchmark_common.load_model(
         _model_files(model_gin),
         moe_experiment.REPO_ROOT,
-        bindings,
+        [*bindings, "TransformerConfig.dtype = 'float32'"],  # as gin/runs/short_run.gin trains
         _configured_model,
         "brainformer_experiment",
     )
     model_dir = os.path.join(out_dir, name.replace(" ", "_").replace("=", ""))
     moe_experiment.train(name, [model_gin, *RUN_GIN_FILES], bindings, args, model_dir)
-    results[name] = {**moe_experiment.curves(model_dir), **moe_experiment.parameters(model)}
-  keys = ("steps", "batch_size", "eval_period", "eval_steps")
-  return add_convergence(moe_experiment.summarise(vars(args), results, keys, RUN_GIN_FILES))
+    results[name] = {**moe_experiment.curves(model_dir), **moe_experiment.parameters(models[name])}
+  keys = ("steps", "batch_size", "eval_period", "eval_steps", "timing_steps")
+  summary = moe_experiment.summarise(vars(args), results, keys, RUN_GIN_FILES)
+  timed = benchmark_moe.run_compare(
+      models,
+      batch_size=args.batch_size,
+      seq_len=SEQUENCE_LENGTH,
+      steps=args.timing_steps,
+      warmup_steps=3,
+      profile_steps=0,
+  )["models"]
+  for name, row in summary["models"].items():
+    row["step_time_median_s"] = timed[name]["step_time_median_s"]
+    row["step_time_vs_dense"] = timed[name]["step_time_vs_dense"]
+  return add_convergence(summary)
 
 
 def format_table(r: dict[str, Any]) -> str:
-  lines = [moe_experiment.format_table(r), "", "model | steps/s | steps to GLaM's final loss"]
+  lines = [
+      moe_experiment.format_table(r),
+      "",
+      f"model | steps/s in training | step ms side by side ({r['timing_steps']} steps, median) "
+      "| vs dense | steps to GLaM's final loss",
+  ]
   for name, m in r["models"].items():
     reached = m["steps_to_glam_loss"]
     speedup = f" ({m['convergence_vs_glam']:.2f}x GLaM)" if reached else ""
-    lines.append(f"{name} | {m['steps_per_second']:.2f} | {reached or 'not reached'}{speedup}")
+    lines.append(
+        f"{name} | {m['steps_per_second']:.2f} | {1000 * m['step_time_median_s']:.1f} | "
+        f"{m['step_time_vs_dense']:.2f}x | {reached or 'not reached'}{speedup}"
+    )
   return "\n".join(lines)
 
 
@@ -112,6 +136,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       prog="python -m tools.brainformer_experiment", description=__doc__
   )
   moe_experiment.add_run_arguments(parser, "brainformer_experiment")
+  parser.add_argument(
+      "--timing_steps",
+      type=int,
+      default=30,
+      help="after training, the models' train steps are timed side by side, alternating",
+  )
   return moe_experiment.experiment_main(parser, argv, run, TITLE, format_table)
 
 

@@ -27,8 +27,16 @@ def _results():
       brainformer_experiment.GLAM: _curve([3.9, 3.6, 3.5, 3.4], 0.2),
       "Brainformer": _curve([3.8, 3.4, 3.3, 3.2], 0.25),
   }
-  settings = {"steps": 400, "batch_size": 16, "eval_period": 100, "eval_steps": 20}
+  settings = {
+      "steps": 400,
+      "batch_size": 16,
+      "eval_period": 100,
+      "eval_steps": 20,
+      "timing_steps": 30,
+  }
   summary = moe_experiment.summarise(settings, models, tuple(settings))
+  for row, ms in zip(summary["models"].values(), (100.0, 150.0, 90.0)):
+    row["step_time_median_s"], row["step_time_vs_dense"] = ms / 1000, ms / 100
   return brainformer_experiment.add_convergence(summary)
 
 
@@ -51,8 +59,8 @@ def test_convergence_and_step_rate_beside_glam():
 
 def test_table():
   table = brainformer_experiment.format_table(_results())
-  assert "Brainformer | 4.00 | 200 (2.00x GLaM)" in table
-  assert "dense | 10.00 | not reached" in table
+  assert "Brainformer | 4.00 | 90.0 | 0.90x | 200 (2.00x GLaM)" in table
+  assert "dense | 10.00 | 100.0 | 1.00x | not reached" in table
   assert "Brainformer | 2.00M | 1.00M | 3.2000 | -0.4000 | 100 | 2.50x" in table
 
 
