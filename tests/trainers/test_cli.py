@@ -239,7 +239,8 @@ def test_help_prints_usage_macros_and_gin_files_and_exits_zero(entry):
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith(f"usage: python -m trainers.{entry} --gin_file=FILE")
   assert "MODEL_DIR" in result.stdout and "ERROR" not in result.stdout + result.stderr
-  assert "gin/runs/: eval.gin, finetune.gin, infer.gin, pretrain.gin, quickstart.gin" in result.stdout
+  runs = "eval.gin, finetune.gin, infer.gin, lifelong_phase.gin, pretrain.gin, quickstart.gin"
+  assert f"gin/runs/: {runs}" in result.stdout
   assert "gin/models/:" in result.stdout and "decoder_only_tiny.gin" in result.stdout
 
 
