@@ -4,6 +4,9 @@ a phase grows the previous phase's checkpoint, distils from it and leaves its ex
 they were."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,7 +19,7 @@ from model_zoo.errors import ConfigError
 from model_zoo.moe.config import MoeConfig
 from tests.tiny import tiny_config
 from tests.trainers import helpers
-from tests.trainers.test_cli import quick_flags, run_cli, saved_state
+from tests.trainers.test_cli import quick_flags, saved_state
 from trainers import optimizers, partitioning, trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -79,12 +82,26 @@ def test_frozen_experts_names_a_count_that_freezes_everything_or_nothing():
     optimizers.frozen_experts(optax.sgd(0.1), num_frozen=1).init({"w": np.zeros(3)})
 
 
-def test_a_phase_through_the_command_line(tmp_path, capfd):
-  """Phase 0: GLaM-tiny with 2 experts; phase 1 grows it to 4 with lifelong_phase.gin."""
+def _train_process(*flags) -> str:
+  """`python -m trainers.train` in a process of its own (as users run it); its output."""
+  done = subprocess.run(
+      [sys.executable, "-m", "trainers.train", *flags],
+      cwd=pathlib.Path(__file__).resolve().parents[2],
+      capture_output=True,
+      text=True,
+      check=False,
+  )
+  assert done.returncode == 0, done.stdout + done.stderr
+  return done.stdout + done.stderr
+
+
+def test_a_phase_through_the_command_line(tmp_path):
+  """Phase 0: GLaM-tiny with 2 experts; phase 1 grows it to 4 with lifelong_phase.gin. Each
+  phase runs in a process of its own: run in this one after other trainer tests, the phase
+  aborted in its first metrics merge (not seen in a fresh process; see the issue notes)."""
   model = ["--gin_file=gin/models/glam_tiny.gin", "--gin.TransformerConfig.dtype='float32'"]
   phase0, phase1 = tmp_path / "phase0", tmp_path / "phase1"
-  code, log = run_cli(capfd, *quick_flags(phase0, 2, *model, "--gin.MoeConfig.num_experts=2"))
-  assert code == 0, log
+  _train_process(*quick_flags(phase0, 2, *model, "--gin.MoeConfig.num_experts=2"))
   flags = quick_flags(
       phase1,
       2,
@@ -94,8 +111,7 @@ def test_a_phase_through_the_command_line(tmp_path, capfd):
       "--gin.PREVIOUS_NUM_EXPERTS=2",
       "--gin.MoeConfig.num_experts=4",
   )
-  code, log = run_cli(capfd, *flags)
-  assert code == 0, log
+  log = _train_process(*flags)
   assert "reshaped" in log and "teacher/decoder" in log  # grown, and the teacher mapped
   old = _flat(saved_state(phase0, 2)["params"])
   new = _flat(saved_state(phase1, 2)["params"])
