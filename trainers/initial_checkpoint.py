@@ -118,7 +118,7 @@ class InitialCheckpoint:
     }
     read = checkpoints.restore_subtree(state_dir, target)["params"] if reads else {}
     read_flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(read).items()}
-    params, used = {}, set()
+    params = {}
     for key, fresh in traverse_util.flatten_dict(fresh_params).items():
       path = "/".join(key)
       if path not in sources:
@@ -127,11 +127,12 @@ class InitialCheckpoint:
       origin, how = sources[path]
       value = read_flat[origin]
       if how is not None:
-        value = jax.jit(how, out_shardings=wanted[path].sharding)(value, fresh)
-      elif origin in used:  # two parameters from one: each its own buffer (steps donate them)
-        value = jnp.copy(value)
-      used.add(origin)
-      params[key] = value
+        params[key] = jax.jit(how, out_shardings=wanted[path].sharding)(value, fresh)
+      else:
+        # Each parameter, and each device's shard of it, gets a buffer of its own: the train
+        # step donates them, and what was read may share one (two parameters read from one
+        # array; a replicated array's shards on a CPU's host-memory devices).
+        params[key] = jnp.copy(value)
     return traverse_util.unflatten_dict(params), report
 
   def _upcycle_interval(

@@ -67,10 +67,10 @@ def train_losses(tr: trainer.Trainer, num_steps: int, state=None, first_batch: i
   return state, losses
 
 
-def finetune_start(initial, directory: str, model=None):
+def finetune_start(initial, directory: str, model=None, num_devices: int = 1):
   """A fine-tuning trainer's state as train() starts it in the empty MODEL_DIR `directory`
   with `initial` (an InitialCheckpoint)."""
-  tr = make_trainer(num_devices=1, model=model)
+  tr = make_trainer(num_devices=num_devices, model=model)
   shutil.rmtree(directory, ignore_errors=True)
   ckpt = checkpoints.Checkpointer(directory)
   try:

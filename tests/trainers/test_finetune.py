@@ -61,6 +61,23 @@ def test_loads_the_parameters_with_a_fresh_optimizer_and_step(pretrained, capfd)
   assert f"Initialised from {model_dir}/checkpoints/3/state: 11 parameters loaded, 0 mapped" in out
 
 
+def test_every_shard_of_every_parameter_has_a_buffer_of_its_own(pretrained, tmp_path):
+  """The train step donates the parameters. Read from a checkpoint, a replicated array's
+  shards on 8 host-memory CPU devices could share one buffer, and a run aborted (a double
+  free) in its first steps; each parameter is now copied into buffers of its own."""
+  model_dir, _ = pretrained
+  state = helpers.finetune_start(
+      InitialCheckpoint(path=str(model_dir)), str(tmp_path / "ft"), num_devices=8
+  )
+  pointers = [
+      shard.data.unsafe_buffer_pointer()
+      for leaf in jax.tree.leaves(state.params)
+      for shard in leaf.addressable_shards
+  ]
+  assert len(pointers) == 8 * len(jax.tree.leaves(state.params))
+  assert len(set(pointers)) == len(pointers)
+
+
 def test_a_dense_checkpoint_cannot_start_a_moe_model(pretrained):
   model_dir, _ = pretrained
   with pytest.raises(ConfigError, match="holds a dense model: .*TransformerConfig.moe"):

