@@ -160,6 +160,28 @@ class PrefixLMFeatureConverter(DecoderFeatureConverter):
     return [int(t) for t in row["decoder_input_tokens"][1:end]], cls._targets(row)
 
 
+class PrefixScorerFeatureConverter(DecoderFeatureConverter):
+  """Rollouts that train a prefix scorer (controlled decoding, model_zoo/prefix_scorer.py).
+
+  A causal LM's prompt and sampled continuation, laid out as SeqIO's prefix-LM converter
+  lays them out (loss weight on the continuation only; `decoder_causal_attention` marks BOS
+  and the prompt), plus `decoder_rewards` [batch, length] float32: the row's reward at every
+  non-padding position, 0 in padding. Rows are never packed: a reward belongs to one rollout.
+  The model attends causally, as the base model it guides decodes.
+  """
+
+  name = "prefix_scorer"
+  required_features = DecoderFeatureConverter.required_features + (
+      "decoder_loss_weights",
+      "decoder_causal_attention",
+      "decoder_rewards",
+  )
+
+  @classmethod
+  def row_tokens(cls, row):
+    return PrefixLMFeatureConverter.row_tokens(row)
+
+
 class EncDecFeatureConverter(FeatureConverter):
   """An encoder-decoder (SeqIO's EncDecFeatureConverter): the prompt is the encoder input."""
 
@@ -202,7 +224,13 @@ class EncDecFeatureConverter(FeatureConverter):
 
 
 BY_NAME: dict[str, type[FeatureConverter]] = {
-    c.name: c for c in (DecoderFeatureConverter, PrefixLMFeatureConverter, EncDecFeatureConverter)
+    c.name: c
+    for c in (
+        DecoderFeatureConverter,
+        PrefixLMFeatureConverter,
+        PrefixScorerFeatureConverter,
+        EncDecFeatureConverter,
+    )
 }
 
 
