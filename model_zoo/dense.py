@@ -241,7 +241,12 @@ class DecoderOnlyLM(nn.Module):
         max_decode_length=max_decode_length,
         segments=segments,
     )
-    return _LogitsHead(cfg, name="head")(x, embed)
+    return self.output_head(x, embed)
+
+  def output_head(self, x: types.Array, embed: embeddings.Embed) -> types.Array:
+    """The final hidden states [.., emb] -> fp32 outputs per vocabulary entry (here logits;
+    a prefix scorer's values)."""
+    return _LogitsHead(self.config, name="head")(x, embed)
 
 
 @gin.configurable

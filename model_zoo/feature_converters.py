@@ -170,12 +170,7 @@ class PrefixScorerFeatureConverter(DecoderFeatureConverter):
   The model attends causally, as the base model it guides decodes.
   """
 
-  name = "prefix_scorer"
-  required_features = DecoderFeatureConverter.required_features + (
-      "decoder_loss_weights",
-      "decoder_causal_attention",
-      "decoder_rewards",
-  )
+  name = "prefix_scorer"  # the forward pass reads the tokens; the loss, the rewards too
 
   @classmethod
   def row_tokens(cls, row):

@@ -148,21 +148,15 @@ class BaseModel:
     is the term the loss got and `metrics/...` one big batch's value.
     """
     logits, sown = self._logits(params, batch, rng)
-    targets = batch["decoder_target_tokens"]
     weights = feature_converters.loss_weights(batch)
-    terms = losses.token_losses(
-        logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
-    )
+    per_token, reported_terms = self._token_terms(params, batch, logits)
     weight_sum = jnp.sum(weights)
     normalizer = weight_sum if normalizer is None else normalizer
-    loss_sum = jnp.sum(terms.loss * weights)
+    loss_sum = jnp.sum(per_token * weights)
     loss = loss_sum / normalizer
-    metrics = {
-        "loss": Average.of(loss_sum, weight_sum),
-        "cross_entropy": Average.of(-jnp.sum(terms.log_prob * weights), weight_sum),
-        "z_loss": Average.of(jnp.sum(terms.z_loss * weights), weight_sum),
-        "accuracy": Average.of(jnp.sum(terms.correct * weights), weight_sum),
-    }
+    metrics = {"loss": Average.of(loss_sum, weight_sum)}
+    for name, term in reported_terms.items():
+      metrics[name] = Average.of(jnp.sum(term * weights), weight_sum)
     for path, term in aux_outputs.loss_terms(sown.get(aux_outputs.AUX_LOSS, {})).items():
       loss = loss + term * (weight_sum / normalizer)
       metrics[f"aux/{path}"] = Average.of(term * weight_sum, weight_sum)
@@ -177,6 +171,25 @@ class BaseModel:
     for path, value in reported.items():
       metrics[f"metrics/{path}"] = Average.of(value * weight_sum, weight_sum)
     return loss, metrics
+
+  def _token_terms(
+      self, params: Params, batch: Batch, logits: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The per-token loss [batch, length] and the per-token terms reported beside it, by
+    metric name (each reported as its loss-weighted mean): here the cross entropy with
+    z-loss and label smoothing."""
+    del params
+    terms = losses.token_losses(
+        logits,
+        batch["decoder_target_tokens"],
+        z_loss=self.z_loss,
+        label_smoothing=self.label_smoothing,
+    )
+    return terms.loss, {
+        "cross_entropy": -terms.log_prob,
+        "z_loss": terms.z_loss,
+        "accuracy": terms.correct,
+    }
 
   def _token_regularisers(
       self, params: Params, batch: Batch, logits: jax.Array
@@ -209,14 +222,17 @@ class BaseModel:
 
     `decoder` is a model_zoo.decoding decoder (default greedy). `decode_inputs` prefills each
     prompt into the cache in one pass, and the decoder then runs one step per generated
-    token: a row whose prompt has P tokens generates at most length - P of them. Shapes:
-    [batch, length] and [batch], or [batch, decodes, length] and [batch, decodes] with
-    `return_all_decodes`.
+    token: a row whose prompt has P tokens generates at most length - P of them. A decoder
+    with models of its own (controlled decoding's prefix scorers) prefills them from the same
+    rows in its `prepare_inputs(inputs, batch)`. Shapes: [batch, length] and [batch], or
+    [batch, decodes, length] and [batch, decodes] with `return_all_decodes`.
     """
     decoder = decoder or sampling.greedy()
     per_example = decoder.rows_per_example
     expanded = jax.tree.map(lambda x: jnp.repeat(x, per_example, axis=0), dict(batch))
     inputs = self.decode_inputs(params, expanded)
+    if hasattr(decoder, "prepare_inputs"):
+      inputs = decoder.prepare_inputs(inputs, expanded)
     rng = jax.random.PRNGKey(0) if rng is None else rng
     sequences, scores = decoder(inputs, rng=rng, eos_id=self.eos_id)
     return (sequences, scores) if return_all_decodes else (sequences[:, 0], scores[:, 0])

@@ -76,13 +76,16 @@ def import_configurables() -> None:
   import model_zoo.dense
   import model_zoo.lifelong
   import model_zoo.models
+  import model_zoo.prefix_scorer
   import trainers.checkpoints
   import trainers.dataset_config
   import trainers.initial_checkpoint
   import model_zoo.decoding.beam_search
+  import model_zoo.decoding.controlled
   import model_zoo.decoding.sampling
   import trainers.optimizers
   import trainers.partitioning
+  import trainers.prefix_scorers
   import trainers.trainer
 
 

@@ -87,18 +87,24 @@ def _chunks(examples: Iterable[Example], rows: int) -> Iterator[list[Example]]:
 
 # --- running ------------------------------------------------------------------------------
 def _model_fn(model, mode: str, decoder: Callable) -> Callable:
-  """(params, batch, rng) -> the outputs of `mode`; predictions keep every decode, best first."""
+  """(params, decoder params, batch, rng) -> the outputs of `mode`; predictions keep every
+  decode, best first. A decoder with parameters of its own (controlled decoding's prefix
+  scorers: `params`, `with_params`) gets them as arguments, not as compiled-in constants."""
 
-  def run(params, batch, rng):
+  def run(params, decoder_params, batch, rng):
+    if decoder_params is not None:
+      decoder_here = decoder.with_params(decoder_params)
+    else:
+      decoder_here = decoder
     if mode == "score":
       return {"scores": model.score_batch(params, batch)}
     if mode == "predict":
       sequences, scores = model.predict_batch(
-          params, batch, rng, decoder=decoder, return_all_decodes=True
+          params, batch, rng, decoder=decoder_here, return_all_decodes=True
       )
       return {"sequences": sequences, "scores": scores}
     sequences, aux = model.predict_batch_with_aux(
-        params, batch, rng, decoder=decoder, return_all_decodes=True
+        params, batch, rng, decoder=decoder_here, return_all_decodes=True
     )
     return {"sequences": sequences, "scores": aux["scores"], "aux": aux}
 
@@ -108,17 +114,24 @@ def _model_fn(model, mode: str, decoder: Callable) -> Callable:
 def _run_batches(
     model_fn: Callable,
     params,
+    decoder_params,
     partitioner: partitioning.Partitioner,
     batches: Iterable[tuple[dict, dict]],
     seed: int,
 ) -> Iterator[tuple[dict, dict]]:
   """(outputs, meta) of each global batch, gathered to every process as numpy."""
-  jitted = jax.jit(lambda params, batch, meta, rng: (model_fn(params, batch, rng), meta))
+  jitted = jax.jit(
+      lambda params, decoder_params, batch, meta, rng: (
+          model_fn(params, decoder_params, batch, rng),
+          meta,
+      )
+  )
   key = jax.random.PRNGKey(seed)
   for number, (batch, meta) in enumerate(batches):
     with partitioner.context():
       result = jitted(
           params,
+          decoder_params,
           partitioner.shard_batch(batch),
           partitioner.shard_batch(meta),
           jax.random.fold_in(key, number),
@@ -250,7 +263,10 @@ def infer(
       (model_batch(model, mode, chunk, rows, length), _meta(chunk, rows, width))
       for chunk in _chunks(examples, rows)
   )
-  results = _run_batches(_model_fn(model, mode, decoder), params, partitioner, batches, seed)
+  decoder_params = getattr(decoder, "params", None) if mode != "score" else None
+  results = _run_batches(
+      _model_fn(model, mode, decoder), params, decoder_params, partitioner, batches, seed
+  )
   progress = metrics_writer.Progress("infer: {done}{of} examples", "examples", total, period_s=5)
   records = _collect(results, progress, mode, texts, codec, return_all_decodes)
   if jax.process_index() == 0:

@@ -1,7 +1,7 @@
 """Greedy decoding and temperature sampling (top-k, top-p), one compiled `lax.while_loop`."""
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import gin
 import jax
@@ -11,8 +11,13 @@ from jax import lax
 from model_zoo.decoding import base, filters
 from model_zoo.errors import ConfigError
 
+# (state after a step, generated log-probs [N], which rows generated this step) -> the same two
+AfterStep = Callable[
+    [base.DecodingState, jax.Array, jax.Array], tuple[base.DecodingState, jax.Array]
+]
 
-def _decode_loop(
+
+def decode_loop(
     inputs: base.DecodeInputs,
     choose: Callable[[jax.Array, jax.Array], jax.Array],
     *,
@@ -20,12 +25,16 @@ def _decode_loop(
     eos_id: int,
     logit_callback: Optional[base.LogitCallback],
     state_callback: Optional[base.StateCallback],
-) -> tuple[jax.Array, jax.Array]:
-  """Runs until every row is done; returns sequences [N, L] and generated log-probs [N].
+    extra: Any = None,
+    after_step: Optional[AfterStep] = None,
+) -> tuple[base.DecodingState, jax.Array]:
+  """Runs until every row is done; returns the final state and generated log-probs [N].
 
   Step t chooses generated token t by `choose(log_probs, rng)` from the input
   `inputs.first_token` (t = 0) or generated token t - 1; a row is done after EOS or after
-  `max_new_tokens` tokens, and 0 from then on.
+  `max_new_tokens` tokens, and 0 from then on. `extra` seeds `DecodingState.extra`;
+  `after_step` (a decoder's own, e.g. blockwise controlled decoding) runs after the state
+  callback and may regroup whole rows.
   """
   rows, length = inputs.first_token.shape[0], inputs.length
   room = base.room(inputs)
@@ -51,6 +60,8 @@ def _decode_loop(
     if state_callback is not None:
       state = state_callback(state)
       state = state.replace(done=jnp.logical_or(state.done, done))
+    if after_step is not None:
+      state, scores = after_step(state, scores, generated)
     return state, scores, rng
 
   def running(carry):
@@ -63,12 +74,13 @@ def _decode_loop(
       previous_token=inputs.first_token.astype(jnp.int32),
       done=room <= 0,
       cache=inputs.cache,
+      extra=extra,
   )
   state, scores, _ = lax.while_loop(running, body, (state, jnp.zeros((rows,), jnp.float32), rng))
-  return state.sequences, scores
+  return state, scores
 
 
-def _best_first(sequences: jax.Array, scores: jax.Array, per_example: int):
+def best_first(sequences: jax.Array, scores: jax.Array, per_example: int):
   """[N, L], [N] -> [B, E, L], [B, E] sorted by score, best first."""
   sequences = sequences.reshape(-1, per_example, sequences.shape[-1])
   scores = scores.reshape(-1, per_example)
@@ -108,7 +120,7 @@ class Sampling:
   def rows_per_example(self) -> int:
     return self.num_decodes
 
-  def _choose(self, log_probs: jax.Array, rng: jax.Array) -> jax.Array:
+  def choose(self, log_probs: jax.Array, rng: jax.Array) -> jax.Array:
     if self.temperature == 0:
       return jnp.argmax(log_probs, axis=-1)
     logits = filters.sampling_distribution(
@@ -117,15 +129,15 @@ class Sampling:
     return jax.random.categorical(rng, logits, axis=-1)
 
   def __call__(self, inputs: base.DecodeInputs, *, rng: jax.Array, eos_id: int):
-    sequences, scores = _decode_loop(
+    state, scores = decode_loop(
         inputs,
-        self._choose,
+        self.choose,
         rng=rng,
         eos_id=eos_id,
         logit_callback=self.logit_callback,
         state_callback=self.state_callback,
     )
-    return _best_first(sequences, scores, self.num_decodes)
+    return best_first(state.sequences, scores, self.num_decodes)
 
 
 @gin.configurable

@@ -53,10 +53,10 @@ def random_params(
   the pad row by pad_scale (a small one keeps the pad logit near 0, rarely the largest).
   Parameter shapes do not depend on the batch shape.
   """
-  tokens = jax.ShapeDtypeStruct((1, 4), jnp.int32)
-  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
-  if isinstance(model, models.EncoderDecoderModel):
-    batch["encoder_input_tokens"] = tokens
+  batch = {
+      name: jax.ShapeDtypeStruct((1, 4), jnp.float32 if name == "decoder_rewards" else jnp.int32)
+      for name in model.FEATURE_CONVERTER_CLS.required_features
+  }
   abstract = meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
   rs = np.random.RandomState(seed)
 
