@@ -193,7 +193,7 @@ def _global_batches(
     num_real = len(index)
     pad = batch_size - num_real
     yield index, {
-        k: np.pad(np.asarray(v, np.int32), [(0, pad)] + [(0, 0)] * (v.ndim - 1))
+        k: np.pad(pipeline.to_numpy(v), [(0, pad)] + [(0, 0)] * (v.ndim - 1))
         for k, v in batch.items()
     }, num_real
 

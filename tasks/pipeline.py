@@ -1,10 +1,11 @@
 """The one place that turns a SeqIO task or mixture into numpy batches for the trainer.
 
-Everything TensorFlow stops here: callers get dicts of int32 numpy arrays shaped
-(local batch, length), as produced by a SeqIO feature converter. Mistakes a user can make
-in a run config (a misspelt task, a module that does not import, a batch size that does
-not split over the processes, a split too small for one batch) fail here with a
-`DataError` that names the setting to change.
+Everything TensorFlow stops here: callers get dicts of numpy arrays shaped (local batch,
+length), as produced by a SeqIO feature converter: int32 ids and masks, float32 for a float
+feature (the prefix scorer's `decoder_rewards`). Mistakes a user can make in a run config (a
+misspelt task, a module that does not import, a batch size that does not split over the
+processes, a split too small for one batch) fail here with a `DataError` that names the
+setting to change.
 """
 
 import difflib
@@ -20,11 +21,13 @@ import tensorflow as tf
 
 from model_zoo.errors import ConfigError
 from tasks import quickstart  # noqa: F401  (registers the shipped task)
+from tasks.controlled import feature_converter as controlled
 
 FEATURE_CONVERTERS = {
     "decoder": seqio.DecoderFeatureConverter,
     "prefix_lm": seqio.PrefixLMFeatureConverter,
     "encdec": seqio.EncDecFeatureConverter,
+    "prefix_scorer": controlled.PrefixScorerFeatureConverter,
 }
 
 
@@ -141,7 +144,8 @@ def _check_provider_features(
           f"{sorted(task.output_features)} but the {feature_converter!r} feature converter "
           f"needs {list(needed)}; it lacks {missing}. Pick a model whose converter matches "
           "('decoder' reads only 'targets'; 'prefix_lm' and 'encdec' read 'inputs' and "
-          "'targets'), or add the missing output feature to the task."
+          "'targets'; 'prefix_scorer' also 'rewards', as a rollout task has), or add the "
+          "missing output feature to the task."
       )
 
 
@@ -182,7 +186,8 @@ def _check_converter(feature_converter: str) -> None:
   if feature_converter not in FEATURE_CONVERTERS:
     raise DataError(
         f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
-        "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets."
+        "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets, "
+        "'prefix_scorer' for rollouts with rewards."
     )
 
 
@@ -207,7 +212,7 @@ class SavableBatchIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     batch, self._held = self._held, None
     batch = batch if batch is not None else next(self._iterator)
-    return {k: np.asarray(v, np.int32) for k, v in batch.items()}
+    return {k: to_numpy(v) for k, v in batch.items()}
 
   def save(self, path: str) -> None:
     """Writes the position (files whose names begin with `path`): after a restore, the next
@@ -220,6 +225,12 @@ class SavableBatchIterator:
     """Continues from the position saved at `path` by a pass over the same pipeline."""
     tf.train.Checkpoint(iterator=self._iterator).read(path).assert_consumed()
     self._held = None
+
+
+def to_numpy(feature) -> np.ndarray:
+  """int32 ids and masks; a float feature (rewards) stays float32 rather than being truncated."""
+  array = np.asarray(feature)
+  return array.astype(np.float32 if np.issubdtype(array.dtype, np.floating) else np.int32)
 
 
 class Batches:

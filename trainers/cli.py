@@ -85,7 +85,7 @@ def import_configurables() -> None:
   import model_zoo.decoding.sampling
   import trainers.optimizers
   import trainers.partitioning
-  import trainers.prefix_scorers
+  import trainers.controlled_decoding
   import trainers.trainer
 
 

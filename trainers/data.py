@@ -13,6 +13,7 @@ import jax
 
 from model_zoo import feature_converters
 from tasks import evaluation, pipeline
+from tasks.controlled import rewards
 from trainers import partitioning
 from trainers.dataset_config import DatasetConfig
 
@@ -64,6 +65,14 @@ def output_features(cfg: DatasetConfig) -> dict[str, Any]:
 def vocabulary(cfg: DatasetConfig, feature: str = "targets"):
   """The task's seqio vocabulary of `feature` (for decoding predictions to text)."""
   return output_features(cfg)[feature].vocabulary
+
+
+def sequence_reward(name: str, cfg: DatasetConfig, eos_id: int) -> Callable:
+  """The registered reward `name` (tasks.controlled.rewards; the task's module may register
+  more) of generated ids [N, L] given each row's room [N], over their text in the task's
+  targets vocabulary: float32 [N], callable inside jax.jit."""
+  pipeline.import_task_module(cfg.module)
+  return rewards.jax_reward(rewards.get(name), vocabulary(cfg), eos_id)
 
 
 def check_vocab_fits(cfg: DatasetConfig, model_vocab_size: int) -> None:

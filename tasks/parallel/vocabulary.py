@@ -5,6 +5,8 @@ Trained on every language's train text, so no language is split into bytes; each
 one id each.
 """
 
+import pathlib
+
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
 import seqio
@@ -28,12 +30,17 @@ def language_tag(lang: str) -> str:
 SPECIAL_TOKENS = tuple(language_tag(lang) for lang in corpus.LANGUAGES) + (MASK_TOKEN, NEWLINE)
 
 
-def parallel_vocabulary() -> seqio.SentencePieceVocabulary:
-  """Unigram with byte fallback on all languages' train text; trained once, then cached."""
+def train_text_file() -> pathlib.Path:
+  """Every language's train text, one line each: what the corpus's vocabularies train on."""
   text_file = cache.cache_dir("parallel") / f"train_text_{corpus.fingerprint()}.txt"
   if not text_file.exists():
     lines = [line for lang in corpus.LANGUAGES for line in corpus.monolingual(lang, "train")]
     cache.atomic_write(text_file, ("\n".join(lines) + "\n").encode("utf-8"))
+  return text_file
+
+
+def parallel_vocabulary() -> seqio.SentencePieceVocabulary:
+  """Unigram with byte fallback on all languages' train text; trained once, then cached."""
   return vocabularies.cached_sentencepiece_vocabulary(
-      [text_file], VOCAB_SIZE, user_defined_symbols=SPECIAL_TOKENS
+      [train_text_file()], VOCAB_SIZE, user_defined_symbols=SPECIAL_TOKENS
   )

@@ -1,6 +1,8 @@
-"""Trained prefix scorers for the controlled decoders, restored from their runs' checkpoints.
+"""What the controlled decoders (model_zoo/decoding/controlled.py) need from a run: trained
+prefix scorers restored from their runs' checkpoints, and rewards of the task's text.
 
-A run config binds one per scorer, e.g. for token-wise controlled decoding in trainers.infer:
+A run config binds one scorer per objective, e.g. for token-wise controlled decoding in
+trainers.infer:
 
   infer.decoder = @TokenwiseCD()
   TokenwiseCD.scorers = [@length/restored_prefix_scorer()]
@@ -10,6 +12,11 @@ A run config binds one per scorer, e.g. for token-wise controlled decoding in tr
 
 Each scorer's parameters are restored on the run's mesh with its own logical axis rules, so
 they are sharded like any model's; inference passes them to the compiled step as arguments.
+Best-of-K ranks its samples by a registered reward (tasks.controlled.rewards) of their text:
+
+  infer.decoder = @BestOfK()
+  BestOfK.reward = @task_reward()
+  task_reward.name = "langid:de"
 """
 
 from typing import Optional
@@ -19,6 +26,7 @@ import jax
 
 from model_zoo.decoding import controlled
 from trainers import cli, partitioning, restore
+from trainers.dataset_config import DatasetConfig
 from trainers.trainer import Trainer
 
 _SHAPE_LENGTH = 8  # parameter shapes do not depend on the sequence length
@@ -42,3 +50,17 @@ def restored_prefix_scorer(
   step = int(jax.device_get(state.step))
   cli.say(f"Restored prefix scorer step {step} of {model_dir} (lambda {weight}).")
   return controlled.PrefixScorer(model=model, params=state.params, weight=weight)
+
+
+@gin.configurable
+def task_reward(
+    name: str = gin.REQUIRED,
+    dataset_cfg: DatasetConfig = gin.REQUIRED,
+    eos_id: int = 1,
+) -> controlled.SequenceReward:
+  """The registered reward `name` of generated ids, decoded to text with the targets
+  vocabulary of `dataset_cfg`'s task (whose module may register rewards of its own); a host
+  callback that a compiled decoder can call."""
+  from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
+
+  return data.sequence_reward(name, dataset_cfg, eos_id)
