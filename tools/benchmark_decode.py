@@ -266,7 +266,7 @@ def teacher_forced(model) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Arr
 
 
 # --- measurement helpers -----------------------------------------------------------------------
-def _compile(fn: Callable[..., Any], *args) -> tuple[Any, float]:
+def compile_program(fn: Callable[..., Any], *args) -> tuple[Any, float]:
   start = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   return compiled, time.perf_counter() - start
@@ -365,7 +365,7 @@ def _check_model(model) -> None:
 
 def _timed_program(fn, args: tuple, repeats: int, warmup: int) -> dict[str, Any]:
   """Compiles `fn` for `args` ahead of time, then times it: compile, times, median, output."""
-  compiled, compile_s = _compile(fn, *args)
+  compiled, compile_s = compile_program(fn, *args)
   warmup_times, times, out = _timed_calls(compiled, args, repeats, warmup)
   return {
       "compiled": compiled,
