@@ -208,6 +208,24 @@ def emit(results: dict[str, Any], table: str, json_out: Optional[str]) -> None:
     print(text, flush=True)
 
 
+def finish_experiment(
+    run_fn: Callable[[Any], dict[str, Any]],
+    args: Any,
+    plot_fn: Callable[[dict[str, Any], str], None],
+    table_fn: Callable[[dict[str, Any]], str],
+) -> int:
+  """An experiment's end: runs it on `args`, then writes its plot (args.plot), prints its
+  table and writes its JSON (args.json_out); a user's mistake exits 1 with one line."""
+  try:
+    results = run_fn(args)
+  except UserError as e:
+    return report_user_error(e)
+  plot_fn(results, args.plot)
+  emit(results, table_fn(results), args.json_out)
+  print(f"Wrote {args.json_out} and {args.plot}.")
+  return 0
+
+
 def report_user_error(error: BaseException) -> int:
   """Prints a user error as one line (a traceback with PODZOO_DEBUG=1); the exit code."""
   if os.environ.get("PODZOO_DEBUG"):

@@ -265,6 +265,21 @@ def best_of_k_bound(k: int) -> float:
   return math.log(k) - (k - 1) / k
 
 
+def best_of_k(pool_rewards: np.ndarray, subsets: np.ndarray) -> tuple[np.ndarray, float]:
+  """(index of the best of each prompt's K samples `subsets` [P, K], the KL estimate).
+
+  For best-of-K of iid samples whose rewards do not tie, pi(y) / p(y) = K F(r(y))^(K-1), F
+  the reward's CDF under p, so KL(pi || p) = E_pi[log K + (K - 1) log F(r(y))]; F is the
+  empirical CDF of every pool sample."""
+  k = subsets.shape[1]
+  rewards_of = np.take_along_axis(pool_rewards, subsets, axis=1)
+  best = np.take_along_axis(subsets, np.argmax(rewards_of, axis=1)[:, None], axis=1)[:, 0]
+  ranked = np.sort(pool_rewards.reshape(-1))
+  chosen = np.take_along_axis(pool_rewards, best[:, None], axis=1)[:, 0]
+  cdf = np.searchsorted(ranked, chosen, side="right") / len(ranked)
+  return best, float(np.mean(math.log(k) + (k - 1) * np.log(cdf)))
+
+
 def measure(ev: Evaluator, args) -> dict[str, Any]:
   """Every method's mean rewards and KL on the held-out prompts."""
   rows: list[dict[str, Any]] = []
@@ -286,17 +301,9 @@ def measure(ev: Evaluator, args) -> dict[str, Any]:
   pool_rewards = ev.reward(MAIN_REWARD, pool.reshape(-1, pool.shape[-1])).reshape(pool.shape[:2])
   add("base", "sampling", pool[:, :1], kl_estimate=0.0, kl_bound=0.0)
   order = np.random.RandomState(0).rand(*pool_rewards.shape).argsort(axis=1)  # iid subsets
-  sorted_pool = np.sort(pool_rewards.reshape(-1))
   for k in args.best_of_k:
-    subset = order[:, :k]
-    best = np.take_along_axis(
-        subset, np.argmax(np.take_along_axis(pool_rewards, subset, 1), 1)[:, None], 1
-    )
-    chosen = np.take_along_axis(pool, best[..., None], axis=1)
-    cdf = np.searchsorted(
-        sorted_pool, np.take_along_axis(pool_rewards, best, 1), side="right"
-    ) / len(sorted_pool)
-    estimate = np.mean(math.log(k) + (k - 1) * np.log(np.maximum(cdf, 1e-12)))
+    best, estimate = best_of_k(pool_rewards, order[:, :k])
+    chosen = np.take_along_axis(pool, best[:, None, None], axis=1)
     add("best-of-K", f"K={k}", chosen, kl_estimate=estimate, kl_bound=best_of_k_bound(k))
 
   for name in ("cd_q_de", "cd_fudge_de"):
@@ -451,14 +458,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       parser.error(f"--{name}={getattr(args, name)} must be >= 1")
   if min(args.blockwise_k + args.best_of_k) < 1 or min(args.lambdas) < 0:
     parser.error("every K must be >= 1 and every lambda >= 0")
-  try:
-    results = run(args)
-  except UserError as e:
-    return benchmark_common.report_user_error(e)
-  plot(results, args.plot)
-  benchmark_common.emit(results, format_table(results), args.json_out)
-  print(f"Wrote {args.json_out} and {args.plot}.")
-  return 0
+  return benchmark_common.finish_experiment(run, args, plot, format_table)
 
 
 if __name__ == "__main__":

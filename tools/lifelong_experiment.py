@@ -36,7 +36,6 @@ import numpy as np
 from flax.core import meta
 
 from model_zoo import metrics as metrics_lib
-from model_zoo.errors import UserError
 from tools import benchmark_common, moe_experiment
 from trainers import checkpoints, data
 from trainers.dataset_config import DatasetConfig
@@ -235,14 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       parser.error(f"--{name}={getattr(args, name)} must be >= 1")
   if args.distillation_weight < 0:
     parser.error(f"--distillation_weight={args.distillation_weight} must be >= 0")
-  try:
-    results = run(args)
-  except UserError as e:
-    return benchmark_common.report_user_error(e)
-  plot(results, args.plot)
-  benchmark_common.emit(results, format_table(results), args.json_out)
-  print(f"Wrote {args.json_out} and {args.plot}.")
-  return 0
+  return benchmark_common.finish_experiment(run, args, plot, format_table)
 
 
 if __name__ == "__main__":

@@ -210,14 +210,9 @@ def experiment_main(
       parser.error(f"--{name}={getattr(args, name)} must be >= 1")
   if args.steps % args.eval_period:
     parser.error(f"--steps={args.steps} must be a multiple of --eval_period={args.eval_period}")
-  try:
-    results = run_fn(args)
-  except UserError as e:
-    return benchmark_common.report_user_error(e)
-  plot(results, args.plot, title)
-  benchmark_common.emit(results, table(results), args.json_out)
-  print(f"Wrote {args.json_out} and {args.plot}.")
-  return 0
+  return benchmark_common.finish_experiment(
+      run_fn, args, lambda results, path: plot(results, path, title), table
+  )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

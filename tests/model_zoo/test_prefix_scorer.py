@@ -195,7 +195,7 @@ def middling_token(tokens: np.ndarray) -> int:
   return int(np.argmin(np.abs(frequency - 0.1)))
 
 
-@pytest.mark.parametrize("objective", ["cd_fudge", "cd_q"])
+@pytest.mark.parametrize("objective", ["cd_fudge", pytest.param("cd_q", marks=pytest.mark.slow)])
 def test_a_trained_scorer_steers_decoding_towards_its_reward(objective):
   base_model, _, base_params = common.lm16()
   rows = 512
