@@ -39,10 +39,13 @@ OBJECTIVES = ("cd_fudge", "cd_q")
 
 
 class _ValueHead(nn.Module):
-  """Final norm and a projection to one value per vocabulary entry, plus a per-entry bias.
+  """Final norm and a projection to one value per vocabulary entry, plus one shared bias.
 
   The projection starts small (values near the bias, 0), so a fresh scorer barely moves a
-  decoder, and the bias learns the rewards' level directly."""
+  decoder. The bias learns the rewards' level for every token at once: rollouts only ever
+  show a few tokens after each prefix, and a bias per token would leave the level of the
+  tokens they never show at 0, which outbids every observed token when rewards are negative
+  (log-probabilities), so token-wise decoding would favour exactly the untrained ones."""
 
   config: TransformerConfig
 
@@ -60,9 +63,7 @@ class _ValueHead(nn.Module):
         scale=1e-2,
         name="values_dense",
     )(x)
-    bias = self.param(
-        "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,)
-    )
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ()), ())
     values = values.astype(jnp.float32) + bias.astype(jnp.float32)
     return nn.with_logical_constraint(
         values, ("activation_batch", "activation_length", "activation_vocab")

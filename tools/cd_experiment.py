@@ -2,7 +2,7 @@
 control tokens, on podzoo's multilingual corpus.
 
   python -m tools.cd_experiment [--base_steps 1000] [--scorer_steps 300] [--rollout_prompts 256]
-      [--eval_prompts 256] [--lambdas 1 2 4 8] [--blockwise_k 2 4 8 16] [--block_length 4]
+      [--eval_prompts 256] [--lambdas 0.25 0.5 1 2] [--blockwise_k 2 4 8 16] [--block_length 4]
       [--best_of_k 2 4 8 16 32 64] [--max_new_tokens 24] [--out_dir DIR] [--base_dir DIR]
       [--json_out cd_experiment.json] [--plot cd_experiment.png]
 
@@ -299,8 +299,10 @@ def measure(ev: Evaluator, args) -> dict[str, Any]:
   k_max = max(args.best_of_k)
   pool, _ = ev.sample(sampling.Sampling(num_decodes=k_max), seed=2)
   pool_rewards = ev.reward(MAIN_REWARD, pool.reshape(-1, pool.shape[-1])).reshape(pool.shape[:2])
-  add("base", "sampling", pool[:, :1], kl_estimate=0.0, kl_bound=0.0)
-  order = np.random.RandomState(0).rand(*pool_rewards.shape).argsort(axis=1)  # iid subsets
+  # Sampling returns each prompt's decodes best first by log-prob: a random order per prompt
+  # makes the first K of them K independent samples.
+  order = np.random.RandomState(0).rand(*pool_rewards.shape).argsort(axis=1)
+  add("base", "sampling", np.take_along_axis(pool, order[:, :1, None], axis=1), 0.0, 0.0)
   for k in args.best_of_k:
     best, estimate = best_of_k(pool_rewards, order[:, :k])
     chosen = np.take_along_axis(pool, best[:, None, None], axis=1)
@@ -324,16 +326,26 @@ def measure(ev: Evaluator, args) -> dict[str, Any]:
     )
     add("blockwise cd_q_de", f"K={k}", ids, kl_bound=best_of_k_bound(k) * blocks)
 
-  for prompt, method in (
-      (control_tokens.control_prompt(language="de"), "control token"),
-      (
-          control_tokens.control_prompt(language="de", length="long"),
-          "control tokens (2 objectives)",
-      ),
-  ):
-    ids, scores = ev.sample(sampling.Sampling(), prompt=prompt, seed=5)
-    kl = np.mean(scores[:, 0] - ev.base_log_probs(ids[:, 0]))
-    add(method, repr(prompt), ids, kl_estimate=kl)
+  # Training always gives both tokens, so asking for German alone draws the length bucket
+  # at random: the policy is the mixture of the three German prompts, scored as one.
+  german = [control_tokens.control_prompt("de", b) for b in control_tokens.LENGTH_BUCKETS]
+  parts = [
+      ev.sample(sampling.Sampling(), prompt=p, seed=5 + i)[0][:, 0] for i, p in enumerate(german)
+  ]
+  ids = np.concatenate(parts)[np.random.RandomState(1).permutation(len(german) * ev.prompts)]
+  ids = ids[: ev.prompts]
+  mixture = np.stack([ev.base_log_probs(ids, prompt=p) for p in german])
+  log_pi = np.logaddexp.reduce(mixture, axis=0) - math.log(len(german))
+  add(
+      "control token",
+      "<lang:de><len:any>",
+      ids[:, None],
+      kl_estimate=np.mean(log_pi - ev.base_log_probs(ids)),
+  )
+  prompt = control_tokens.control_prompt(language="de", length="long")
+  ids, scores = ev.sample(sampling.Sampling(), prompt=prompt, seed=8)
+  kl = np.mean(scores[:, 0] - ev.base_log_probs(ids[:, 0]))
+  add("control tokens (2 objectives)", prompt, ids, kl_estimate=kl)
 
   lam = args.lambdas[len(args.lambdas) // 2]
   decoder = controlled.TokenwiseCD(
@@ -443,7 +455,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--scorer_steps", type=int, default=300)
   parser.add_argument("--rollout_prompts", type=int, default=256)
   parser.add_argument("--eval_prompts", type=int, default=256)
-  parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
+  parser.add_argument("--lambdas", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
   parser.add_argument("--blockwise_k", type=int, nargs="+", default=[2, 4, 8, 16])
   parser.add_argument("--block_length", type=int, default=4)
   parser.add_argument("--best_of_k", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])

@@ -28,9 +28,7 @@ def test_both_modes_resume_from_the_prepared_position(tmp_path, capsys):
       log = (work / f"run_{steps}_{mode}.log").read_text()
       assert f"Restored checkpoint at step {steps}" in log
       assert (f"Replaying {steps} batches" in log) == (mode == "replay"), log
-      assert data_position(work / f"run_{steps}_{mode}", steps + 1) == {
-          "train_batches": steps + 1
-      }
+      assert data_position(work / f"run_{steps}_{mode}", steps + 1) == {"train_batches": steps + 1}
   results = json.loads(out.read_text())
   rows = {(r["steps"], r["mode"]): r for r in results["rows"]}
   assert sorted(rows) == [(1, "replay"), (1, "restore"), (3, "replay"), (3, "restore")]

@@ -92,9 +92,12 @@ def chi_square_p(samples, outputs, probs) -> float:
     counts[index[tuple(s)]] += 1
   expected = probs * len(samples)
   keep = expected >= 5
-  observed = np.append(counts[keep], counts[~keep].sum())
-  expected = np.append(expected[keep], expected[~keep].sum())
-  return stats.chisquare(observed, expected).pvalue
+  assert counts[expected == 0].sum() == 0  # nothing impossible was drawn
+  observed, expected_kept = counts[keep], expected[keep]
+  if expected[~keep].sum() > 0:  # the rare outputs, lumped into one bin
+    observed = np.append(observed, counts[~keep].sum())
+    expected_kept = np.append(expected_kept, expected[~keep].sum())
+  return stats.chisquare(observed, expected_kept * observed.sum() / expected_kept.sum()).pvalue
 
 
 N = 6000
