@@ -363,8 +363,9 @@ def _weighted(scorer: controlled.PrefixScorer, weight: float) -> controlled.Pref
 
 def headline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """For each blockwise K: the K of best-of-K with the same German reward (log-interpolated
-  between the measured K; None when best-of-K never gets there)."""
-  best = [(int(r["setting"][2:]), r[MAIN_REWARD]) for r in rows if r["method"] == "best-of-K"]
+  between the measured K, base sampling being K = 1; None outside them)."""
+  best = [(1, r[MAIN_REWARD]) for r in rows if r["method"] == "base"]  # best of 1
+  best += [(int(r["setting"][2:]), r[MAIN_REWARD]) for r in rows if r["method"] == "best-of-K"]
   out = []
   for row in rows:
     if row["method"] != "blockwise cd_q_de":
@@ -375,8 +376,6 @@ def headline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fraction = (target - r0) / (r1 - r0)
         matched = float(math.exp(math.log(k0) + fraction * (math.log(k1) - math.log(k0))))
         break
-    if matched is None and best and target <= best[0][1]:
-      matched = float(best[0][0])
     out.append({"blockwise_k": int(row["setting"][2:]), "best_of_k_with_same_reward": matched})
   return out
 

@@ -30,14 +30,18 @@ def test_best_of_k_bound_is_the_papers():
 
 def test_headline_interpolates_best_of_k_in_log_k():
   rows = [
+      {"method": "base", "setting": "sampling", "langid:de": -5.0},
       {"method": "best-of-K", "setting": "K=2", "langid:de": -3.0},
       {"method": "best-of-K", "setting": "K=8", "langid:de": -1.0},
       {"method": "blockwise cd_q_de", "setting": "K=4", "langid:de": -2.0},
       {"method": "blockwise cd_q_de", "setting": "K=16", "langid:de": 0.5},
+      {"method": "blockwise cd_q_de", "setting": "K=2", "langid:de": -4.0},
   ]
   matched = cd_experiment.headline(rows)
   assert matched[0] == {"blockwise_k": 4, "best_of_k_with_same_reward": pytest.approx(4.0)}
   assert matched[1] == {"blockwise_k": 16, "best_of_k_with_same_reward": None}
+  # Between base sampling (K = 1) and K = 2: halfway in log K.
+  assert matched[2]["best_of_k_with_same_reward"] == pytest.approx(math.sqrt(2))
 
 
 @pytest.mark.slow

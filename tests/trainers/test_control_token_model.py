@@ -17,6 +17,7 @@ from model_zoo import models
 from model_zoo.decoding import sampling
 from tasks.controlled import control_tokens, rewards
 from trainers import cli, gin_utils
+from trainers import train  # noqa: F401  (registers train(), which the run configs bind)
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
