@@ -239,7 +239,10 @@ def test_help_prints_usage_macros_and_gin_files_and_exits_zero(entry):
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith(f"usage: python -m trainers.{entry} --gin_file=FILE")
   assert "MODEL_DIR" in result.stdout and "ERROR" not in result.stdout + result.stderr
-  runs = "eval.gin, finetune.gin, infer.gin, lifelong_phase.gin, pretrain.gin, quickstart.gin"
+  runs = (
+      "controlled_decoding.gin, eval.gin, finetune.gin, infer.gin, lifelong_phase.gin, "
+      "prefix_scorer.gin, prefix_scorer_cd_q.gin, pretrain.gin, quickstart.gin"
+  )
   assert f"gin/runs/: {runs}" in result.stdout
   assert "gin/models/:" in result.stdout and "decoder_only_tiny.gin" in result.stdout
 
