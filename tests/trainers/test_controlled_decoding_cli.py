@@ -170,6 +170,7 @@ def test_tokenwise_cd_from_gin_decodes_as_the_decoder_does_here(
   assert unsteered != texts  # the scorer moved the samples
 
 
+@pytest.mark.slow  # the token-wise test above covers infer's wiring in the default suite
 def test_blockwise_and_best_of_k_from_gin(base_dir, scorer_dir, prompts_file, tmp_path):
   code, log, records = run_infer(
       base_dir,
