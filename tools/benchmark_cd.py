@@ -113,10 +113,10 @@ def token_count_reward(sequences: jax.Array, room: jax.Array) -> jax.Array:
 
 def predictor(model, decoder) -> Callable[..., tuple[jax.Array, jax.Array]]:
   """(params, scorer params, batch, rng) -> (tokens [B, L], scores [B]): predict_batch, with the
-  decoder's scorer parameters as arguments (() for decoders without scorers)."""
+  decoder's scorer parameters as arguments (None for decoders without scorers)."""
 
   def predict(params, scorer_params, batch, rng):
-    here = decoder.with_params(scorer_params) if scorer_params else decoder
+    here = controlled.with_decoder_params(decoder, scorer_params)
     return model.predict_batch(params, batch, rng, decoder=here)
 
   return predict
@@ -138,11 +138,11 @@ def programs(
       "best_of_k": controlled.BestOfK(reward=token_count_reward, num_samples=num_samples),
   }
   out = {
-      "sampling": (predictor(base, sampling.Sampling()), params, ()),
-      "scorer_alone": (predictor(scorer_no_eos, sampling.Sampling()), scorer_params[0], ()),
+      "sampling": (predictor(base, sampling.Sampling()), params, None),
+      "scorer_alone": (predictor(scorer_no_eos, sampling.Sampling()), scorer_params[0], None),
   }
   for name, decoder in decoders.items():
-    out[name] = (predictor(base, decoder), params, getattr(decoder, "params", ()))
+    out[name] = (predictor(base, decoder), params, controlled.decoder_params(decoder))
   return out
 
 

@@ -41,10 +41,12 @@ import sys
 import tempfile
 from typing import Any, Optional, Sequence
 
+import gin
 import jax
 import numpy as np
 
-from model_zoo import models
+from model_zoo import dense, models, prefix_scorer
+from model_zoo.config import TransformerConfig
 from model_zoo.decoding import controlled, sampling
 from model_zoo.errors import UserError
 from tasks.controlled import control_tokens, rewards
@@ -173,11 +175,6 @@ class Evaluator:
   """The base model and its scorers restored, the held-out prompts, and the measurements."""
 
   def __init__(self, args, base_dir: str, scorer_dirs: dict[str, str]):
-    import gin  # pylint: disable=g-import-not-at-top
-
-    from model_zoo import dense, prefix_scorer
-    from model_zoo.config import TransformerConfig
-
     # The base run's config: the model's dims, and the Trainer that restoring builds.
     gin.clear_config()
     cli.import_configurables()
@@ -212,7 +209,7 @@ class Evaluator:
     """[prompts, rows per prompt, L] ids and [prompts, rows] scores of `decoder`."""
     per_example = decoder.rows_per_example
     chunk = max(self.batch_rows // per_example, 1)
-    scorer_params = getattr(decoder, "params", None)
+    scorer_params = controlled.decoder_params(decoder)
     fn = _predict_fn(self.model, decoder)
     ids, scores = [], []
     for start in range(0, self.prompts, chunk):
@@ -255,7 +252,7 @@ def _score_fn(model):
 
 def _predict_fn(model, decoder):
   def run(params, scorer_params, batch, rng):
-    decoder_here = decoder.with_params(scorer_params) if scorer_params is not None else decoder
+    decoder_here = controlled.with_decoder_params(decoder, scorer_params)
     return model.predict_batch(params, batch, rng, decoder=decoder_here, return_all_decodes=True)
 
   return jax.jit(run)

@@ -40,7 +40,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from model_zoo import feature_converters
-from model_zoo.decoding import sampling
+from model_zoo.decoding import controlled, sampling
 from model_zoo.errors import ConfigError
 from trainers import cli, infer_examples, infer_outputs, metrics_writer, partitioning, restore
 from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
@@ -92,10 +92,7 @@ def _model_fn(model, mode: str, decoder: Callable) -> Callable:
   scorers: `params`, `with_params`) gets them as arguments, not as compiled-in constants."""
 
   def run(params, decoder_params, batch, rng):
-    if decoder_params is not None:
-      decoder_here = decoder.with_params(decoder_params)
-    else:
-      decoder_here = decoder
+    decoder_here = controlled.with_decoder_params(decoder, decoder_params)
     if mode == "score":
       return {"scores": model.score_batch(params, batch)}
     if mode == "predict":
@@ -263,7 +260,7 @@ def infer(
       (model_batch(model, mode, chunk, rows, length), _meta(chunk, rows, width))
       for chunk in _chunks(examples, rows)
   )
-  decoder_params = getattr(decoder, "params", None) if mode != "score" else None
+  decoder_params = controlled.decoder_params(decoder) if mode != "score" else None
   results = _run_batches(
       _model_fn(model, mode, decoder), params, decoder_params, partitioner, batches, seed
   )

@@ -160,6 +160,18 @@ class _Guided:
     return _replaced(self, scorers=scorers)
 
 
+def decoder_params(decoder) -> Any:
+  """The parameters a decoder brings (its scorers'), or None: what a jitted caller passes in
+  as an argument, so they are sharded inputs rather than compiled-in constants."""
+  return getattr(decoder, "params", None)
+
+
+def with_decoder_params(decoder, params: Any):
+  """`decoder` holding `params` (e.g. the tracers of `decoder_params(decoder)`); as it is
+  when params is None."""
+  return decoder if params is None else decoder.with_params(params)
+
+
 def _replaced(obj, **changes):
   """A copy of a frozen dataclass with `changes`, made without calling its constructor: a
   gin-configurable one would apply (and evaluate) its gin bindings again."""
@@ -278,8 +290,6 @@ class BlockwiseCD(_Guided):
         choose,
         rng=rng,
         eos_id=eos_id,
-        logit_callback=None,
-        state_callback=None,
         extra=jnp.zeros((rows,), jnp.float32),
         after_step=after_step,
     )
@@ -316,8 +326,6 @@ class BestOfK:
         sampling.Sampling(temperature=self.temperature).choose,
         rng=rng,
         eos_id=eos_id,
-        logit_callback=None,
-        state_callback=None,
     )
     rewards = self.reward(state.sequences, base.room(inputs)).astype(jnp.float32)
     return _pick(state.sequences, scores, _best_rows(rewards, self.num_samples), self.num_samples)

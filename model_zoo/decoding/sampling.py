@@ -23,8 +23,8 @@ def decode_loop(
     *,
     rng: jax.Array,
     eos_id: int,
-    logit_callback: Optional[base.LogitCallback],
-    state_callback: Optional[base.StateCallback],
+    logit_callback: Optional[base.LogitCallback] = None,
+    state_callback: Optional[base.StateCallback] = None,
     extra: Any = None,
     after_step: Optional[AfterStep] = None,
 ) -> tuple[base.DecodingState, jax.Array]:

@@ -39,10 +39,10 @@ def setup(cfg=common.V5):
 
 def predict(base_model, params, batch, decoder, seed=0):
   """jit(predict_batch) with the decoder's scorer parameters passed as arguments."""
-  scorer_params = getattr(decoder, "params", ())
+  scorer_params = controlled.decoder_params(decoder)
 
   def run(params, scorer_params, batch, rng):
-    decoder_here = decoder.with_params(scorer_params) if scorer_params else decoder
+    decoder_here = controlled.with_decoder_params(decoder, scorer_params)
     return base_model.predict_batch(
         params, batch, rng, decoder=decoder_here, return_all_decodes=True
     )
