@@ -218,6 +218,34 @@ class EncDecFeatureConverter(FeatureConverter):
     return [int(t) for t in row["encoder_input_tokens"] if t > 0], cls._targets(row)
 
 
+class AsrFeatureConverter(FeatureConverter):
+  """Speech recognition (model_zoo/asr, tasks/asr): log-mel frames into the encoder.
+
+  `encoder_input_features` [batch, frames, mels] float32 with `encoder_input_mask` [batch,
+  frames] (1 on real frames), and the decoder features of the encoder-decoder converter. The
+  prompt is audio, not tokens: batches come from a task's split, never from token lists.
+  """
+
+  name = "asr"
+  model_features = (
+      "encoder_input_features",
+      "encoder_input_mask",
+      "decoder_input_tokens",
+      "decoder_target_tokens",
+      "decoder_segment_ids",
+      "decoder_positions",
+  )
+  required_features = model_features[:4]
+
+  @classmethod
+  def decode_length(cls, task_feature_lengths):
+    return task_feature_lengths["targets"]
+
+  @classmethod
+  def row_tokens(cls, row):
+    return [], cls._targets(row)
+
+
 BY_NAME: dict[str, type[FeatureConverter]] = {
     c.name: c
     for c in (
@@ -225,6 +253,7 @@ BY_NAME: dict[str, type[FeatureConverter]] = {
         PrefixLMFeatureConverter,
         PrefixScorerFeatureConverter,
         EncDecFeatureConverter,
+        AsrFeatureConverter,
     )
 }
 

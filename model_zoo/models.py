@@ -361,10 +361,9 @@ class EncoderDecoderModel(BaseModel):
 
   def decode_inputs(self, params, batch):
     """No prompt in the decoder: every row starts from BOS (0) at position 0 and may fill the
-    whole decode length; the step attends to the encoded `encoder_input_tokens`."""
-    encoder_tokens = batch["encoder_input_tokens"]
+    whole decode length; the step attends to the encoder's output (`_encode`)."""
+    encoded, encoder_tokens = self._encode(params, batch)
     targets = batch["decoder_target_tokens"]
-    encoded = self.module.apply({"params": params}, encoder_tokens, method="encode")
     rows, length = targets.shape
 
     def decode(cache, tokens):
@@ -394,3 +393,8 @@ class EncoderDecoderModel(BaseModel):
         length=length,
         reorder_cache=self._reorder_cache,
     )
+
+  def _encode(self, params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(the encoder's output, what cross-attention masks by: > 0 where it may attend)."""
+    tokens = batch["encoder_input_tokens"]
+    return self.module.apply({"params": params}, tokens, method="encode"), tokens
