@@ -22,14 +22,10 @@ Best-of-K ranks its samples by a registered reward (tasks.controlled.rewards) of
 from typing import Optional
 
 import gin
-import jax
 
 from model_zoo.decoding import controlled
-from trainers import cli, partitioning, restore
+from trainers import cli, restore
 from trainers.dataset_config import DatasetConfig
-from trainers.trainer import Trainer
-
-_SHAPE_LENGTH = 8  # parameter shapes do not depend on the sequence length
 
 
 @gin.configurable
@@ -41,15 +37,9 @@ def restored_prefix_scorer(
 ) -> controlled.PrefixScorer:
   """The prefix scorer trained in `model_dir` (its newest checkpoint, or `checkpoint_step`),
   weighted by lambda = `weight`. `model` is the PrefixScorerModel that run trained."""
-  partitioner = partitioning.Partitioner()
-  rows = partitioner.data_parallel_size
-  shapes = {k: v.shape for k, v in model.prompt_batch([], rows, _SHAPE_LENGTH).items()}
-  state = restore.restore_state(
-      Trainer(model=model, partitioner=partitioner), model_dir, shapes, checkpoint_step
-  )
-  step = int(jax.device_get(state.step))
+  step, params = restore.restore_params(model, model_dir, checkpoint_step)
   cli.say(f"Restored prefix scorer step {step} of {model_dir} (lambda {weight}).")
-  return controlled.PrefixScorer(model=model, params=state.params, weight=weight)
+  return controlled.PrefixScorer(model=model, params=params, weight=weight)
 
 
 @gin.configurable

@@ -2,11 +2,15 @@
 and no optimizer state is read)."""
 
 import os
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
+
+import jax
 
 from model_zoo.errors import MissingFileError
-from trainers import checkpoints, train_state
+from trainers import checkpoints, partitioning, train_state
 from trainers.trainer import Trainer
+
+_SHAPE_LENGTH = 8  # parameter shapes do not depend on the sequence length
 
 
 def restore_state(
@@ -39,6 +43,16 @@ def restore_state(
   finally:
     checkpointer.close()
   return state
+
+
+def restore_params(model, model_dir: str, step: Optional[int] = None) -> tuple[int, Any]:
+  """(step, parameters) of another run's checkpoint (a prefix scorer, a language model to fuse)
+  on this run's mesh, sharded by its own logical axis rules."""
+  partitioner = partitioning.Partitioner()
+  rows = partitioner.data_parallel_size
+  shapes = {k: v.shape for k, v in model.prompt_batch([], rows, _SHAPE_LENGTH).items()}
+  state = restore_state(Trainer(model=model, partitioner=partitioner), model_dir, shapes, step)
+  return int(jax.device_get(state.step)), state.params
 
 
 def _no_checkpoint(directory: str) -> MissingFileError:
