@@ -6,12 +6,14 @@ Everything here speaks in the model's terms (its `FEATURE_CONVERTER_CLS`); the c
 name is what crosses into `tasks.pipeline`.
 """
 
+import functools
 import itertools
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import jax
 
 from model_zoo import feature_converters
+from model_zoo.decoding import controlled
 from tasks import evaluation, pipeline
 from tasks.controlled import rewards
 from trainers import partitioning
@@ -89,9 +91,13 @@ class TaskMetrics:
   """The split of `cfg` decoded (with `decoder`) and scored, judged by each task's metric
   functions: task name -> metric name -> value.
 
-  Built once per run (tasks looked up, examples read and cached); call it with the current
-  params at every eval. Each process feeds its rows of every global batch and gets every
-  row's outputs back, so all processes compute the same metrics.
+  `more_decoders` (name -> decoder) decode the split again, each reported as
+  "<name>/<metric>" beside the first decoder's metrics: one run compares, e.g., beam search
+  with and without shallow fusion. A decoder's own parameters (a fused LM's, a prefix
+  scorer's) are arguments of the compiled step, not constants. Built once per run (tasks
+  looked up, examples read and cached); call it with the current params at every eval. Each
+  process feeds its rows of every global batch and gets every row's outputs back, so all
+  processes compute the same metrics.
   """
 
   def __init__(
@@ -100,9 +106,14 @@ class TaskMetrics:
       partitioner: partitioning.Partitioner,
       cfg: DatasetConfig,
       decoder: Optional[Callable] = None,
+      more_decoders: Optional[Mapping[str, Callable]] = None,
   ):
     self.partitioner = partitioner
-    self._predict = jax.jit(lambda p, b: model.predict_batch(p, b, decoder=decoder)[0])
+    self._decoders = {"": decoder, **(more_decoders or {})}
+    self._predict = {
+        name: jax.jit(functools.partial(_predictions, model, decoder))
+        for name, decoder in self._decoders.items()
+    }
     self._score = jax.jit(model.score_batch)
     self._evaluator = evaluation.TaskEvaluator(
         cfg.mixture_or_task_name,
@@ -116,11 +127,25 @@ class TaskMetrics:
     )
 
   def __call__(self, params) -> dict[str, dict[str, float]]:
-    apply = self.partitioner.apply_gathered
-    return self._evaluator.evaluate(
-        predict_fn=lambda batch: apply(self._predict, params, batch),
-        score_fn=lambda batch: apply(self._score, params, batch),
-    )
+    apply, results = self.partitioner.apply_gathered, {}
+    for name, decoder in self._decoders.items():
+      predict_params = (params, controlled.decoder_params(decoder))
+      metrics = self._evaluator.evaluate(
+          predict_fn=lambda batch: apply(self._predict[name], predict_params, batch),
+          score_fn=lambda batch: apply(self._score, params, batch),
+      )
+      for task, values in metrics.items():
+        results.setdefault(task, {}).update(
+            {f"{name}/{k}" if name else k: v for k, v in values.items()}
+        )
+    return results
+
+
+def _predictions(model, decoder, params, batch):
+  """The decodes of `batch`; params = (the model's, the decoder's own or None)."""
+  model_params, decoder_params = params
+  decoder = controlled.with_decoder_params(decoder, decoder_params)
+  return model.predict_batch(model_params, batch, decoder=decoder)[0]
 
 
 def flatten(results: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -6,7 +6,7 @@ checkpoint's step, replacing that file's earlier row of the step (training's per
 of the same checkpoint, or an earlier run of this command): one row per step.
 """
 
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import gin
 import jax
@@ -26,9 +26,12 @@ def evaluate(
     eval_steps: Optional[int] = None,
     infer_eval_dataset_cfg: Optional[DatasetConfig] = None,
     decoder: Optional[Callable] = None,
+    more_decoders: Optional[Mapping[str, Callable]] = None,
 ) -> dict[str, float]:
   """Restores the newest checkpoint of MODEL_DIR and evaluates it on `eval_dataset_cfg`
-  (losses), and with `infer_eval_dataset_cfg` runs the tasks' SeqIO metrics on decodes."""
+  (losses), and with `infer_eval_dataset_cfg` runs the tasks' SeqIO metrics on the decodes
+  of `decoder` and of each of `more_decoders` (name -> decoder; reported as
+  "<task>/<name>/<metric>", e.g. shallow fusion beside plain beam search)."""
   from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
 
   partitioner = partitioning.Partitioner()
@@ -43,9 +46,9 @@ def evaluate(
   losses = trainer.evaluate(state, data.take(data.batches(eval_dataset_cfg, converter), eval_steps))
   task_metrics = {}
   if infer_eval_dataset_cfg is not None:
-    task_metrics = data.TaskMetrics(model, partitioner, infer_eval_dataset_cfg, decoder)(
-        state.params
-    )
+    task_metrics = data.TaskMetrics(
+        model, partitioner, infer_eval_dataset_cfg, decoder, more_decoders
+    )(state.params)
   metrics = data.flatten(task_metrics)  # none when no task has metric_fns
   values = {**losses, **metrics}
   writer = metrics_writer.MetricsWriter(model_dir, "eval", replace_step=step)

@@ -37,14 +37,19 @@ def test_training_and_eval_report_seqio_metrics_of_the_decodes(tmp_path, capfd):
   last = json.loads((tmp_path / "eval_metrics.jsonl").read_text().splitlines()[-1])
   assert {"copy_verse/accuracy", "copy_verse/chrf"} <= set(last)
 
-  code = eval_lib.main(flags + ["--gin_file=gin/runs/eval.gin"])
+  # A second decoder (the same greedy one) decodes the split again, reported under its name.
+  code = eval_lib.main(
+      flags + ["--gin_file=gin/runs/eval.gin", "--gin.evaluate.more_decoders={'again': @greedy()}"]
+  )
   log = "".join(capfd.readouterr())
   assert code == 0, log
-  assert log.count("chrf") == 1 and log.count("cross_entropy") == 1  # each metric shown once
+  assert log.count("cross_entropy") == 1  # each metric shown once
   rows = [json.loads(line) for line in (tmp_path / "eval_metrics.jsonl").read_text().splitlines()]
   assert [row["step"] for row in rows] == [20]  # eval's row replaces training's of its step
   evaluated = rows[-1]
   assert evaluated["copy_verse/chrf"] == last["copy_verse/chrf"]  # same checkpoint, same decodes
+  assert evaluated["copy_verse/again/chrf"] == evaluated["copy_verse/chrf"]
+  assert evaluated["copy_verse/again/accuracy"] == evaluated["copy_verse/accuracy"]
 
   # Independently: decode the split with trainers.infer and score with sacrebleu directly.
   code = infer.main(
