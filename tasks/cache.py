@@ -5,9 +5,12 @@ every write goes to a temporary file in the target directory and is moved into p
 `os.replace`: a reader sees the old file or the complete new one, never half of it.
 """
 
+import contextlib
+import fcntl
 import os
 import pathlib
 import tempfile
+from typing import Iterator
 
 CACHE_ENV = "PODZOO_CACHE"
 
@@ -32,3 +35,15 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+  """Holds an exclusive lock on `path` (created if missing): one process builds a dataset while
+  the others wait, then find it built."""
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)

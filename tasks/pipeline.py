@@ -2,7 +2,8 @@
 
 Everything TensorFlow stops here: callers get dicts of numpy arrays shaped (local batch,
 length), as produced by a SeqIO feature converter: int32 ids and masks, float32 for a float
-feature (the prefix scorer's `decoder_rewards`). Mistakes a user can make in a run config (a
+feature (the prefix scorer's `decoder_rewards`; the ASR converter's log-mel frames, shaped
+(local batch, length, mel bins)). Mistakes a user can make in a run config (a
 misspelt task, a module that does not import, a batch size that does not split over the
 processes, a split too small for one batch) fail here with a `DataError` that names the
 setting to change.
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from model_zoo.errors import ConfigError
 from tasks import quickstart  # noqa: F401  (registers the shipped task)
+from tasks.asr import feature_converter as asr
 from tasks.controlled import feature_converter as controlled
 
 FEATURE_CONVERTERS = {
@@ -28,6 +30,7 @@ FEATURE_CONVERTERS = {
     "prefix_lm": seqio.PrefixLMFeatureConverter,
     "encdec": seqio.EncDecFeatureConverter,
     "prefix_scorer": controlled.PrefixScorerFeatureConverter,
+    "asr": asr.AsrFeatureConverter,
 }
 
 
@@ -107,6 +110,11 @@ def vocab_size(
     raise DataError(
         f"{mixture_or_task_name!r} has no output feature {feature!r}; " f"it has {sorted(features)}"
     )
+  if isinstance(features[feature], seqio.ContinuousFeature):
+    raise DataError(
+        f"{mixture_or_task_name!r}'s feature {feature!r} holds numbers (e.g. log-mel frames), "
+        "not token ids, so it has no vocabulary size; ask for a token feature such as 'targets'."
+    )
   return features[feature].vocabulary.vocab_size
 
 
@@ -144,8 +152,9 @@ def _check_provider_features(
           f"{sorted(task.output_features)} but the {feature_converter!r} feature converter "
           f"needs {list(needed)}; it lacks {missing}. Pick a model whose converter matches "
           "('decoder' reads only 'targets'; 'prefix_lm' and 'encdec' read 'inputs' and "
-          "'targets'; 'prefix_scorer' also 'rewards', as a rollout task has), or add the "
-          "missing output feature to the task."
+          "'targets'; 'prefix_scorer' also 'rewards', as a rollout task has; 'asr' reads "
+          "log-mel 'inputs' and 'targets', as the asr_* tasks have), or add the missing "
+          "output feature to the task."
       )
 
 
@@ -174,12 +183,15 @@ def check_special_tokens(vocabulary: seqio.Vocabulary, required: Sequence[str]) 
 
 def model_feature_shapes(
     feature_converter: str, task_feature_lengths: Mapping[str, int], batch_size: int, pack: bool
-) -> dict[str, tuple[int, int]]:
-  """Shapes of one batch of `feature_converter`, from SeqIO's spec alone (no data is read)."""
+) -> dict[str, tuple[int, ...]]:
+  """Shapes of one batch of `feature_converter`, from SeqIO's spec alone (no data is read):
+  (batch, length), then the converter's `MODEL_FEATURE_TRAILING_DIMS` of the feature if any
+  (the ASR converter's mel bins)."""
   _check_converter(feature_converter)
-  converter = FEATURE_CONVERTERS[feature_converter](pack=pack)
-  lengths = converter.get_model_feature_lengths(dict(task_feature_lengths))
-  return {name: (batch_size, length) for name, length in lengths.items()}
+  converter_cls = FEATURE_CONVERTERS[feature_converter]
+  lengths = converter_cls(pack=pack).get_model_feature_lengths(dict(task_feature_lengths))
+  trailing = getattr(converter_cls, "MODEL_FEATURE_TRAILING_DIMS", {})
+  return {name: (batch_size, length, *trailing.get(name, ())) for name, length in lengths.items()}
 
 
 def _check_converter(feature_converter: str) -> None:
@@ -187,7 +199,7 @@ def _check_converter(feature_converter: str) -> None:
     raise DataError(
         f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
         "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets, "
-        "'prefix_scorer' for rollouts with rewards."
+        "'prefix_scorer' for rollouts with rewards, 'asr' for log-mel inputs+targets."
     )
 
 

@@ -44,7 +44,7 @@ def batches(cfg: DatasetConfig, converter: Converter, start_batch: int = 0) -> I
   )
 
 
-def global_batch_shapes(cfg: DatasetConfig, converter: Converter) -> dict[str, tuple[int, int]]:
+def global_batch_shapes(cfg: DatasetConfig, converter: Converter) -> dict[str, tuple[int, ...]]:
   """Shapes of one global batch (what the model is initialised and compiled for), from the
   converter's spec and the feature lengths: no data is read."""
   pipeline.check_features(cfg.mixture_or_task_name, converter.name, module=cfg.module)

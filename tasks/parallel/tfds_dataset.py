@@ -8,8 +8,6 @@ file lock, so hosts or test processes building at once do not collide) and retur
 `seqio.TfdsDataSource` that tasks use.
 """
 
-import contextlib
-import fcntl
 import functools
 import os
 
@@ -52,16 +50,6 @@ class PodzooCatalogParallel(tfds.core.GeneratorBasedBuilder):
       yield record.key, {"key": record.key, "domain": record.domain, **texts}
 
 
-@contextlib.contextmanager
-def _lock(path):
-  with open(path, "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def tfds_name() -> str:
   """The versioned TFDS name of this machine's corpus, e.g. `podzoo_catalog_parallel/catalogs_…:1.0.0`."""
   return f"{NAME}/{PodzooCatalogParallel.BUILDER_CONFIGS[0].name}:{VERSION}"
@@ -76,7 +64,7 @@ def prepare() -> seqio.TfdsDataSource:
 def _prepare(data_dir: str) -> seqio.TfdsDataSource:
   """`prepare` for one cache directory (PODZOO_CACHE may change within a process)."""
   tfds.disable_progress_bar()
-  with _lock(os.path.join(data_dir, f".{NAME}.lock")):
+  with cache.file_lock(os.path.join(data_dir, f".{NAME}.lock")):
     builder = PodzooCatalogParallel(data_dir=data_dir)
     if not builder.is_prepared():
       builder.download_and_prepare(
