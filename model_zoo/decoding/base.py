@@ -15,9 +15,19 @@ position; the step function keeps each row's position in its cache (reordered wi
 So the loop runs once per generated token, whatever the prompt length, and decoders return
 generated tokens only: sequences [N, L] with the continuation from column 0, 0 after EOS and
 after the row's room (`max_new_tokens[n]` tokens, L - its prompt length) runs out.
+
+Step scores: a decoder adds one score per generated token (EOS included) to a hypothesis. By
+default the step returns logits and that score is their log-softmax, a log-probability, so
+never above 0. A step that already returns the scores to add (shallow fusion with the exact
+log p_ASR + lambda log p_LM + beta |y| of Hu et al. 2023, where renormalising would change
+the scores and the ranking) sets `renormalize=False`, and `max_step_score` to an upper bound
+on any one step's score: 0 for log-probabilities, beta with a length bonus beta (math.inf if
+none is known). Decoders rely on that bound (beam search's early stop: a live hypothesis may
+still gain up to bound x the tokens it can still generate), and logit callbacks must keep to it.
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, Optional
 
 import flax
@@ -36,6 +46,12 @@ class DecodeInputs:
   max_new_tokens: jax.Array  # [N] int: how many tokens row n may generate (L - its prompt)
   length: int  # L: decoders return [N, L] (static)
   reorder_cache: ReorderCache  # (cache, row indices [N]) -> cache with rows gathered
+  renormalize: bool = True  # False: the step gives the scores to add, not logits to log-softmax
+  max_step_score: float = 0.0  # static: no step scores a token above it (math.inf: unknown)
+
+  def __post_init__(self):
+    if math.isnan(self.max_step_score):
+      raise ValueError("DecodeInputs.max_step_score is NaN; give a bound, or math.inf for none.")
 
 
 class DecodingState(flax.struct.PyTreeNode):
@@ -56,7 +72,8 @@ class DecodingState(flax.struct.PyTreeNode):
   extra: Any = None  # owned by callbacks (e.g. a value function's state)
 
 
-# log_probs [N, V] (after log-softmax) -> adjusted log_probs, e.g. + lambda * log p_LM(.)
+# step scores [N, V] (log-probs unless DecodeInputs.renormalize is False) -> adjusted ones,
+# e.g. + lambda * log p_LM(.); they must stay within DecodeInputs.max_step_score
 LogitCallback = Callable[[jax.Array, DecodingState], jax.Array]
 # Called after each step's tokens are written; may change the state (stop rows, force tokens).
 StateCallback = Callable[[DecodingState], DecodingState]
@@ -70,9 +87,12 @@ def room(inputs: DecodeInputs) -> jax.Array:
 def next_log_probs(
     inputs: DecodeInputs, state: DecodingState, logit_callback: Optional[LogitCallback]
 ) -> tuple[jax.Array, Any]:
-  """One model step: fp32 log-probs of the next token (adjusted by the callback) and the cache."""
+  """One model step: fp32 scores of the next token (log-probs, unless the inputs give their own
+  scores), adjusted by the callback, and the cache."""
   logits, cache = inputs.tokens_to_logits(state.previous_token[:, None], state.cache)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  log_probs = logits.astype(jnp.float32)
+  if inputs.renormalize:
+    log_probs = jax.nn.log_softmax(log_probs, axis=-1)
   if logit_callback is not None:
     log_probs = logit_callback(log_probs, state)
   return log_probs, cache

@@ -4,8 +4,16 @@ Each example keeps `beam_size` live hypotheses; every step expands them to the 2
 (beam, token) candidates, moves those that end (EOS, or the example's room: L minus its
 prompt) into a K-best finished set scored log p / ((5 + length) / 6) ** alpha, with length
 the generated tokens, and keeps the K best that go on. An example stops when no live beam can
-still beat its worst finished one (assuming, as T5X does, alpha >= 0 and callbacks that
-never raise a log-probability above 0), or when a state callback marks it done.
+still beat its worst finished one, or when a state callback marks it done.
+
+A live beam's further tokens each add at most `DecodeInputs.max_step_score` (b: 0 for
+log-probabilities, as T5X assumes; a length bonus makes it positive), so the best it can still
+finish with, having score s after n tokens, is max over the j = 1 .. room - n tokens it may
+still add of (s + b j) / penalty(n + j) (`best_reachable`). That holds for either sign of the
+total and any alpha: for 0 <= alpha <= 1 the maximum is at j = room - n (as s <= b n: every
+token so far kept to the bound; with b = 0 it is T5X's s / penalty(room)), but for alpha > 1
+a positive total can be best at a shorter length. Callbacks must not raise a step's score
+above b.
 """
 
 import dataclasses
@@ -24,6 +32,26 @@ NEG_INF = -1e30
 
 def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
   return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def best_reachable(
+    score: jax.Array,
+    generated: jax.Array,
+    room: jax.Array,
+    step_bound: float,
+    alpha: float,
+    length: int,
+) -> jax.Array:
+  """[B]: the best length-penalised score that a live hypothesis with `score` [B] (summed) after
+  `generated` tokens ([B] or one for all) can still finish with, when each token it may add (1
+  up to room [B] - generated, room <= `length`) scores at most `step_bound`; NEG_INF if it may
+  add none. The maximum is over every length it may end at: which one is best depends on the
+  sign of the total and on alpha.
+  """
+  more = jnp.arange(1, length + 1)
+  final_length = jnp.asarray(generated)[..., None] + more
+  finals = (score[:, None] + step_bound * more) / length_penalty(final_length, alpha)
+  return jnp.max(jnp.where(final_length <= room[:, None], finals, NEG_INF), axis=1)
 
 
 class _BeamState(base.DecodingState):
@@ -72,7 +100,6 @@ class BeamSearch:
     rows, length = inputs.first_token.shape[0], inputs.length
     batch = rows // k
     room = base.room(inputs).reshape(batch, k)[:, 0]  # [B]
-    max_penalty = length_penalty(jnp.maximum(room, 1), self.alpha)
 
     def settle(state: _BeamState, stopping: jax.Array, generated) -> _BeamState:
       """Examples that stop (`stopping` [B]) with nothing finished finish their live beams."""
@@ -119,11 +146,11 @@ class BeamSearch:
       live_token = jnp.where(keep, 0, live_token)
       finished_scores = jnp.where(keep, state.finished_scores, finished_scores)
       finished_sequences = jnp.where(keep[..., None], state.finished_sequences, finished_sequences)
-      # An example is done once no live beam can still beat its worst finished one.
+      # An example is done once no live beam can still beat its worst finished one (the best
+      # live beam can reach the most: best_reachable grows with the score).
       best_live = live_scores[:, 0]
-      can_improve = jnp.logical_and(
-          best_live / max_penalty > finished_scores[:, -1], best_live > NEG_INF / 2
-      )
+      best_final = best_reachable(best_live, t + 1, room, inputs.max_step_score, self.alpha, length)
+      can_improve = jnp.logical_and(best_final > finished_scores[:, -1], best_live > NEG_INF / 2)
       done = jnp.logical_or(stopped, jnp.logical_not(can_improve))
       rows_index = (jnp.arange(batch)[:, None] * k + live_beam).reshape(-1)
       state = state.replace(

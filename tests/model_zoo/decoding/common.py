@@ -19,6 +19,7 @@ import numpy as np
 from flax.core import meta
 
 from model_zoo import config, dense, models
+from model_zoo.decoding import base
 from tests.tiny import tiny_config
 
 PAD, EOS = 0, 1
@@ -230,6 +231,31 @@ def all_continuations(vocab_size: int, max_length: int) -> np.ndarray:
 
 def length_penalty(length, alpha: float):
   return ((5.0 + np.asarray(length, np.float64)) / 6.0) ** alpha
+
+
+def table_inputs(logits, rows_per_example: int) -> base.DecodeInputs:
+  """A model without a network, for hand-built cases: a fixed table of logits [B, L, V, V].
+
+  Every row of example b (rows_per_example each) starts from BOS (0) and may generate L
+  tokens; at generated position t after input token `previous` its step gives
+  logits[b, t, previous], so a table entry is exactly one step's distribution.
+  """
+  table = jnp.asarray(logits, jnp.float32)
+  examples, length = table.shape[:2]
+  rows = examples * rows_per_example
+  example = jnp.arange(rows) // rows_per_example
+
+  def tokens_to_logits(token, position):
+    return table[example, jnp.minimum(position, length - 1), token[:, 0]], position + 1
+
+  return base.DecodeInputs(
+      tokens_to_logits=tokens_to_logits,
+      cache=jnp.zeros((rows,), jnp.int32),
+      first_token=jnp.zeros((rows,), jnp.int32),
+      max_new_tokens=jnp.full((rows,), length, jnp.int32),
+      length=length,
+      reorder_cache=lambda position, index: jnp.take(position, index, axis=0),
+  )
 
 
 # --- shared setups (one model, batch and parameter set each, so compilations are shared) ------
