@@ -72,6 +72,7 @@ def entry_point(entry: Callable[[], object], prog: str):
 def import_configurables() -> None:
   """Registers every gin configurable of the core, so config files can bind them."""
   # pylint: disable=g-import-not-at-top,unused-import
+  import model_zoo.asr.model
   import model_zoo.config
   import model_zoo.dense
   import model_zoo.lifelong
@@ -82,10 +83,12 @@ def import_configurables() -> None:
   import trainers.initial_checkpoint
   import model_zoo.decoding.beam_search
   import model_zoo.decoding.controlled
+  import model_zoo.decoding.lm_fusion
   import model_zoo.decoding.sampling
   import trainers.optimizers
   import trainers.partitioning
   import trainers.controlled_decoding
+  import trainers.shallow_fusion
   import trainers.trainer
 
 

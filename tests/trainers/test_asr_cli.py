@@ -1,0 +1,126 @@
+"""The ASR model through the command lines: `trainers.train` overfits a handful of espeak-ng
+utterances to exact transcripts, and `trainers.eval` decodes a split with and without a
+language model fused into beam search (gin/runs/asr_fusion.gin).
+
+Runs use one CPU device in a subprocess, as a user runs them (on the suite's 8 fake devices
+a loaded 2-core machine can starve one device past XLA's all-reduce rendezvous timeout).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tasks.asr import speech_dataset
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (apt-get install espeak-ng)"
+)
+
+STEPS = 300
+ASR_FLAGS = [
+    "--gin_file=gin/models/asr_tiny.gin",
+    "--gin_file=gin/runs/pretrain.gin",
+    "--gin_file=gin/mixtures/asr.gin",
+    "--gin_file=gin/runs/asr.gin",
+    "--gin.MIXTURE_OR_TASK_NAME='asr_tiny_en'",
+    "--gin.TASK_FEATURE_LENGTHS={'inputs': 320, 'targets': 32}",
+    f"--gin.TRAIN_STEPS={STEPS}",
+    "--gin.BATCH_SIZE=4",
+    "--gin.warmup_cosine_decay.warmup_steps=30",
+    "--gin.EVAL_STEPS=3",
+]
+
+
+def _run(module, flags, env):
+  done = subprocess.run(
+      [sys.executable, "-m", module, *flags], env=env, capture_output=True, text=True, check=False
+  )
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  return done.stdout
+
+
+def _last_eval(model_dir):
+  lines = open(os.path.join(model_dir, "eval_metrics.jsonl")).read().splitlines()
+  return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  """One CPU device and a cache holding the tiny speech dataset."""
+  cache = tmp_path_factory.mktemp("cache")
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("PODZOO_CACHE", str(cache))
+    speech_dataset.prepare("tiny")
+  return {
+      **os.environ,
+      "PODZOO_CACHE": str(cache),
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  }
+
+
+@pytest.fixture(scope="module")
+def asr_dir(env, tmp_path_factory):
+  """A tiny ASR model trained on the 12 train utterances of asr_tiny_en and evaluated there."""
+  model_dir = tmp_path_factory.mktemp("asr")
+  flags = ASR_FLAGS + [
+      f"--gin.MODEL_DIR='{model_dir}'",
+      f"--gin.EVAL_PERIOD={STEPS}",
+      "--gin.validation/DatasetConfig.split='train'",
+      "--gin.infer_eval/DatasetConfig.split='train'",
+  ]
+  _run("trainers.train", flags, env)
+  return model_dir
+
+
+def test_a_tiny_asr_model_overfits_a_handful_of_utterances_to_exact_transcripts(asr_dir):
+  last = _last_eval(asr_dir)
+  assert last["step"] == STEPS
+  assert last["asr_tiny_en/wer"] == 0.0  # every word of every transcript, exactly
+  assert last["accuracy"] > 0.99
+
+
+@pytest.mark.slow
+def test_eval_decodes_with_and_without_a_fused_lm(asr_dir, env, tmp_path):
+  lm_dir = tmp_path / "lm"
+  _run(
+      "trainers.train",
+      [
+          "--gin_file=gin/models/decoder_only_tiny.gin",
+          "--gin_file=gin/runs/pretrain.gin",
+          "--gin_file=gin/mixtures/asr_lm.gin",
+          "--gin_file=gin/runs/short_run.gin",
+          "--gin.MIXTURE_OR_TASK_NAME='asr_lm_en'",
+          "--gin.TRAIN_STEPS=60",
+          "--gin.BATCH_SIZE=16",
+          "--gin.train.eval_dataset_cfg=None",
+          f"--gin.MODEL_DIR='{lm_dir}'",
+      ],
+      env,
+  )
+  fusion_flags = ASR_FLAGS + [
+      "--gin_file=gin/runs/eval.gin",
+      "--gin_file=gin/runs/asr_fusion.gin",
+      "--gin_file=gin/models/fused_lm_dense_tiny.gin",
+      f"--gin.MODEL_DIR='{asr_dir}'",
+      f"--gin.LM_DIR='{lm_dir}'",
+      "--gin.FUSION_LANGUAGE='en'",
+      "--gin.infer_eval/DatasetConfig.split='train'",
+      "--gin.validation/DatasetConfig.split='train'",
+  ]
+  # lambda = beta = 0: the fused beam search is the plain one.
+  out = _run(
+      "trainers.eval",
+      fusion_flags + ["--gin.LM_WEIGHTS={'en': 0.0}", "--gin.LENGTH_BONUSES={'en': 0.0}"],
+      env,
+  )
+  assert "asr_tiny_en  fused/wer" in out
+  row = _last_eval(asr_dir)
+  assert row["asr_tiny_en/fused/wer"] == row["asr_tiny_en/beam/wer"] == 0.0
+  # A heavy LM weight overrules the acoustics of an undertrained LM's unfamiliar sentences.
+  _run("trainers.eval", fusion_flags + ["--gin.LM_WEIGHTS={'en': 5.0}"], env)
+  row = _last_eval(asr_dir)
+  assert row["asr_tiny_en/beam/wer"] == 0.0 and row["asr_tiny_en/fused/wer"] > 0.0
