@@ -12,13 +12,15 @@ behind a 0 (BOS). A prompt of a decoder-only model is the prefix-LM input part, 
 encoder input.
 """
 
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from model_zoo.errors import ConfigError
 
 Batch = Mapping[str, np.ndarray]
+# Token ids, or an ASR utterance's frames [frames, mels].
+Prompt = Union[Sequence[int], np.ndarray]
 
 
 def loss_weights(batch: Mapping):
@@ -43,6 +45,7 @@ class FeatureConverter:
   """One SeqIO converter's batch layout; subclasses are used as classes, never instantiated."""
 
   name: ClassVar[str]  # tasks.pipeline's key for the SeqIO converter class
+  token_prompts: ClassVar[bool] = True  # False: prompts are frames (ASR), not text
   model_features: ClassVar[tuple[str, ...]]  # every batch feature a model may read
   required_features: ClassVar[tuple[str, ...]]  # those a batch must hold
 
@@ -52,29 +55,38 @@ class FeatureConverter:
     raise NotImplementedError
 
   @classmethod
-  def prompt_room(cls, length: int, target_length: int, scoring: bool) -> tuple[int, str]:
-    """(how many prompt tokens fit `length`, why) when scoring a target or generating."""
+  def prompt_room(
+      cls, length: int, target_length: int, scoring: bool, prompt_length: Optional[int] = None
+  ) -> tuple[int, str]:
+    """(how many prompt tokens fit `length`, why) when scoring a target or generating.
+
+    `prompt_length`, here and below, is the encoder input's length where it is not `length`
+    (an ASR model's frames, the task's "inputs" length); the token layouts ignore it."""
     raise NotImplementedError
 
   @classmethod
-  def prompt_batch(cls, prompts: Sequence[Sequence[int]], rows: int, length: int) -> dict:
+  def prompt_batch(
+      cls, prompts: Sequence[Prompt], rows: int, length: int, prompt_length: Optional[int] = None
+  ) -> dict:
     """`rows` rows of `length` whose prompts are `prompts` (the rest empty), to continue."""
     raise NotImplementedError
 
   @classmethod
   def scoring_batch(
       cls,
-      prompts: Sequence[Sequence[int]],
+      prompts: Sequence[Prompt],
       targets: Sequence[Sequence[int]],
       rows: int,
       length: int,
+      prompt_length: Optional[int] = None,
   ) -> dict:
     """Rows whose loss-weighted targets are `targets` given `prompts` (log p(target | prompt))."""
     raise NotImplementedError
 
   @classmethod
-  def row_tokens(cls, row: Mapping[str, np.ndarray]) -> tuple[list[int], list[int]]:
-    """(prompt, target) ids of one unpacked row of this converter's batches."""
+  def row_tokens(cls, row: Mapping[str, np.ndarray]) -> tuple[Prompt, list[int]]:
+    """(prompt, target) of one unpacked row of this converter's batches: token ids (an ASR
+    row's prompt: its real frames, [frames, mels])."""
     raise NotImplementedError
 
   @classmethod
@@ -104,13 +116,13 @@ class DecoderFeatureConverter(FeatureConverter):
     return sum(task_feature_lengths.values())
 
   @classmethod
-  def prompt_room(cls, length, target_length, scoring):
+  def prompt_room(cls, length, target_length, scoring, prompt_length=None):
     if scoring:
       return length - target_length, f"the prompt and its {target_length}-token target share it"
     return length - 1, "the prompt and at least one generated token share it"
 
   @classmethod
-  def prompt_batch(cls, prompts, rows, length):
+  def prompt_batch(cls, prompts, rows, length, prompt_length=None):
     inputs = np.zeros((rows, length), np.int32)
     prefix = np.zeros((rows, length), np.int32)
     for i, ids in enumerate(prompts):
@@ -128,7 +140,7 @@ class DecoderFeatureConverter(FeatureConverter):
     }
 
   @classmethod
-  def scoring_batch(cls, prompts, targets, rows, length):
+  def scoring_batch(cls, prompts, targets, rows, length, prompt_length=None):
     """Prompt then target in one sequence; only the target carries loss weight."""
     sequences = pad_rows([list(p) + list(t) for p, t in zip(prompts, targets)], rows, length)
     weights, prefix = np.zeros_like(sequences), np.zeros_like(sequences)
@@ -197,15 +209,15 @@ class EncDecFeatureConverter(FeatureConverter):
     return max(task_feature_lengths.values())
 
   @classmethod
-  def prompt_room(cls, length, target_length, scoring):
+  def prompt_room(cls, length, target_length, scoring, prompt_length=None):
     return length, "the encoder input"
 
   @classmethod
-  def prompt_batch(cls, prompts, rows, length):
+  def prompt_batch(cls, prompts, rows, length, prompt_length=None):
     return cls.scoring_batch(prompts, [], rows, length)
 
   @classmethod
-  def scoring_batch(cls, prompts, targets, rows, length):
+  def scoring_batch(cls, prompts, targets, rows, length, prompt_length=None):
     target_tokens = pad_rows(targets, rows, length)
     return {
         "encoder_input_tokens": pad_rows(prompts, rows, length),
@@ -222,11 +234,14 @@ class AsrFeatureConverter(FeatureConverter):
   """Speech recognition (model_zoo/asr, tasks/asr): log-mel frames into the encoder.
 
   `encoder_input_features` [batch, frames, mels] float32 with `encoder_input_mask` [batch,
-  frames] (1 on real frames), and the decoder features of the encoder-decoder converter. The
-  prompt is audio, not tokens: batches come from a task's split, never from token lists.
+  frames] (1 on real frames), and the decoder features of the encoder-decoder converter. A
+  prompt is an utterance's real frames, [frames, mels]; batches hold `prompt_length` frames
+  (the task's "inputs" length), which every layout here needs.
   """
 
   name = "asr"
+  token_prompts = False
+  num_mel_bins = 80  # the task's log-mels (tasks/asr/features.py reads it from here)
   model_features = (
       "encoder_input_features",
       "encoder_input_mask",
@@ -242,8 +257,47 @@ class AsrFeatureConverter(FeatureConverter):
     return task_feature_lengths["targets"]
 
   @classmethod
+  def prompt_room(cls, length, target_length, scoring, prompt_length=None):
+    return _frames(prompt_length), "the encoder's frames, TASK_FEATURE_LENGTHS['inputs']"
+
+  @classmethod
+  def prompt_batch(cls, prompts, rows, length, prompt_length=None):
+    return cls.scoring_batch(prompts, [], rows, length, prompt_length)
+
+  @classmethod
+  def scoring_batch(cls, prompts, targets, rows, length, prompt_length=None):
+    frames = _frames(prompt_length)
+    features = np.zeros((rows, frames, cls.num_mel_bins), np.float32)
+    mask = np.zeros((rows, frames), np.int32)
+    for i, prompt in enumerate(prompts):
+      if np.shape(prompt)[1:] != (cls.num_mel_bins,):
+        raise ConfigError(
+            f"ASR prompt {i} has shape {np.shape(prompt)}; expected [frames, "
+            f"{cls.num_mel_bins}] log-mel frames (tasks/asr/features.py)."
+        )
+      features[i, : len(prompt)] = prompt
+      mask[i, : len(prompt)] = 1
+    target_tokens = pad_rows(targets, rows, length)
+    return {
+        "encoder_input_features": features,
+        "encoder_input_mask": mask,
+        "decoder_input_tokens": _shift_right(target_tokens),
+        "decoder_target_tokens": target_tokens,
+    }
+
+  @classmethod
   def row_tokens(cls, row):
-    return [], cls._targets(row)
+    frames = int(np.sum(row["encoder_input_mask"]))
+    return np.asarray(row["encoder_input_features"][:frames], np.float32), cls._targets(row)
+
+
+def _frames(prompt_length: Optional[int]) -> int:
+  if prompt_length is None:
+    raise ConfigError(
+        "An ASR batch needs its frame count: TASK_FEATURE_LENGTHS['inputs'] (pass "
+        "prompt_length); gin/mixtures/asr.gin sets it."
+    )
+  return prompt_length
 
 
 BY_NAME: dict[str, type[FeatureConverter]] = {

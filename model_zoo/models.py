@@ -106,19 +106,27 @@ class BaseModel:
     """Target tokens that carry loss in `batch` (for tokens/s)."""
     return self.loss_normalizer(batch)
 
-  def prompt_batch(self, prompts: Sequence[Sequence[int]], rows: int, length: int) -> dict:
-    """A batch of `rows` whose first len(prompts) rows continue `prompts` (token ids)."""
-    return self.FEATURE_CONVERTER_CLS.prompt_batch(prompts, rows, length)
+  def prompt_batch(
+      self,
+      prompts: Sequence[feature_converters.Prompt],
+      rows: int,
+      length: int,
+      prompt_length: Optional[int] = None,
+  ) -> dict:
+    """A batch of `rows` whose first len(prompts) rows continue `prompts` (token ids, or an
+    ASR model's frames, `prompt_length` of them per row)."""
+    return self.FEATURE_CONVERTER_CLS.prompt_batch(prompts, rows, length, prompt_length)
 
   def scoring_batch(
       self,
-      prompts: Sequence[Sequence[int]],
+      prompts: Sequence[feature_converters.Prompt],
       targets: Sequence[Sequence[int]],
       rows: int,
       length: int,
+      prompt_length: Optional[int] = None,
   ) -> dict:
     """A batch whose score_batch is log p(target | prompt) for each (prompt, target)."""
-    return self.FEATURE_CONVERTER_CLS.scoring_batch(prompts, targets, rows, length)
+    return self.FEATURE_CONVERTER_CLS.scoring_batch(prompts, targets, rows, length, prompt_length)
 
   def _logits(self, params, batch, rng=None):
     """Logits and what the layers sowed (aux losses, aux metrics); no rngs without `rng`."""

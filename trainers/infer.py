@@ -52,12 +52,21 @@ MODES = ("predict", "score", "predict_with_aux")
 
 
 # --- batches ------------------------------------------------------------------------------
-def model_batch(model, mode: str, examples: Sequence[Example], rows: int, length: int) -> dict:
-  """The model's batch of `examples` padded to `rows`: prompts to continue, or to score targets."""
+def model_batch(
+    model,
+    mode: str,
+    examples: Sequence[Example],
+    rows: int,
+    length: int,
+    prompt_length: Optional[int] = None,
+) -> dict:
+  """The model's batch of `examples` padded to `rows`: prompts to continue, or to score targets
+  (`prompt_length`: an ASR model's frames per row)."""
   prompts = [e.prompt for e in examples]
   if mode == "score":
-    return model.scoring_batch(prompts, [e.target for e in examples], rows, length)
-  return model.prompt_batch(prompts, rows, length)
+    targets = [e.target for e in examples]
+    return model.scoring_batch(prompts, targets, rows, length, prompt_length)
+  return model.prompt_batch(prompts, rows, length, prompt_length)
 
 
 def _meta(examples: Sequence[Example], rows: int, width: int) -> dict[str, np.ndarray]:
@@ -69,9 +78,14 @@ def _meta(examples: Sequence[Example], rows: int, width: int) -> dict[str, np.nd
   index[: len(examples)] = [e.index for e in examples]
   return {
       "index": index,
-      "prompt": feature_converters.pad_rows([e.prompt for e in examples], rows, width),
+      "prompt": feature_converters.pad_rows([_prompt_ids(e) for e in examples], rows, width),
       "target": feature_converters.pad_rows([e.target for e in examples], rows, width),
   }
+
+
+def _prompt_ids(example: Example) -> Sequence[int]:
+  """The prompt's token ids; none for an ASR utterance's frames."""
+  return [] if isinstance(example.prompt, np.ndarray) else example.prompt
 
 
 def _chunks(examples: Iterable[Example], rows: int) -> Iterator[list[Example]]:
@@ -223,13 +237,15 @@ def infer(
       if max_length is None
       else max_length
   )
-  codec = Codec.of_features(data.output_features(dataset_cfg))
+  codec = Codec.of_features(data.output_features(dataset_cfg), converter.token_prompts)
+  prompt_length = dataset_cfg.task_feature_lengths.get("inputs")
   fit = functools.partial(
       infer_examples.fit_length,
       mode=mode,
       length=length,
       converter=converter,
       truncate=truncate_prompts,
+      prompt_length=prompt_length,
   )
   examples, texts, total = _examples(
       data, model, mode, dataset_cfg, input_file, codec, fit, max_examples
@@ -240,7 +256,9 @@ def infer(
     infer_outputs.check_output(
         os.path.join(output_dir, f"{mode}-{planned}.jsonl"), overwrite, create=False
     )
-  shapes = {k: v.shape for k, v in model_batch(model, mode, [], batch_size, length).items()}
+  shapes = {
+      k: v.shape for k, v in model_batch(model, mode, [], batch_size, length, prompt_length).items()
+  }
   state = restore.restore_state(
       Trainer(model=model, partitioner=partitioner), model_dir, shapes, checkpoint_step
   )
@@ -257,7 +275,7 @@ def infer(
   rows = batch_size // jax.process_count()
   width = max(length, *dataset_cfg.task_feature_lengths.values())
   batches = (
-      (model_batch(model, mode, chunk, rows, length), _meta(chunk, rows, width))
+      (model_batch(model, mode, chunk, rows, length, prompt_length), _meta(chunk, rows, width))
       for chunk in _chunks(examples, rows)
   )
   decoder_params = controlled.decoder_params(decoder) if mode != "score" else None

@@ -21,7 +21,7 @@ class Example:
   """Token ids of one example; `index` orders the output and `where` names it in messages."""
 
   index: int
-  prompt: list[int]
+  prompt: feature_converters.Prompt  # token ids, or an ASR utterance's frames
   target: list[int]
   where: str
 
@@ -30,30 +30,35 @@ class Example:
 class Codec:
   """Text <-> ids as the task's features do it, so prompts look like the training data."""
 
-  prompt_vocab: Any
+  prompt_vocab: Any  # None: the prompts are not text (an ASR model's frames)
   target_vocab: Any
   prompt_eos: bool  # only a task's "inputs" feature ends a prompt with EOS
   target_eos: bool
 
   @classmethod
-  def of_features(cls, features: Mapping[str, Any]) -> "Codec":
-    """From a task's output features (each with `.vocabulary` and `.add_eos`)."""
+  def of_features(cls, features: Mapping[str, Any], token_prompts: bool = True) -> "Codec":
+    """From a task's output features (each with `.vocabulary` and `.add_eos`); without
+    `token_prompts` (the converter's), prompts are not text."""
     prompt = features.get("inputs")
     target = features["targets"]
-    return cls(
-        prompt.vocabulary if prompt else target.vocabulary,
-        target.vocabulary,
-        bool(prompt and prompt.add_eos),
-        target.add_eos,
-    )
+    prompt_vocab = (prompt.vocabulary if prompt else target.vocabulary) if token_prompts else None
+    return cls(prompt_vocab, target.vocabulary, bool(prompt and prompt.add_eos), target.add_eos)
 
   def encode_prompt(self, text: str) -> list[int]:
+    if self.prompt_vocab is None:
+      raise ConfigError(
+          "This model's prompts are audio frames, not text, so infer.input_file cannot hold "
+          "them: decode the task's split (infer.input_file=None, infer.dataset_cfg naming it)."
+      )
     return _encode(self.prompt_vocab, text, self.prompt_eos)
 
   def encode_target(self, text: str) -> list[int]:
     return _encode(self.target_vocab, text, self.target_eos)
 
   def decode_prompt(self, ids: Sequence[int]) -> str:
+    """The prompt's text ("" for frames: the record's target names the utterance)."""
+    if self.prompt_vocab is None:
+      return ""
     return text_prediction.decode_tokens(self.prompt_vocab, ids, self.prompt_vocab.eos_id)
 
   def decode_target(self, ids: Sequence[int]) -> str:
@@ -166,6 +171,7 @@ def fit_length(
     length: int,
     converter: type[feature_converters.FeatureConverter],
     truncate: bool,
+    prompt_length: Optional[int] = None,
 ) -> Example:
   """The example if it fits `length`; else an error, or its prompt's last tokens if `truncate`."""
   if mode == "score" and len(example.target) > length:
@@ -173,7 +179,9 @@ def fit_length(
         f"The target of {example.where} has {len(example.target)} tokens but "
         f"infer.max_length={length}; raise --gin.infer.max_length (targets are never truncated)."
     )
-  room, why = converter.prompt_room(length, len(example.target), scoring=mode == "score")
+  room, why = converter.prompt_room(
+      length, len(example.target), scoring=mode == "score", prompt_length=prompt_length
+  )
   size = len(example.prompt)
   if size <= room:
     return example

@@ -18,9 +18,10 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 
 import tensorflow as tf
 
+from model_zoo import feature_converters
 from tasks.asr.audio import SAMPLE_RATE
 
-NUM_MEL_BINS = 80
+NUM_MEL_BINS = feature_converters.AsrFeatureConverter.num_mel_bins  # the model's layout
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_STEP = 160  # 10 ms
 FFT_LENGTH = 512

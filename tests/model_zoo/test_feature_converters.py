@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from model_zoo import feature_converters as fc
+from model_zoo.errors import ConfigError
 from tests.trainers import helpers
 
 
@@ -87,3 +88,27 @@ def test_loss_weights_default_to_non_padding_targets_and_without_loss_zeroes_the
       fc.loss_weights({**batch, "decoder_loss_weights": np.array([[0, 1, 0]])}), [[0, 1, 0]]
   )
   assert not fc.loss_weights(fc.DecoderFeatureConverter.without_loss(batch)).any()
+
+
+def test_the_asr_layout_holds_each_utterances_frames_and_reads_them_back():
+  asr = fc.AsrFeatureConverter
+  rng = np.random.default_rng(0)
+  prompts = [rng.normal(size=(n, asr.num_mel_bins)).astype(np.float32) for n in (5, 2)]
+  batch = asr.scoring_batch(prompts, [[7, 8, 1], [9, 1]], rows=3, length=4, prompt_length=6)
+  assert batch["encoder_input_features"].shape == (3, 6, asr.num_mel_bins)
+  np.testing.assert_array_equal(batch["encoder_input_mask"].sum(axis=1), [5, 2, 0])
+  np.testing.assert_array_equal(batch["decoder_input_tokens"][0], [0, 7, 8, 1])
+  row = {k: v[1] for k, v in batch.items()}
+  frames, target = asr.row_tokens(row)
+  np.testing.assert_array_equal(frames, prompts[1])
+  assert target == [9, 1]
+  empty = asr.prompt_batch([], rows=2, length=4, prompt_length=6)  # shapes for parameters
+  assert empty["encoder_input_features"].shape == (2, 6, asr.num_mel_bins)
+
+
+def test_the_asr_layout_refuses_a_missing_frame_count_and_other_mel_bins():
+  asr = fc.AsrFeatureConverter
+  with pytest.raises(ConfigError, match=r"TASK_FEATURE_LENGTHS\['inputs'\]"):
+    asr.prompt_batch([], rows=2, length=4)
+  with pytest.raises(ConfigError, match=r"expected \[frames, 80\]"):
+    asr.prompt_batch([np.zeros((3, 40), np.float32)], rows=2, length=4, prompt_length=6)

@@ -83,6 +83,31 @@ def test_a_tiny_asr_model_overfits_a_handful_of_utterances_to_exact_transcripts(
   assert last["accuracy"] > 0.99
 
 
+def test_infer_transcribes_a_split_and_refuses_text_prompts(asr_dir, env, tmp_path):
+  flags = ASR_FLAGS + [
+      "--gin_file=gin/runs/infer.gin",
+      f"--gin.MODEL_DIR='{asr_dir}'",
+      "--gin.validation/DatasetConfig.split='train'",
+      "--gin.infer.decoder=@BeamSearch()",
+      f"--gin.infer.output_dir='{tmp_path}'",
+  ]
+  _run("trainers.infer", flags, env)
+  records = [json.loads(line) for line in (tmp_path / f"predict-{STEPS}.jsonl").open()]
+  assert len(records) >= 8
+  assert all(r["output"] == r["target"] and r["target"] for r in records)
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("hello\n")
+  done = subprocess.run(
+      [sys.executable, "-m", "trainers.infer", *flags, f"--gin.infer.input_file='{prompts}'"],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+  )
+  assert done.returncode == 1 and "prompts are audio frames, not text" in done.stdout + done.stderr
+  assert "Traceback" not in done.stderr
+
+
 @pytest.mark.slow
 def test_eval_decodes_with_and_without_a_fused_lm(asr_dir, env, tmp_path):
   lm_dir = tmp_path / "lm"
