@@ -149,3 +149,31 @@ def test_eval_decodes_with_and_without_a_fused_lm(asr_dir, env, tmp_path):
   _run("trainers.eval", fusion_flags + ["--gin.LM_WEIGHTS={'en': 5.0}"], env)
   row = _last_eval(asr_dir)
   assert row["asr_tiny_en/beam/wer"] == 0.0 and row["asr_tiny_en/fused/wer"] > 0.0
+  # The sweep keeps a pair no worse than no fusion (lambda = beta = 0 is on its grid) and writes
+  # the tables asr_fusion.gin reads.
+  out = _run(
+      "tools.fusion_sweep",
+      [
+          *(f for f in ASR_FLAGS if not f.startswith("--gin.warmup")),
+          f"--model_dir={asr_dir}",
+          "--lm_gin_file=gin/models/decoder_only_tiny.gin",
+          "--lm_gin_file=gin/runs/pretrain.gin",
+          "--lm_gin_file=gin/mixtures/asr_lm.gin",
+          "--lm_gin_file=gin/runs/short_run.gin",
+          "--lm_binding=MIXTURE_OR_TASK_NAME='asr_lm_en'",
+          "--lm_binding=TRAIN_STEPS=60",
+          f"--lm_dir={lm_dir}",
+          "--split=train",
+          "--lm_weights",
+          "0",
+          "5",
+          "--length_bonuses",
+          "0",
+          f"--gin_out={tmp_path / 'tuned.gin'}",
+          f"--json_out={tmp_path / 'sweep.json'}",
+      ],
+      env,
+  )
+  best = json.loads((tmp_path / "sweep.json").read_text())["best"]["en"]
+  assert best == {"lm_weight": 0.0, "length_bonus": 0.0, "wer": 0.0, "plain": 0.0}, out
+  assert "LM_WEIGHTS = {'en': 0.0}" in (tmp_path / "tuned.gin").read_text()
