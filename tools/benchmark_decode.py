@@ -363,7 +363,7 @@ def _check_model(model) -> None:
     )
 
 
-def _timed_program(fn, args: tuple, repeats: int, warmup: int) -> dict[str, Any]:
+def timed_program(fn, args: tuple, repeats: int, warmup: int) -> dict[str, Any]:
   """Compiles `fn` for `args` ahead of time, then times it: compile, times, median, output."""
   compiled, compile_s = compile_program(fn, *args)
   warmup_times, times, out = _timed_calls(compiled, args, repeats, warmup)
@@ -405,7 +405,7 @@ def _measure(
 
   def time_program(name: str, fn: Callable[..., Any], *args) -> None:
     log(f"{where}: {name} ({s.warmup} warm-up + {s.repeats} timed)")
-    timed[name] = _timed_program(fn, args, s.repeats, s.warmup)
+    timed[name] = timed_program(fn, args, s.repeats, s.warmup)
 
   for name, decoder in s.decoders.items():
     time_program(name, predictor(model, decoder), params, batch, rng)

@@ -87,6 +87,29 @@ def restore_runs(
   return Restored(asr_model, asr_params, lm_model, lm_params, dataset, partitioner)
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, split: str) -> None:
+  """The flags naming the two runs a fusion tool restores, and the split it reads."""
+  parser.add_argument("--model_dir", required=True, help="the ASR run's MODEL_DIR")
+  parser.add_argument("--lm_gin_file", action="append", required=True, help="the LM run's")
+  parser.add_argument("--lm_binding", action="append", default=[], help="NAME=VALUE, repeatable")
+  parser.add_argument("--lm_dir", required=True, help="the LM run's MODEL_DIR")
+  parser.add_argument("--split", default=split)
+
+
+def restore_from_args(args: argparse.Namespace, bindings: Sequence[str]) -> Restored:
+  """`restore_runs` of the flags of `add_run_arguments` (and the ASR run's gin overrides)."""
+  lm_bindings = [b.replace("=", " = ", 1) for b in args.lm_binding]
+  return restore_runs(
+      args.gin_file,
+      bindings,
+      args.model_dir,
+      args.lm_gin_file,
+      lm_bindings,
+      args.lm_dir,
+      args.split,
+  )
+
+
 def fused(restored: Restored, weight: float, bonus: float, beam_size: int):
   """Beam search (no length penalty: beta balances length) with the LM fused in."""
   return lm_fusion.ShallowFusion(
@@ -172,11 +195,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = benchmark_common.new_parser("python -m tools.fusion_sweep", __doc__, "")
-  parser.add_argument("--model_dir", required=True, help="the ASR run's MODEL_DIR")
-  parser.add_argument("--lm_gin_file", action="append", required=True, help="the LM run's")
-  parser.add_argument("--lm_binding", action="append", default=[], help="NAME=VALUE, repeatable")
-  parser.add_argument("--lm_dir", required=True, help="the LM run's MODEL_DIR")
-  parser.add_argument("--split", default="validation")
+  add_run_arguments(parser, split="validation")
   parser.add_argument("--lm_weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
   parser.add_argument("--length_bonuses", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5])
   parser.add_argument("--beam_size", type=int, default=4)
@@ -191,18 +210,6 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  def load(args, bindings):
-    lm_bindings = [b.replace("=", " = ", 1) for b in args.lm_binding]
-    return restore_runs(
-        args.gin_file,
-        bindings,
-        args.model_dir,
-        args.lm_gin_file,
-        lm_bindings,
-        args.lm_dir,
-        args.split,
-    )
-
   def run(args, restored):
     results = sweep(restored, args.lm_weights, args.length_bonuses, args.beam_size)
     if args.gin_out:
@@ -211,7 +218,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(f"wrote {args.gin_out}", flush=True)
     return results
 
-  return benchmark_common.run_main(argv, _parse, load, run, format_table, packages=("jax",))
+  return benchmark_common.run_main(
+      argv, _parse, restore_from_args, run, format_table, packages=("jax",)
+  )
 
 
 if __name__ == "__main__":

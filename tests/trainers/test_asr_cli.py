@@ -151,18 +151,21 @@ def test_eval_decodes_with_and_without_a_fused_lm(asr_dir, env, tmp_path):
   assert row["asr_tiny_en/beam/wer"] == 0.0 and row["asr_tiny_en/fused/wer"] > 0.0
   # The sweep keeps a pair no worse than no fusion (lambda = beta = 0 is on its grid) and writes
   # the tables asr_fusion.gin reads.
+  lm_flags = [
+      f"--model_dir={asr_dir}",
+      "--lm_gin_file=gin/models/decoder_only_tiny.gin",
+      "--lm_gin_file=gin/runs/pretrain.gin",
+      "--lm_gin_file=gin/mixtures/asr_lm.gin",
+      "--lm_gin_file=gin/runs/short_run.gin",
+      "--lm_binding=MIXTURE_OR_TASK_NAME='asr_lm_en'",
+      "--lm_binding=TRAIN_STEPS=60",
+      f"--lm_dir={lm_dir}",
+  ]
   out = _run(
       "tools.fusion_sweep",
       [
           *(f for f in ASR_FLAGS if not f.startswith("--gin.warmup")),
-          f"--model_dir={asr_dir}",
-          "--lm_gin_file=gin/models/decoder_only_tiny.gin",
-          "--lm_gin_file=gin/runs/pretrain.gin",
-          "--lm_gin_file=gin/mixtures/asr_lm.gin",
-          "--lm_gin_file=gin/runs/short_run.gin",
-          "--lm_binding=MIXTURE_OR_TASK_NAME='asr_lm_en'",
-          "--lm_binding=TRAIN_STEPS=60",
-          f"--lm_dir={lm_dir}",
+          *lm_flags,
           "--split=train",
           "--lm_weights",
           "0",
@@ -177,3 +180,27 @@ def test_eval_decodes_with_and_without_a_fused_lm(asr_dir, env, tmp_path):
   best = json.loads((tmp_path / "sweep.json").read_text())["best"]["en"]
   assert best == {"lm_weight": 0.0, "length_bonus": 0.0, "wer": 0.0, "plain": 0.0}, out
   assert "LM_WEIGHTS = {'en': 0.0}" in (tmp_path / "tuned.gin").read_text()
+  # The real-time-factor benchmark times the same decoders; its audio is the utterances'.
+  _run(
+      "tools.benchmark_asr_rtf",
+      [
+          *(f for f in ASR_FLAGS if not f.startswith("--gin.warmup")),
+          *lm_flags,
+          "--split=test",
+          "--batches=1",
+          "--repeats=1",
+          "--beam_sizes",
+          "2",
+          f"--json_out={tmp_path / 'rtf.json'}",
+      ],
+      env,
+  )
+  rtf = json.loads((tmp_path / "rtf.json").read_text())
+  assert [row["decoder"] for row in rtf["rows"]] == ["beam2", "beam2+lm"]
+  assert rtf["rows"][1]["time_vs_plain"] > 0 and rtf["rows"][0]["audio_seconds_per_second"] > 0
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("PODZOO_CACHE", env["PODZOO_CACHE"])
+    source = speech_dataset.source("tiny", "en")
+    samples = [int(ex["num_samples"]) for ex in source.get_dataset("test", shuffle=False)]
+  assert rtf["utterances"] == len(samples)
+  assert abs(rtf["audio_seconds"] - sum(samples) / 16000) <= 0.01 * len(samples)
