@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   speech_dataset.prepare("default")
   out = args.out_dir
   asr_dir = _train(ASR_FLAGS, os.path.join(out, "asr"), args.asr_steps)
-  lm_flags = {name: LM_FLAGS + extra for name, extra in LMS.items()}
+  lm_flags = {name: model + LM_FLAGS for name, model in LMS.items()}  # the model file first
   lm_dirs = {
       name: _train(flags, os.path.join(out, f"lm_{name}"), args.lm_steps)
       for name, flags in lm_flags.items()

@@ -77,6 +77,14 @@ def sequence_reward(name: str, cfg: DatasetConfig, eos_id: int) -> Callable:
   return rewards.jax_reward(rewards.get(name), vocabulary(cfg), eos_id)
 
 
+def audio_prompt(path: str):
+  """An ASR model's prompt from a 16 kHz mono WAV file: its log-mels [frames, mels], as the ASR
+  tasks compute them (tasks/asr/features.py)."""
+  from tasks.asr import features  # pylint: disable=g-import-not-at-top  (only ASR runs need it)
+
+  return features.utterance_frames(path)
+
+
 def check_vocab_fits(cfg: DatasetConfig, model_vocab_size: int) -> None:
   size = pipeline.vocab_size(cfg.mixture_or_task_name, module=cfg.module)
   if size > model_vocab_size:

@@ -237,7 +237,8 @@ def infer(
       if max_length is None
       else max_length
   )
-  codec = Codec.of_features(data.output_features(dataset_cfg), converter.token_prompts)
+  audio = None if converter.token_prompts else data.audio_prompt
+  codec = Codec.of_features(data.output_features(dataset_cfg), audio)
   prompt_length = dataset_cfg.task_feature_lengths.get("inputs")
   fit = functools.partial(
       infer_examples.fit_length,

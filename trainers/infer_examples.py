@@ -6,7 +6,7 @@ import io
 import itertools
 import json
 import os
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -30,26 +30,29 @@ class Example:
 class Codec:
   """Text <-> ids as the task's features do it, so prompts look like the training data."""
 
-  prompt_vocab: Any  # None: the prompts are not text (an ASR model's frames)
+  prompt_vocab: Any  # None: the prompts are audio frames (an ASR model's), not text
   target_vocab: Any
   prompt_eos: bool  # only a task's "inputs" feature ends a prompt with EOS
   target_eos: bool
+  audio_prompt: Optional[Callable[[str], np.ndarray]] = None  # a WAV file's path -> frames
 
   @classmethod
-  def of_features(cls, features: Mapping[str, Any], token_prompts: bool = True) -> "Codec":
-    """From a task's output features (each with `.vocabulary` and `.add_eos`); without
-    `token_prompts` (the converter's), prompts are not text."""
+  def of_features(
+      cls,
+      features: Mapping[str, Any],
+      audio_prompt: Optional[Callable[[str], np.ndarray]] = None,
+  ) -> "Codec":
+    """From a task's output features (each with `.vocabulary` and `.add_eos`); with
+    `audio_prompt` a prompt is a WAV file's path, turned into frames by it."""
     prompt = features.get("inputs")
     target = features["targets"]
-    prompt_vocab = (prompt.vocabulary if prompt else target.vocabulary) if token_prompts else None
-    return cls(prompt_vocab, target.vocabulary, bool(prompt and prompt.add_eos), target.add_eos)
+    prompt_vocab = None if audio_prompt else (prompt or target).vocabulary
+    eos = bool(prompt and prompt.add_eos)
+    return cls(prompt_vocab, target.vocabulary, eos, target.add_eos, audio_prompt)
 
-  def encode_prompt(self, text: str) -> list[int]:
-    if self.prompt_vocab is None:
-      raise ConfigError(
-          "This model's prompts are audio frames, not text, so infer.input_file cannot hold "
-          "them: decode the task's split (infer.input_file=None, infer.dataset_cfg naming it)."
-      )
+  def encode_prompt(self, text: str) -> feature_converters.Prompt:
+    if self.audio_prompt is not None:
+      return self.audio_prompt(text)
     return _encode(self.prompt_vocab, text, self.prompt_eos)
 
   def encode_target(self, text: str) -> list[int]:

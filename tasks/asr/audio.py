@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from model_zoo.errors import UserError
+from model_zoo.errors import MissingFileError, UserError
 
 SAMPLE_RATE = 16000
 # Peak under -60 dBFS (33 of 32767): no speech, a muted microphone or a failed synthesis.
@@ -43,6 +43,8 @@ def read_wav(path_or_bytes: str | os.PathLike | bytes) -> Wav:
   """
   where = _name(path_or_bytes)
   source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else where
+  if not isinstance(path_or_bytes, bytes) and not os.path.isfile(where):
+    raise MissingFileError(f"{where}: no such audio file; give the path of a 16 kHz mono WAV file.")
   try:
     with wave.open(source, "rb") as f:
       if f.getsampwidth() != 2:

@@ -16,10 +16,11 @@ random ops, so a SeqIO seed (`seqio.map_over_dataset(num_seeds=1)`) makes it rep
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
+import numpy as np
 import tensorflow as tf
 
 from model_zoo import feature_converters
-from tasks.asr.audio import SAMPLE_RATE
+from tasks.asr.audio import SAMPLE_RATE, load_wav
 
 NUM_MEL_BINS = feature_converters.AsrFeatureConverter.num_mel_bins  # the model's layout
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
@@ -52,6 +53,12 @@ def log_mel(samples: tf.Tensor, *, normalize: bool = False) -> tf.Tensor:
     mean, variance = tf.nn.moments(features, axes=[0], keepdims=True)
     features = (features - mean) * tf.math.rsqrt(variance + _VARIANCE_EPSILON)
   return features
+
+
+def utterance_frames(path: str) -> np.ndarray:
+  """The normalised log-mels [frames, NUM_MEL_BINS] of a 16 kHz mono WAV file, as the ASR
+  tasks compute them from their audio (what a model's prompt from a user's file is)."""
+  return log_mel(load_wav(path), normalize=True).numpy()
 
 
 def spec_augment(

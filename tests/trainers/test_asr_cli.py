@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+import wave
 
+import numpy as np
 import pytest
 
 from tasks.asr import speech_dataset
@@ -83,7 +85,15 @@ def test_a_tiny_asr_model_overfits_a_handful_of_utterances_to_exact_transcripts(
   assert last["accuracy"] > 0.99
 
 
-def test_infer_transcribes_a_split_and_refuses_text_prompts(asr_dir, env, tmp_path):
+def _write_wav(path, samples, rate=16000, channels=1):
+  with wave.open(str(path), "wb") as f:
+    f.setnchannels(channels)
+    f.setsampwidth(2)
+    f.setframerate(rate)
+    f.writeframes(np.asarray(samples, "<i2").tobytes())
+
+
+def test_infer_transcribes_a_split_and_wav_files(asr_dir, env, tmp_path):
   flags = ASR_FLAGS + [
       "--gin_file=gin/runs/infer.gin",
       f"--gin.MODEL_DIR='{asr_dir}'",
@@ -95,17 +105,44 @@ def test_infer_transcribes_a_split_and_refuses_text_prompts(asr_dir, env, tmp_pa
   records = [json.loads(line) for line in (tmp_path / f"predict-{STEPS}.jsonl").open()]
   assert len(records) >= 8
   assert all(r["output"] == r["target"] and r["target"] for r in records)
-  prompts = tmp_path / "prompts.txt"
-  prompts.write_text("hello\n")
-  done = subprocess.run(
-      [sys.executable, "-m", "trainers.infer", *flags, f"--gin.infer.input_file='{prompts}'"],
-      env=env,
-      capture_output=True,
-      text=True,
-      check=False,
+
+  # The same utterances as WAV files: read and turned into log-mels as the task does.
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("PODZOO_CACHE", env["PODZOO_CACHE"])
+    source = speech_dataset.source("tiny", "en")
+    utterances = list(source.get_dataset("train", shuffle=False).take(3).as_numpy_iterator())
+  lines = []
+  for i, ex in enumerate(utterances):
+    _write_wav(tmp_path / f"{i}.wav", ex["audio"])
+    lines.append(json.dumps({"input": str(tmp_path / f"{i}.wav"), "target": ex["text"].decode()}))
+  (tmp_path / "wavs.jsonl").write_text("\n".join(lines) + "\n")
+  _run(
+      "trainers.infer",
+      flags + [f"--gin.infer.input_file='{tmp_path / 'wavs.jsonl'}'", "--gin.infer.overwrite=True"],
+      env,
   )
-  assert done.returncode == 1 and "prompts are audio frames, not text" in done.stdout + done.stderr
-  assert "Traceback" not in done.stderr
+  records = [json.loads(line) for line in (tmp_path / f"predict-{STEPS}.jsonl").open()]
+  assert [r["output"] for r in records] == [ex["text"].decode() for ex in utterances]
+
+  # Audio a model cannot hear is refused with the fix, before any decoding.
+  _write_wav(tmp_path / "8k.wav", utterances[0]["audio"][::2], rate=8000)
+  for name, message in [("8k.wav", "sample rate 8000 Hz; expected 16000"), ("none.wav", "no such")]:
+    (tmp_path / "bad.txt").write_text(f"{tmp_path / name}\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainers.infer",
+            *flags,
+            f"--gin.infer.input_file='{tmp_path / 'bad.txt'}'",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and message in done.stdout + done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.slow
