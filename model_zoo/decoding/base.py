@@ -26,6 +26,7 @@ none is known). Decoders rely on that bound (beam search's early stop: a live hy
 still gain up to bound x the tokens it can still generate), and logit callbacks must keep to it.
 """
 
+import copy
 import dataclasses
 import math
 from typing import Any, Callable, Optional
@@ -96,3 +97,13 @@ def next_log_probs(
   if logit_callback is not None:
     log_probs = logit_callback(log_probs, state)
   return log_probs, cache
+
+
+def replaced(obj, **changes):
+  """A copy of a frozen dataclass (a decoder, a scorer) with `changes`, made without calling
+  its constructor: a gin-configurable one would apply (and evaluate) its gin bindings again.
+  Decoders with parameters of their own rebuild themselves with it in `with_params`."""
+  new = copy.copy(obj)
+  for name, value in changes.items():
+    object.__setattr__(new, name, value)
+  return new

@@ -18,7 +18,6 @@ cache from it. A decoder's scorer parameters are `params`; `with_params` rebuild
 other arrays (e.g. tracers), so a jitted caller can pass them as sharded arguments.
 """
 
-import copy
 import dataclasses
 from typing import Any, Callable, Sequence
 
@@ -156,8 +155,8 @@ class _Guided:
     return tuple(s.params for s in self.scorers)
 
   def with_params(self, params: Sequence[Any]):
-    scorers = tuple(_replaced(s, params=p) for s, p in zip(self.scorers, params))
-    return _replaced(self, scorers=scorers)
+    scorers = tuple(base.replaced(s, params=p) for s, p in zip(self.scorers, params))
+    return base.replaced(self, scorers=scorers)
 
 
 def decoder_params(decoder) -> Any:
@@ -170,15 +169,6 @@ def with_decoder_params(decoder, params: Any):
   """`decoder` holding `params` (e.g. the tracers of `decoder_params(decoder)`); as it is
   when params is None."""
   return decoder if params is None else decoder.with_params(params)
-
-
-def _replaced(obj, **changes):
-  """A copy of a frozen dataclass with `changes`, made without calling its constructor: a
-  gin-configurable one would apply (and evaluate) its gin bindings again."""
-  new = copy.copy(obj)
-  for name, value in changes.items():
-    object.__setattr__(new, name, value)
-  return new
 
 
 @gin.configurable

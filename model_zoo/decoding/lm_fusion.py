@@ -16,7 +16,6 @@ import gin
 import jax
 
 from model_zoo.decoding import base, beam_search, fusion
-from model_zoo.decoding.controlled import _replaced
 from model_zoo.errors import ConfigError
 
 
@@ -55,7 +54,7 @@ class ShallowFusion:
     return self.lm.params
 
   def with_params(self, params: Any) -> "ShallowFusion":
-    return _replaced(self, lm=_replaced(self.lm, params=params))
+    return base.replaced(self, lm=base.replaced(self.lm, params=params))
 
   def prepare_inputs(self, inputs: base.DecodeInputs, batch) -> base.DecodeInputs:
     """The primary's rows fused with the LM's, which start from BOS with no prompt."""
