@@ -30,8 +30,7 @@ from trainers import train  # noqa: F401  (registers train(), which the run conf
 from trainers.dataset_config import DatasetConfig
 from trainers.trainer import Trainer
 
-ASR_CONFIGURABLE = benchmark_common.model_configurable("fusion_sweep_asr")
-LM_CONFIGURABLE = benchmark_common.model_configurable("fusion_sweep_lm")
+RUN_MODEL = benchmark_common.model_configurable("fusion_sweep")
 PLAIN = "beam"
 
 
@@ -60,23 +59,9 @@ def restore_runs(
   run's bindings reach the other's model) and restored from its newest checkpoint."""
   from trainers import data  # pylint: disable=g-import-not-at-top  (SeqIO: when a run starts)
 
-  gin.clear_config()
-  lm_model = benchmark_common.load_model(
-      lm_gin_files,
-      "",
-      [*lm_bindings, f"MODEL_DIR = '{lm_dir}'"],
-      LM_CONFIGURABLE,
-      "fusion_sweep_lm",
-  )
+  lm_model = _run_model(lm_gin_files, lm_bindings, lm_dir)
   _, lm_params = restore.restore_params(lm_model, lm_dir)
-  gin.clear_config()
-  asr_model = benchmark_common.load_model(
-      asr_gin_files,
-      "",
-      [*asr_bindings, f"MODEL_DIR = '{model_dir}'"],
-      ASR_CONFIGURABLE,
-      "fusion_sweep_asr",
-  )
+  asr_model = _run_model(asr_gin_files, asr_bindings, model_dir)
   with gin.config_scope("infer_eval"):
     dataset = dataclasses.replace(DatasetConfig(), split=split)
   partitioner = partitioning.Partitioner()
@@ -85,6 +70,14 @@ def restore_runs(
   asr_params = restore.restore_state(trainer, model_dir, shapes).params
   gin.clear_config()
   return Restored(asr_model, asr_params, lm_model, lm_params, dataset, partitioner)
+
+
+def _run_model(gin_files: Sequence[str], bindings: Sequence[str], model_dir: str):
+  """The MODEL of a run's gin config alone (the config parsed afresh; it stays parsed, for
+  what restoring builds from it)."""
+  gin.clear_config()
+  bindings = [*bindings, f"MODEL_DIR = '{model_dir}'"]
+  return benchmark_common.load_model(gin_files, "", bindings, RUN_MODEL, "fusion_sweep")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, split: str) -> None:
