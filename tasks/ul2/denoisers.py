@@ -129,18 +129,25 @@ def span_corruption(
     mode_id: int,
     noise_density: float,
     mean_span: float,
+    num_sentinels: int | None = None,
 ) -> tf.data.Dataset:
   """R/X denoising: hides noise_density of the tokens in spans of mean length mean_span.
 
   inputs = mode token, then the source with each hidden span replaced by one sentinel;
   targets = each sentinel followed by the tokens it hides. As in T5 the i-th span's sentinel
-  is `vocab_size - 1 - i` (`<extra_id_i>` of the targets vocabulary's extra_ids).
+  is `vocab_size - 1 - i` (`<extra_id_i>` of the targets vocabulary's extra_ids), for i below
+  `num_sentinels` (default: all the extra_ids).
   """
   vocabulary = output_features["targets"].vocabulary
+  if num_sentinels is not None and not 1 <= num_sentinels <= vocabulary.extra_ids:
+    raise ConfigError(
+        f"num_sentinels={num_sentinels}, but the vocabulary has {vocabulary.extra_ids} "
+        "extra_ids to take sentinels from; give between 1 and that many"
+    )
   max_length = max_source_length(
       noise_density,
       mean_span,
-      vocabulary.extra_ids,
+      vocabulary.extra_ids if num_sentinels is None else num_sentinels,
       _budget(sequence_length, output_features, "inputs"),
       _budget(sequence_length, output_features, "targets"),
   )

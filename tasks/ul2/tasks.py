@@ -9,10 +9,11 @@ this module registers the tasks and the default mixture; importing it again is h
 
 import functools
 import math
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -20,21 +21,17 @@ from model_zoo.errors import ConfigError
 from tasks import quickstart
 from tasks.ul2 import denoisers, vocabulary
 
-# Span-corruption tasks: (mode, mean span length, noise density). R is T5's setting; the
-# X pair is UL2's extreme corruption, one by long spans and one by dense noise.
-SPAN_CORRUPTION_TASKS = {
-    "ul2_kjv_r": ("R", 3, 0.15),
-    "ul2_kjv_x_long": ("X", 32, 0.15),
-    "ul2_kjv_x_dense": ("X", 3, 0.5),
-}
-PREFIX_LM_TASK = "ul2_kjv_s"
+# UL2's denoisers by task-name suffix: span corruption as (mode, mean span length, noise
+# density), R being T5's setting and the X pair UL2's extreme corruption, one by long spans
+# and one by dense noise; and S, the prefix LM.
+SPAN_CORRUPTION = {"r": ("R", 3, 0.15), "x_long": ("X", 32, 0.15), "x_dense": ("X", 3, 0.5)}
+PREFIX_LM = "s"
+DENOISER_RATES = {"r": 0.4, "x_long": 0.2, "x_dense": 0.2, "s": 0.2}
+
 MIXTURE_NAME = "ul2_kjv"
-DEFAULT_RATES = {
-    "ul2_kjv_r": 0.4,
-    "ul2_kjv_x_long": 0.2,
-    "ul2_kjv_x_dense": 0.2,
-    "ul2_kjv_s": 0.2,
-}
+SPAN_CORRUPTION_TASKS = {f"{MIXTURE_NAME}_{k}": v for k, v in SPAN_CORRUPTION.items()}
+PREFIX_LM_TASK = f"{MIXTURE_NAME}_{PREFIX_LM}"
+DEFAULT_RATES = {f"{MIXTURE_NAME}_{k}": rate for k, rate in DENOISER_RATES.items()}
 # Four consecutive verses make ~155 tokens (at most 257), which lengths of 256 hold whole.
 # The mean-32 X-denoiser reaches its mean only on sources of ~1000 tokens or more; here
 # T5's rounding gives it one span per example (~23 tokens on average).
@@ -54,24 +51,66 @@ def verse_groups(split: str) -> list[str]:
   ]
 
 
-def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-  """One file, so nothing to shuffle here: the Task shuffles (and shards) the examples."""
-  del shuffle_files, seed
-  return tf.data.Dataset.from_tensor_slices({"text": verse_groups(split)})
+def text_source(texts: Callable[[str], Sequence[str]], splits: Sequence[str]) -> seqio.DataSource:
+  """A source of {"text"} from `texts(split)`, an in-memory list (the Task shuffles it).
+
+  With shuffle_files (training), the list comes in an order of its own for each seed, so a
+  Task's shuffle buffer smaller than the list still mixes all of it.
+  """
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    examples = list(texts(split))
+    if shuffle_files:
+      order = np.random.default_rng(seed).permutation(len(examples))
+      examples = [examples[i] for i in order]
+    return tf.data.Dataset.from_tensor_slices({"text": examples})
+
+  return seqio.FunctionDataSource(
+      dataset_fn, splits=splits, num_input_examples={s: len(texts(s)) for s in splits}
+  )
+
+
+def add_denoising_tasks(
+    prefix: str,
+    source: seqio.DataSource,
+    vocab: seqio.SentencePieceVocabulary,
+    mode_ids: Mapping[str, int],
+    num_sentinels: int | None = None,
+) -> dict[str, float]:
+  """Registers `<prefix>_<suffix>` for each UL2 denoiser over `source`'s "text"; returns
+  task name -> default mixing rate.
+
+  `mode_ids`: denoiser mode ("R", "X", "S") -> its token id. Span sentinels count down from
+  the top of `vocab` (T5's `<extra_id_i>`), `num_sentinels` of them (default: all its
+  extra_ids), so lower extra ids stay free for other uses, e.g. mode tokens.
+  """
+  denoisers_by_suffix = {
+      suffix: functools.partial(
+          denoisers.span_corruption,
+          mode_id=mode_ids[mode],
+          noise_density=noise_density,
+          mean_span=mean_span,
+          num_sentinels=num_sentinels,
+      )
+      for suffix, (mode, mean_span, noise_density) in SPAN_CORRUPTION.items()
+  }
+  denoisers_by_suffix[PREFIX_LM] = functools.partial(denoisers.prefix_lm, mode_id=mode_ids["S"])
+  for suffix, denoiser in denoisers_by_suffix.items():
+    _add_task(f"{prefix}_{suffix}", source, denoiser, vocab)
+  return {f"{prefix}_{suffix}": rate for suffix, rate in DENOISER_RATES.items()}
 
 
 def _add_task(
-    name: str, denoiser: Callable[..., tf.data.Dataset], vocab: seqio.SentencePieceVocabulary
+    name: str,
+    source: seqio.DataSource,
+    denoiser: Callable[..., tf.data.Dataset],
+    vocab: seqio.SentencePieceVocabulary,
 ) -> None:
   if name in seqio.TaskRegistry.names():
     return
   seqio.TaskRegistry.add(
       name,
-      source=seqio.FunctionDataSource(
-          _dataset_fn,
-          splits=("train", "validation"),
-          num_input_examples={s: len(verse_groups(s)) for s in ("train", "validation")},
-      ),
+      source=source,
       preprocessors=[
           functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
           seqio.preprocessors.tokenize,
@@ -86,7 +125,7 @@ def _add_task(
           "targets": seqio.Feature(vocab, add_eos=True),
       },
       metric_fns=[],
-      shuffle_buffer_size=1024,  # more than the corpus: a full shuffle each epoch
+      shuffle_buffer_size=1024,
   )
 
 
@@ -109,18 +148,9 @@ def register_mixture(name: str, rates: Mapping[str, float]) -> seqio.Mixture:
 
 def _register() -> None:
   vocab = vocabulary.ul2_vocabulary()
-  for name, (mode, mean_span, noise_density) in SPAN_CORRUPTION_TASKS.items():
-    denoiser = functools.partial(
-        denoisers.span_corruption,
-        mode_id=vocabulary.mode_id(vocab, mode),
-        noise_density=noise_density,
-        mean_span=mean_span,
-    )
-    _add_task(name, denoiser, vocab)
-  _add_task(
-      PREFIX_LM_TASK,
-      functools.partial(denoisers.prefix_lm, mode_id=vocabulary.mode_id(vocab, "S")),
-      vocab,
+  mode_ids = {mode: vocabulary.mode_id(vocab, mode) for mode in vocabulary.MODE_TOKENS}
+  add_denoising_tasks(
+      MIXTURE_NAME, text_source(verse_groups, ("train", "validation")), vocab, mode_ids
   )
   if MIXTURE_NAME not in seqio.MixtureRegistry.names():
     register_mixture(MIXTURE_NAME, DEFAULT_RATES)

@@ -11,6 +11,7 @@ from tasks.flan import tasks as flan_tasks  # noqa: F401  (registers the Flan ta
 from tasks.langid import tasks as langid
 from tasks.mt import tasks as mt
 from tasks.parallel import corpus
+from tasks.pretraining import tasks as pretraining
 from tasks.ul2 import tasks as ul2
 
 BATCH = 2
@@ -28,16 +29,22 @@ SHAPES = {
 
 def shipped_tasks() -> list[str]:
   """The tasks of the shipped mixtures, plus those no mixture includes by default."""
-  names = {quickstart.TASK_NAME, langid.TASK_NAME}
+  names = {quickstart.TASK_NAME, langid.TASK_NAME, pretraining.LM_TASK}
   names |= {mt.mass_task_name(lang) for lang in corpus.LANGUAGES}
-  for mixture in (ul2.MIXTURE_NAME, asr_lm.MIXTURE_NAME, mt.MIXTURE_NAME, flan.MIXTURE_NAME):
+  for mixture in (
+      ul2.MIXTURE_NAME,
+      asr_lm.MIXTURE_NAME,
+      mt.MIXTURE_NAME,
+      flan.MIXTURE_NAME,
+      pretraining.UL2_MIXTURE,
+  ):
     names |= {task.name for task in seqio.get_mixture_or_task(mixture).tasks}
   return sorted(names)
 
 
 def test_shipped_tasks_cover_every_family():
   names = shipped_tasks()
-  assert len(names) == 1 + 1 + 20 + 4 + 8 + 38 + len(flan.mixing_rates())
+  assert len(names) == 1 + 1 + 1 + 20 + 4 + 4 + 8 + 38 + len(flan.mixing_rates())
   assert len(flan.mixing_rates()) >= 12
 
 

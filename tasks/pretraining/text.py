@@ -1,0 +1,32 @@
+"""The pre-training documents: every language's catalog messages, a few consecutive ones each.
+
+Catalog messages are short (~30 characters), so one alone gives a model little context;
+MESSAGES_PER_DOCUMENT consecutive messages of one language (in key order, so mostly of one
+catalog and topic), one per line, make a document of ~60 tokens. Documents of all the
+parallel corpus' languages are interleaved in a fixed order, so that any run of them mixes
+the languages. The split is the corpus' own: no validation message is in a train document,
+and the Flan and MT tasks' held-out examples come from the same held-out messages.
+"""
+
+import functools
+
+import numpy as np
+
+from tasks.parallel import corpus
+
+MESSAGES_PER_DOCUMENT = 8
+_INTERLEAVE_SEED = 0
+
+
+@functools.cache
+def documents(split: str) -> tuple[str, ...]:
+  """The documents of `split` ("train" or "validation"), languages interleaved."""
+  docs = []
+  for lang in corpus.LANGUAGES:
+    lines = corpus.monolingual(lang, split)
+    docs += [
+        "\n".join(lines[i : i + MESSAGES_PER_DOCUMENT])
+        for i in range(0, len(lines), MESSAGES_PER_DOCUMENT)
+    ]
+  order = np.random.default_rng(_INTERLEAVE_SEED).permutation(len(docs))
+  return tuple(docs[i] for i in order)
