@@ -18,7 +18,10 @@ import jax
 import numpy as np
 
 from model_zoo.errors import UserError
-from trainers import cli, distributed, gin_utils
+from flax.core import meta
+
+from trainers import checkpoints, cli, distributed, gin_utils
+from trainers.initial_checkpoint import InitialCheckpoint
 
 Results = dict[str, Any]
 
@@ -155,6 +158,18 @@ def load_model(
       ) from e
     raise
   return configurable()
+
+
+def newest_params(model, model_dir: str):
+  """The model's parameters from MODEL_DIR's newest checkpoint, on one device: no optimizer
+  state, no mesh and no run config needed (a teacher's parameters are not read)."""
+  tokens = np.zeros((1, 8), np.int32)
+  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
+  shapes = jax.eval_shape(lambda: meta.unbox(model.init(jax.random.PRNGKey(0), batch)))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+  state_dir = InitialCheckpoint(model_dir).state_dir()
+  return checkpoints.restore_subtree(state_dir, {"params": target})["params"]
 
 
 def peak_memory() -> tuple[Optional[int], str]:

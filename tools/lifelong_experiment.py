@@ -33,13 +33,11 @@ from typing import Any, Optional, Sequence
 import gin
 import jax
 import numpy as np
-from flax.core import meta
 
 from model_zoo import metrics as metrics_lib
 from tools import benchmark_common, moe_experiment
-from trainers import checkpoints, data
+from trainers import data
 from trainers.dataset_config import DatasetConfig
-from trainers.initial_checkpoint import InitialCheckpoint
 
 LIFELONG, NEW_EXPERTS_ONLY, NAIVE = METHODS = (
     "Lifelong-MoE",
@@ -92,23 +90,12 @@ def _model(num_experts: int):
   )
 
 
-def _newest_params(model, model_dir: str):
-  """The model's parameters from MODEL_DIR's newest checkpoint (a teacher's are not read)."""
-  tokens = np.zeros((1, SEQUENCE_LENGTH), np.int32)
-  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
-  shapes = jax.eval_shape(lambda: meta.unbox(model.init(jax.random.PRNGKey(0), batch)))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
-  state_dir = InitialCheckpoint(model_dir).state_dir()
-  return checkpoints.restore_subtree(state_dir, {"params": target})["params"]
-
-
 def cross_entropies(
     model_dir: str, num_experts: int, languages: Sequence[str], args: argparse.Namespace
 ) -> dict[str, float]:
   """Eval cross entropy of MODEL_DIR's newest model on each language's validation batches."""
   model = _model(num_experts)
-  params = _newest_params(model, model_dir)
+  params = benchmark_common.newest_params(model, model_dir)
   step = jax.jit(lambda p, b: model.loss_fn(p, b)[1]["cross_entropy"])
   scores = {}
   for language in languages:

@@ -202,8 +202,10 @@ def experiment_main(
     run_fn: Callable[[argparse.Namespace], dict[str, Any]],
     title: str,
     table: Callable[[dict[str, Any]], str] = format_table,
+    plot_fn: Optional[Callable[[dict[str, Any], str], None]] = None,
 ) -> int:
-  """Checks the run flags, runs, and writes the plot, the JSON and the `table`."""
+  """Checks the run flags, runs, and writes the plot (`plot_fn(results, path)`, by default
+  the eval-loss curves titled `title`), the JSON and the `table`."""
   args = parser.parse_args(argv)
   for name in ("steps", "batch_size", "eval_period", "eval_steps"):
     if getattr(args, name) < 1:
@@ -211,7 +213,7 @@ def experiment_main(
   if args.steps % args.eval_period:
     parser.error(f"--steps={args.steps} must be a multiple of --eval_period={args.eval_period}")
   return benchmark_common.finish_experiment(
-      run_fn, args, lambda results, path: plot(results, path, title), table
+      run_fn, args, plot_fn or (lambda results, path: plot(results, path, title)), table
   )
 
 
