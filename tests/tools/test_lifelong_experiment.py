@@ -73,7 +73,7 @@ def test_table_and_plot(tmp_path):
 @pytest.mark.slow
 def test_two_phases_through_the_command_line(tmp_path):
   out = tmp_path / "out.json"
-  flags = ["--languages", "en", "ru", "--steps=4", "--eval_batches=1", "--batch_size=4"]
+  flags = ["--languages", "en", "ru", "--steps=4", "--eval_batches=1", "--batch_size=8"]
   flags += [f"--out_dir={tmp_path / 'runs'}", f"--json_out={out}", f"--plot={tmp_path / 'p.png'}"]
   assert lx.main(flags) == 0
   results = json.loads(out.read_text())
