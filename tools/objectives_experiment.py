@@ -1,7 +1,7 @@
 """Experiment: UL2's mixture of denoisers vs a plain causal LM at equal compute (PaLM 2's
 mixture of objectives), scored on held-out text and on few-shot Flan prompts.
 
-  python -m tools.objectives_experiment [--steps 2000] [--batch_size 16] \
+  python -m tools.objectives_experiment [--steps 1000] [--batch_size 16] \
       [--eval_documents 400] [--eval_prompts 150] [--out_dir DIR] [--json_out FILE] [--plot FILE]
 
 Two decoder-only models of one size (gin/models/decoder_only_tiny.gin, 8320-token vocabulary)
@@ -245,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       prog="python -m tools.objectives_experiment", description=__doc__
   )
   moe_experiment.add_run_arguments(parser, "objectives_experiment")
-  parser.set_defaults(steps=2000, eval_period=500)
+  parser.set_defaults(steps=1000, eval_period=250)
   parser.add_argument("--eval_documents", type=int, default=400)
   parser.add_argument("--eval_prompts", type=int, default=150, help="per probe task and setting")
   return moe_experiment.experiment_main(parser, argv, run, "", format_table, plot)
