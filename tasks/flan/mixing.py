@@ -8,10 +8,13 @@ a kind's share equally over its variants with and without answer options:
 
     rate(task, variant) = size(task) * rate[kind] / sum(rate[k] for k in kinds(task))
                           / number of variants of that kind
+
+A cap of 1 makes every task's size 1: uniform mixing over the instruction tasks (each
+task's share still split over its kinds as above).
 """
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
@@ -56,16 +59,34 @@ def check_rates(cap: float, template_rates: Mapping[str, float]) -> None:
       )
 
 
+def check_instruction_tasks(instruction_tasks: Sequence[instructions.InstructionTask]) -> None:
+  """A mixture needs one or more of the registered instruction tasks (INSTRUCTION_TASKS)."""
+  known = [t.name for t in INSTRUCTION_TASKS]
+  if not instruction_tasks:
+    raise ConfigError(f"instruction_tasks is empty; give one or more of {known}")
+  unknown = [getattr(t, "name", t) for t in instruction_tasks if t not in INSTRUCTION_TASKS]
+  if unknown:
+    raise ConfigError(
+        f"instruction_tasks has {unknown}, which are not Flan instruction tasks here; give a "
+        f"subset of mixing.INSTRUCTION_TASKS (the tasks {known}), whose SeqIO tasks "
+        "`import tasks.flan.tasks` registers"
+    )
+
+
 def mixing_rates(
-    cap: float = DEFAULT_CAP, template_rates: Mapping[str, float] = DEFAULT_TEMPLATE_RATES
+    cap: float = DEFAULT_CAP,
+    template_rates: Mapping[str, float] = DEFAULT_TEMPLATE_RATES,
+    instruction_tasks: Sequence[instructions.InstructionTask] = INSTRUCTION_TASKS,
 ) -> dict[str, float]:
   """SeqIO task name -> rate (in capped examples), by the formula in the module docstring.
 
-  Kinds left out of `template_rates` are left out of the mixture.
+  Kinds left out of `template_rates` are left out of the mixture, and so are the instruction
+  tasks left out of `instruction_tasks` (e.g. a task family held out for zero-shot evaluation).
   """
   check_rates(cap, template_rates)
+  check_instruction_tasks(instruction_tasks)
   rates = {}
-  for instruction in INSTRUCTION_TASKS:
+  for instruction in instruction_tasks:
     variants = [v for v in instruction.variants() if v.kind in template_rates]
     kinds = {v.kind for v in variants}
     size = min(instructions.num_examples(instruction, "train"), cap)
@@ -80,12 +101,14 @@ def register_flan_mixture(
     name: str,
     cap: float = DEFAULT_CAP,
     template_rates: Mapping[str, float] = DEFAULT_TEMPLATE_RATES,
+    instruction_tasks: Sequence[instructions.InstructionTask] = INSTRUCTION_TASKS,
 ) -> seqio.Mixture:
-  """Registers mixture `name` of the Flan tasks at `mixing_rates(cap, template_rates)`.
+  """Registers mixture `name` of the Flan tasks at `mixing_rates(cap, template_rates,
+  instruction_tasks)`.
 
   The tasks must be registered first: `import tasks.flan.tasks` does it.
   """
-  rates = mixing_rates(cap, template_rates)
+  rates = mixing_rates(cap, template_rates, instruction_tasks)
   missing = sorted(set(rates) - set(seqio.TaskRegistry.names()))
   if missing:
     raise ConfigError(

@@ -436,6 +436,22 @@ def test_bad_caps_and_rates_are_rejected():
   assert "flan_bad" not in seqio.MixtureRegistry.names()
 
 
+def test_mixing_rates_of_some_instruction_tasks():
+  some = [INSTRUCTIONS["langid"], INSTRUCTIONS["arithmetic"]]
+  rates = mixing.mixing_rates(instruction_tasks=some)
+  everything = mixing.mixing_rates()
+  assert rates == {
+      t: r for t, r in everything.items() if t.split("_")[1] in ("langid", "arithmetic")
+  }
+  with pytest.raises(
+      ValueError, match=r"instruction_tasks is empty; give one or more of \['translation'"
+  ):
+    mixing.mixing_rates(instruction_tasks=[])
+  with pytest.raises(ValueError, match=r"instruction_tasks has \['langid'\], which are not Flan"):
+    mixing.register_flan_mixture("flan_bad", instruction_tasks=["langid"])
+  assert "flan_bad" not in seqio.MixtureRegistry.names()
+
+
 def test_register_flan_mixture_with_other_rates():
   try:
     mixture = mixing.register_flan_mixture(
