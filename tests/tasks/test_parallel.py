@@ -1,5 +1,6 @@
 import collections
 import gettext
+import math
 import shutil
 import unicodedata
 
@@ -206,6 +207,36 @@ def test_vocabulary_has_the_special_tokens_and_round_trips_every_language():
     assert len(f.read().splitlines()) == vocab.tokenizer.get_piece_size()
   with pytest.raises(ValueError, match="languages"):
     vocabulary.language_tag("xx")
+
+
+def test_sampled_counts_follow_the_temperature_formula():
+  sizes = {"a": 100, "b": 1000, "c": 8000}
+  for temperature in (1.0, 3.0, 1e9):
+    counts = vocabulary.sampled_counts(sizes, 9101, temperature)
+    weights = {lang: n ** (1 / temperature) for lang, n in sizes.items()}
+    for lang, n in counts.items():
+      assert abs(n - 9101 * weights[lang] / sum(weights.values())) < 1
+    assert sum(counts.values()) == 9101
+  with pytest.raises(ConfigError, match="temperature must be > 0"):
+    vocabulary.sampled_counts(sizes, 10, 0.0)
+
+
+def test_vocabulary_text_is_each_languages_share_at_the_temperature():
+  texts = {lang: corpus.monolingual(lang, "train") for lang in corpus.LANGUAGES}
+  total = sum(map(len, texts.values()))
+  weights = {lang: len(t) ** (1 / vocabulary.TEMPERATURE) for lang, t in texts.items()}
+  draws = vocabulary.sampled_lines()
+  assert list(draws) == list(corpus.LANGUAGES)
+  assert sum(map(len, draws.values())) == total
+  for lang, draw in draws.items():
+    assert abs(len(draw) - total * weights[lang] / math.fsum(weights.values())) < 1
+    times = collections.Counter(draw)
+    k = len(draw) // len(texts[lang])
+    assert set(times) <= set(texts[lang]) and set(times.values()) <= {k, k + 1}
+    assert k == 0 or len(times) == len(set(texts[lang]))  # every line at least k times
+  assert len(draws["br"]) > 2 * len(texts["br"]) and len(draws["en"]) < 0.6 * len(texts["en"])
+  lines = [line for draw in draws.values() for line in draw]
+  assert vocabulary.train_text_file().read_text(encoding="utf-8") == "\n".join(lines) + "\n"
 
 
 def test_untranslated_are_the_catalog_strings_left_as_the_english():
