@@ -32,10 +32,13 @@ def train_sentencepiece(
     model_type: str = "unigram",
     byte_fallback: bool = True,
     user_defined_symbols: Sequence[str] = (),
+    character_coverage: float = 0.9995,
 ) -> str:
   """Trains a model on `text_paths` (one sentence a line); returns `<model_prefix>.model`.
 
-  Training is deterministic: one thread, every input sentence used (no sampling), and
+  `character_coverage` is the share of the text's characters that must be pieces of their
+  own (SentencePiece's default, 0.9995); the rarest rest are spelt in bytes (byte fallback)
+  or UNK. Training is deterministic: one thread, every input sentence used (no sampling), and
   the model is built in memory, so no temporary path is recorded in it; the same text
   and options give the same bytes anywhere. `<prefix>.model` and `<prefix>.vocab`
   (piece, score) are each written atomically, the model last.
@@ -54,6 +57,7 @@ def train_sentencepiece(
         model_type=model_type,
         byte_fallback=byte_fallback,
         user_defined_symbols=list(user_defined_symbols),
+        character_coverage=character_coverage,
         num_threads=1,
         input_sentence_size=0,
         shuffle_input_sentence=False,

@@ -1,22 +1,34 @@
 """LangID accuracy of podzoo's model side by side with langid.py, Lingua and CLD2.
 
   python -m tools.langid_compare [--max_per_language N] [--systems podzoo,langid,lingua,cld2]
-      [--json_out FILE]
+      [--top_confusions 20] [--json_out FILE]
 
 Every system labels the same sentences: the held-out set of `tasks.langid.data.held_out`
 (each language's validation texts that no other language has and that training never
-saw). langid.py and Lingua are restricted to the corpus's 20 languages (langid.py through
-its own `LanguageIdentifier`, so the module-level identifier others use is untouched).
-CLD2 cannot be restricted: an answer outside the 20, or none ("un"), counts as wrong.
-Prints per-language accuracy (%) of each system with macro (mean over languages) and
-micro (over sentences) averages; the JSON holds those, the sentences and every
+saw). podzoo knows every corpus language; a peer is scored on the corpus languages it
+supports, in its own codes: a locale becomes its language code ("pt_BR" -> "pt", "zh_TW"
+-> "zh", "sr@latin" -> "sr"), so a peer is not asked to tell variants apart, and CLD2's
+own spellings are used ("he" -> "iw", "nb" -> "no", traditional Chinese -> "zh-Hant").
+langid.py and Lingua are restricted to those codes (langid.py through its own
+`LanguageIdentifier`, so the module-level identifier others use is untouched). CLD2 cannot
+be restricted: an answer outside them, or none ("un"), counts as wrong. Beside each peer,
+podzoo is scored on the peer's languages with its answers mapped to the peer's codes the
+same way, so the two figures compare like with like.
+
+Prints per-language accuracy (%) of each system ("-" where a peer lacks the language),
+macro (mean over languages) and micro (over sentences) averages, sentences/s (prediction
+alone, after one warm-up call, in the batches each system's own API takes; podzoo's are
+`model.PREDICT_BATCH`), and podzoo's most frequent confusions (which language was taken
+for which). The JSON holds those, every system's confusions, the sentences and every
 prediction, so any figure can be recomputed.
 """
 
 import argparse
+import collections
+import dataclasses
 import sys
-from importlib import metadata
 import time
+from importlib import metadata
 from typing import Callable, Sequence
 
 from model_zoo.errors import ConfigError, UserError
@@ -26,30 +38,60 @@ from tools import benchmark_common
 
 DISTRIBUTIONS = ("jax", "langid", "lingua-language-detector", "pycld2")
 UNKNOWN = "unknown"  # a system that gives no answer
+WARM_UP = 8  # sentences predicted before timing (podzoo compiles its jitted call then)
 Predictor = Callable[[Sequence[str]], list[str]]
+# Where CLD2 spells a language otherwise, or splits Chinese by script instead of region.
+CLD2_CODES = {"he": "iw", "nb": "no", "zh_TW": "zh-Hant", "zh_HK": "zh-Hant"}
 
 
-def podzoo_predictor() -> Predictor:
+def language_code(lang: str) -> str:
+  """A corpus locale's ISO 639 code: "pt_BR" -> "pt", "sr@latin" -> "sr", "ast" -> "ast"."""
+  return lang.partition("@")[0].partition("_")[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+  """A LangID system: the corpus languages it can name, and how it names them."""
+
+  supported: Callable[[], set[str]]  # the codes the system can answer
+  code: Callable[[str], str]  # corpus language -> the system's code for it
+  predictor: Callable[[list[str]], Predictor]  # its codes for our languages -> predict fn
+
+  def languages(self) -> list[str]:
+    """The corpus languages, in corpus order, that the system can name."""
+    supported = self.supported()
+    return [lang for lang in corpus.LANGUAGES if self.code(lang) in supported]
+
+
+def podzoo_predictor(codes: list[str]) -> Predictor:
+  del codes  # podzoo answers in every corpus language
   langid_model = train.load_or_train()
   return lambda texts: langid_model.predict(texts)[0]
 
 
-def langid_predictor() -> Predictor:
+def _langid_identifier():
   from langid import langid as langid_py  # a peer: imported only if its system runs
 
-  identifier = langid_py.LanguageIdentifier.from_modelstring(langid_py.model)
-  identifier.set_languages(list(corpus.LANGUAGES))
+  return langid_py.LanguageIdentifier.from_modelstring(langid_py.model)
+
+
+def langid_predictor(codes: list[str]) -> Predictor:
+  identifier = _langid_identifier()
+  identifier.set_languages(codes)
   return lambda texts: [identifier.classify(text)[0] for text in texts]
 
 
-def lingua_predictor() -> Predictor:
+def _lingua_codes() -> set[str]:
   import lingua  # a peer: imported only if its system runs
 
-  detector = lingua.LanguageDetectorBuilder.from_languages(
-      *(
-          lingua.Language.from_iso_code_639_1(lingua.IsoCode639_1.from_str(lang))
-          for lang in corpus.LANGUAGES
-      )
+  return {lang.iso_code_639_1.name.lower() for lang in lingua.Language.all()}
+
+
+def lingua_predictor(codes: list[str]) -> Predictor:
+  import lingua
+
+  detector = lingua.LanguageDetectorBuilder.from_iso_codes_639_1(
+      *(lingua.IsoCode639_1.from_str(code) for code in codes)
   ).build()
 
   def predict(texts: Sequence[str]) -> list[str]:
@@ -59,8 +101,16 @@ def lingua_predictor() -> Predictor:
   return predict
 
 
-def cld2_predictor() -> Predictor:
+def _cld2_codes() -> set[str]:
   import pycld2  # a peer: imported only if its system runs
+
+  names = set(pycld2.DETECTED_LANGUAGES)
+  return {code for name, code in pycld2.LANGUAGES if name in names}
+
+
+def cld2_predictor(codes: list[str]) -> Predictor:
+  del codes  # CLD2 cannot be restricted
+  import pycld2
 
   def one(text: str) -> str:
     try:
@@ -72,63 +122,134 @@ def cld2_predictor() -> Predictor:
   return lambda texts: [one(text) for text in texts]
 
 
-SYSTEMS: dict[str, Callable[[], Predictor]] = {
-    "podzoo": podzoo_predictor,
-    "langid": langid_predictor,
-    "lingua": lingua_predictor,
-    "cld2": cld2_predictor,
+SYSTEMS: dict[str, System] = {
+    "podzoo": System(lambda: set(corpus.LANGUAGES), lambda lang: lang, podzoo_predictor),
+    "langid": System(lambda: set(_langid_identifier().nb_classes), language_code, langid_predictor),
+    "lingua": System(_lingua_codes, language_code, lingua_predictor),
+    "cld2": System(
+        _cld2_codes, lambda lang: CLD2_CODES.get(lang, language_code(lang)), cld2_predictor
+    ),
 }
 
 
-def accuracies(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+def accuracies(gold: Sequence[str], hits: Sequence[bool]) -> dict[str, float]:
   """Per-language accuracy (%) over the languages in `gold`, plus "macro" and "micro"."""
   per_language = {}
   for lang in dict.fromkeys(gold):
-    hits = [p == g for g, p in zip(gold, predicted) if g == lang]
-    per_language[lang] = 100.0 * sum(hits) / len(hits)
-  micro = 100.0 * sum(g == p for g, p in zip(gold, predicted)) / len(gold)
+    right = [hit for g, hit in zip(gold, hits) if g == lang]
+    per_language[lang] = 100.0 * sum(right) / len(right)
+  micro = 100.0 * sum(hits) / len(gold)
   macro = sum(per_language.values()) / len(per_language)
   return {**per_language, "macro": macro, "micro": micro}
 
 
-def compare(systems: Sequence[str], max_per_language: int | None) -> dict:
+def confusions(gold: Sequence[str], predicted: Sequence[str], top: int) -> list[dict]:
+  """The `top` most frequent (gold, predicted) errors: count, and rate among gold's sentences.
+
+  Ties are broken by gold then predicted language, so the list is reproducible.
+  """
+  totals = collections.Counter(gold)
+  errors = collections.Counter((g, p) for g, p in zip(gold, predicted) if g != p)
+  ranked = sorted(errors.items(), key=lambda item: (-item[1], item[0]))[:top]
+  return [{"gold": g, "predicted": p, "count": n, "rate": n / totals[g]} for (g, p), n in ranked]
+
+
+def _timed(predict: Predictor, texts: list[str]) -> tuple[list[str], float]:
+  """Predictions and sentences/s, after a warm-up call on the first few texts."""
+  predict(texts[:WARM_UP])
+  start = time.perf_counter()
+  predictions = predict(texts)
+  return predictions, len(texts) / (time.perf_counter() - start)
+
+
+def score(
+    name: str, texts: list[str], gold: list[str], podzoo: list[str] | None, top: int
+) -> tuple[dict, list[str]]:
+  """One system's results on the held-out sentences of its languages, and its predictions
+  (UNKNOWN for the sentences of languages it lacks)."""
+  system = SYSTEMS[name]
+  languages = system.languages()
+  codes = list(dict.fromkeys(system.code(lang) for lang in languages))
+  chosen = [i for i, lang in enumerate(gold) if lang in languages]
+  chosen_gold = [gold[i] for i in chosen]
+  start = time.perf_counter()
+  predict = system.predictor(codes)
+  loading = time.perf_counter() - start
+  predictions, per_second = _timed(predict, [texts[i] for i in chosen])
+  gold_codes = [system.code(lang) for lang in chosen_gold]
+  results = {
+      "languages": languages,
+      "codes": codes,
+      "accuracy": accuracies(chosen_gold, [p == g for p, g in zip(predictions, gold_codes)]),
+      "confusions": confusions(gold_codes, predictions, top),
+      "sentences_per_second": per_second,
+      "seconds_loading": loading,
+  }
+  if podzoo is not None and name != "podzoo":
+    mapped = [system.code(podzoo[i]) for i in chosen]
+    results["podzoo_on_these_languages"] = accuracies(
+        chosen_gold, [m == g for m, g in zip(mapped, gold_codes)]
+    )
+  full = [UNKNOWN] * len(texts)
+  for i, prediction in zip(chosen, predictions):
+    full[i] = prediction
+  return results, full
+
+
+def compare(systems: Sequence[str], max_per_language: int | None, top: int = 20) -> dict:
   held_out = data.held_out(max_per_language)
   texts = [text for lang in corpus.LANGUAGES for text in held_out[lang]]
   gold = [lang for lang in corpus.LANGUAGES for _ in held_out[lang]]
-  predictions, seconds = {}, {}
-  for name in systems:
-    start = time.perf_counter()
-    predictions[name] = SYSTEMS[name]()(texts)
-    seconds[name] = time.perf_counter() - start
+  ordered = sorted(systems, key=lambda s: s != "podzoo")  # podzoo first: peers compare to it
+  results, predictions = {}, {}
+  for name in ordered:
+    results[name], predictions[name] = score(name, texts, gold, predictions.get("podzoo"), top)
   return {
       "max_per_language": max_per_language,
       "counts": {lang: len(held_out[lang]) for lang in corpus.LANGUAGES},
-      "accuracy": {name: accuracies(gold, predictions[name]) for name in systems},
-      "seconds_with_loading": seconds,
+      "systems": {name: results[name] for name in systems},
       "texts": texts,
       "gold": gold,
-      "predictions": predictions,
+      "predictions": {name: predictions[name] for name in systems},
   }
 
 
-def format_table(results: dict) -> str:
-  systems = list(results["accuracy"])
-  header = ["lang", "n", *systems]
-  counts = results["counts"]
-  rows = [
-      [lang, str(n), *(f"{results['accuracy'][s][lang]:.1f}" for s in systems)]
-      for lang, n in counts.items()
-  ]
-  for average in ("macro", "micro"):
-    rows.append(
-        [
-            average,
-            str(sum(counts.values())),
-            *(f"{results['accuracy'][s][average]:.1f}" for s in systems),
-        ]
-    )
+def _table(header: list[str], rows: list[list[str]]) -> str:
   widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
   return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows])
+
+
+def format_table(results: dict, top: int = 15) -> str:
+  systems = results["systems"]
+  names = list(systems)
+  counts = results["counts"]
+
+  def cell(name: str, key: str) -> str:
+    value = systems[name]["accuracy"].get(key)
+    return "-" if value is None else f"{value:.1f}"
+
+  rows = [[lang, str(n), *(cell(s, lang) for s in names)] for lang, n in counts.items()]
+  for average in ("macro", "micro"):
+    rows.append([average, "", *(cell(s, average) for s in names)])
+  rows.append(["languages", "", *(str(len(systems[s]["languages"])) for s in names)])
+  rows.append(["sents/s", "", *(f"{systems[s]['sentences_per_second']:.0f}" for s in names)])
+  text = [_table(["lang", "n", *names], rows)]
+  peers = [s for s in names if "podzoo_on_these_languages" in systems[s]]
+  if peers:
+    text.append("\npodzoo beside each peer, on the peer's languages and codes (macro / micro):")
+    for s in peers:
+      own, podzoo = systems[s]["accuracy"], systems[s]["podzoo_on_these_languages"]
+      text.append(
+          f"  {s:7} {len(systems[s]['languages'])} languages: {s} {own['macro']:.1f} / "
+          f"{own['micro']:.1f}, podzoo {podzoo['macro']:.1f} / {podzoo['micro']:.1f}"
+      )
+  first = names[0]
+  text.append(f"\n{first}'s most frequent confusions (gold -> predicted: count, % of gold):")
+  text += [
+      f"  {c['gold']} -> {c['predicted']}: {c['count']}, {100 * c['rate']:.1f}%"
+      for c in systems[first]["confusions"][:top]
+  ]
+  return "\n".join(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
       "--max_per_language", type=int, default=None, help="first N held-out texts per language"
   )
   parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
+  parser.add_argument(
+      "--top_confusions", type=int, default=20, help="confusions kept per system in the JSON"
+  )
   parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
   return parser
 
@@ -153,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"--systems={args.systems!r}: unknown {unknown or 'empty list'}; choose among "
           f"{list(SYSTEMS)}"
       )
-    results = compare(systems, args.max_per_language)
+    if args.top_confusions < 1:
+      raise ConfigError(f"--top_confusions must be >= 1; got {args.top_confusions}")
+    results = compare(systems, args.max_per_language, args.top_confusions)
   except UserError as e:
     return benchmark_common.report_user_error(e)
   versions = {f"{d}_version": metadata.version(d) for d in DISTRIBUTIONS}

@@ -12,7 +12,7 @@ again reuses what is there.
 | quickstart_vocab | 1024-piece SentencePiece on Genesis (train split) | tasks/quickstart.py |
 | ul2_vocab | the same + UL2 mode tokens and 100 sentinels | tasks/ul2/vocabulary.py |
 | asr_lm_vocab | 2048 pieces on spoken-form text in 8 languages | tasks/asr_lm/tasks.py |
-| parallel_tfds | TFDS dataset of the 20-language catalog corpus | tasks/parallel/tfds_dataset.py |
+| parallel_tfds | TFDS dataset of the catalog corpus (every language with >= 1,000 messages) | tasks/parallel/tfds_dataset.py |
 | parallel_vocab | 8192 pieces, <2xx> tags and [MASK] | tasks/parallel/vocabulary.py |
 | langid | the n-gram LangID model's parameters | tasks/langid/train.py |
 """

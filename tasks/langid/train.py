@@ -25,7 +25,10 @@ from tasks.parallel import corpus
 
 
 def cache_path(config: model.LangIdConfig) -> pathlib.Path:
-  key = json.dumps({"corpus": corpus.fingerprint(), **dataclasses.asdict(config)}, sort_keys=True)
+  key = json.dumps(
+      {"corpus": corpus.fingerprint(), "features": features.VERSION, **dataclasses.asdict(config)},
+      sort_keys=True,
+  )
   return cache.cache_dir("langid") / f"langid_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 

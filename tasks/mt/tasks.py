@@ -1,9 +1,10 @@
 """SeqIO tasks for multilingual MT over the parallel catalog corpus, and their mixture.
 
 - `mt_<src>_<tgt>`: translation between English and each other language, both directions
-  (38 tasks); `add_translation_task` adds any other pair of `corpus.LANGUAGES`.
-- `mass_<lang>`: MASS span-masking pre-training on each language's text (20 tasks).
-- `mt_multilingual`: the 38 translation tasks sampled with temperature DEFAULT_TEMPERATURE;
+  (two per language); `add_translation_task` adds any other pair of `corpus.LANGUAGES`.
+- `mass_<lang>`: MASS span-masking pre-training on each language's text (one per language).
+- `mt_multilingual`: all translation tasks sampled with temperature DEFAULT_TEMPERATURE;
+  `mt_mixture` (gin) those of the languages with enough messages at a given temperature;
   `register_mixture` makes others, over any tasks of this module.
 - `register_back_translation_task`: synthetic pairs from a reverse model's predictions.
 
@@ -18,6 +19,7 @@ from typing import Sequence
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
+import gin
 import seqio
 
 from model_zoo.errors import ConfigError
@@ -30,8 +32,8 @@ PIVOT = corpus.SOURCE_LANGUAGE  # every message has English, so every pair throu
 MIXTURE_NAME = "mt_multilingual"
 # Rates proportional to n ** (1/T): T=1 samples in proportion to data, T->inf uniformly. T=5
 # gave Arivazhagan et al. (2019, "Massively Multilingual NMT in the Wild") the best trade-off
-# between high- and low-resource pairs of T=1, 5 and 100. Here the pairs differ in size by at
-# most 1.26x, so T mostly matters once a user mixes in smaller pairs or MASS tasks.
+# between high- and low-resource pairs of T=1, 5 and 100. Here the pairs differ in size by up
+# to 6x (sr 6,067 messages, br 1,002): T=5 samples br's pairs at 70% of sr's rate, T=1 at 17%.
 DEFAULT_TEMPERATURE = 5.0
 # TFDS already shuffled the examples when it wrote the dataset, so a modest buffer mixes
 # well; a full one (8192) made the 38-task mixture read and tokenize every task's whole
@@ -42,18 +44,25 @@ SHUFFLE_BUFFER_SIZE = 1024
 _TRAIN_EXAMPLES: dict[str, int] = {}
 
 
+def _in_name(lang: str) -> str:
+  """`lang` as SeqIO allows it in a task name (no "@"): "sr@latin" -> "sr.latin"."""
+  return lang.replace("@", ".")
+
+
 def task_name(source: str, target: str) -> str:
-  """The translation task from `source` into `target` (codes in `corpus.LANGUAGES`)."""
-  return f"mt_{source}_{target}"
+  """The translation task from `source` into `target` (codes in `corpus.LANGUAGES`), e.g.
+  "mt_en_de", "mt_zh_TW_en", "mt_en_sr.latin"."""
+  return f"mt_{_in_name(source)}_{_in_name(target)}"
 
 
 def mass_task_name(lang: str) -> str:
-  return f"mass_{lang}"
+  return f"mass_{_in_name(lang)}"
 
 
-def default_translation_tasks() -> list[str]:
-  """English into each other language and back: the tasks of `mt_multilingual`."""
-  others = [lang for lang in corpus.LANGUAGES if lang != PIVOT]
+def default_translation_tasks(languages: Sequence[str] | None = None) -> list[str]:
+  """English into each other language of `languages` and back (default: the tasks of
+  `mt_multilingual`, every corpus language)."""
+  others = [lang for lang in (languages or corpus.LANGUAGES) if lang != PIVOT]
   return [name for lang in others for name in (task_name(PIVOT, lang), task_name(lang, PIVOT))]
 
 
@@ -239,6 +248,27 @@ def register_mixture(
   return seqio.MixtureRegistry.add(name, list(mixing_rates(temperature, tasks).items()))
 
 
+def mt_mixture(
+    min_messages: int = corpus.MIN_MESSAGES, temperature: float = DEFAULT_TEMPERATURE
+) -> str:
+  """Registers (once) and names the mixture of English <-> each language with enough messages.
+
+  The languages are `corpus.languages_with(min_messages)`: those whose catalogs give at
+  least `min_messages` translated messages; the tasks are sampled at `temperature`. A run
+  config binds `MIXTURE_OR_TASK_NAME = @mt_mixture()` (gin/mixtures/mt.gin), so the
+  threshold is read after every gin file and flag: `--gin.mt_mixture.min_messages=5000`.
+  E.g. `mt_mixture(3000)` -> "mt_multilingual_min3000_t5".
+  """
+  try:
+    languages = corpus.languages_with(min_messages)
+  except ConfigError as e:
+    raise ConfigError(f"mt_mixture.min_messages={min_messages}: {e}") from e
+  name = f"{MIXTURE_NAME}_min{min_messages}_t{temperature:g}"
+  if name not in seqio.MixtureRegistry.names():
+    register_mixture(name, temperature, default_translation_tasks(languages))
+  return name
+
+
 def _register() -> None:
   vocabulary = parallel_vocabulary.parallel_vocabulary()
   for lang in corpus.LANGUAGES:
@@ -248,6 +278,8 @@ def _register() -> None:
     add_mass_task(lang, vocabulary=vocabulary)
   if MIXTURE_NAME not in seqio.MixtureRegistry.names():
     register_mixture(MIXTURE_NAME)
+    with gin.unlock_config():  # the module may be imported after a run's config is final
+      gin.external_configurable(mt_mixture, module="tasks.mt.tasks")
 
 
 _register()

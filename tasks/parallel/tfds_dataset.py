@@ -24,7 +24,7 @@ VERSION = "1.0.0"
 
 
 class PodzooCatalogParallel(tfds.core.GeneratorBasedBuilder):
-  """GLib/GTK/xkb UI strings and ISO names, translated by hand into 20 languages."""
+  """GLib/GTK/xkb UI strings and ISO names, translated by hand into every corpus language."""
 
   VERSION = tfds.core.Version(VERSION)
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=f"catalogs_{corpus.fingerprint()}")]

@@ -2,7 +2,8 @@
 
 Catalog messages are short (~30 characters), so one alone gives a model little context;
 MESSAGES_PER_DOCUMENT consecutive messages of one language (in key order, so mostly of one
-catalog and topic), one per line, make a document of ~60 tokens. Documents of all the
+catalog and topic), one per line, make a document of ~130 tokens (validation: mean 129,
+99% within 251; ~60 when the corpus had 20 languages). Documents of all the
 parallel corpus' languages are interleaved in a fixed order, so that any run of them mixes
 the languages. The split is the corpus' own: no validation message is in a train document,
 and the Flan and MT tasks' held-out examples come from the same held-out messages.

@@ -2,7 +2,6 @@ import collections
 import gettext
 import pathlib
 import re
-import struct
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from scipy import stats
 from tasks import pipeline
 from tasks.asr_lm import catalogs, corpus, normalize
 from tasks.asr_lm import tasks as asr_lm_tasks
+from tests.tasks import mo_files
 
 LENGTHS = {"targets": 64}
 SPOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*(?: [^\W\d_]+(?:'[^\W\d_]+)*)*")
@@ -104,24 +104,6 @@ def test_splits_are_disjoint_and_deterministic():
     assert len(train) > 2000
 
 
-def _write_mo(path: pathlib.Path, messages: list[catalogs.Message], order: str) -> None:
-  """A .mo file (GNU gettext's layout) holding a UTF-8 header and `messages`."""
-  pairs = [(b"", b"Content-Type: text/plain; charset=UTF-8\n")]
-  for m in messages:
-    key = ("" if m.context is None else m.context + "\x04") + "\0".join(m.msgids)
-    pairs.append((key.encode(), "\0".join(m.msgstrs).encode()))
-  pairs.sort()
-  n = len(pairs)
-  tables, blob, at = [[], []], b"", 28 + 16 * n
-  for i, column in ((0, [k for k, _ in pairs]), (1, [v for _, v in pairs])):
-    for s in column:
-      tables[i].append(struct.pack(order + "2I", len(s), at + len(blob)))
-      blob += s + b"\0"
-  header = struct.pack(order + "7I", 0x950412DE, 0, n, 28, 28 + 8 * n, 0, 0)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(header + b"".join(tables[0]) + b"".join(tables[1]) + blob)
-
-
 CATALOG = [
     catalogs.Message(None, ("Open File",), ("Datei öffnen",)),
     catalogs.Message(None, ("_Save",), ("_Save",)),  # untranslated English
@@ -136,7 +118,7 @@ CATALOG = [
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_read_mo_agrees_with_gettext(tmp_path, order):
   path = tmp_path / "test.mo"
-  _write_mo(path, CATALOG, order)
+  mo_files.write_mo(path, CATALOG, order)
   assert sorted(catalogs.read_mo(path), key=repr) == sorted(CATALOG, key=repr)
   with open(path, "rb") as f:
     translations = gettext.GNUTranslations(f)
@@ -153,7 +135,7 @@ def test_read_mo_agrees_with_gettext(tmp_path, order):
 def test_untranslated_english_is_filtered(tmp_path, monkeypatch):
   monkeypatch.setattr(corpus, "DOMAINS", ("test",))
   monkeypatch.setattr(corpus, "LANGUAGES", ("en", "de"))
-  _write_mo(tmp_path / "de" / "LC_MESSAGES" / "test.mo", CATALOG, "<")
+  mo_files.write_mo(tmp_path / "de" / "LC_MESSAGES" / "test.mo", CATALOG, "<")
   kept = [text for _, text in corpus.written_texts("de", tmp_path)]
   assert sorted(kept) == ["%d Datei", "Datei öffnen", "_Schließen"]
   german = corpus.splits("de", tmp_path)

@@ -58,9 +58,9 @@ def test_every_control_token_is_one_id_and_decodes_back():
 
 
 def test_length_bucket_boundaries_are_inclusive_upper_ends():
-  assert ct.LENGTH_BOUNDARIES == (6, 11)
-  expected = ["short"] * 7 + ["medium"] * 5 + ["long"] * 3  # 0..6, 7..11, 12..14
-  assert [ct.length_bucket(n) for n in range(15)] == expected
+  assert ct.LENGTH_BOUNDARIES == (8, 15)
+  expected = ["short"] * 9 + ["medium"] * 7 + ["long"] * 3  # 0..8, 9..15, 16..18
+  assert [ct.length_bucket(n) for n in range(19)] == expected
   assert [ct.length_bucket(n, (1, 2)) for n in range(4)] == ["short", "short", "medium", "long"]
 
 
@@ -101,7 +101,7 @@ def test_task_has_each_text_langid_puts_in_its_languages_once(examples):
   languages, _ = train.load_or_train().predict(texts)
   kept = [text for text, language in zip(texts, languages) if language in ct.CONTROL_LANGUAGES]
   assert sorted(map(source_text, examples)) == sorted(kept)
-  assert 0.85 < len(kept) / len(texts) < 0.99  # measured 91.9%
+  assert 0.8 < len(kept) / len(texts) < 0.99  # measured 86.7% (91.9% when LangID knew 20 languages)
 
 
 def test_prepended_fraction_is_close_to_fraction_and_the_same_on_another_pass(examples):

@@ -15,6 +15,7 @@ import scipy.stats
 import seqio
 import tensorflow as tf
 
+from model_zoo.errors import ConfigError
 from tasks import evaluation, pipeline
 from tasks.flan import arithmetic, instructions, iso_codes, mixing, prompts, templates
 from tasks.flan import tasks as flan_tasks
@@ -23,13 +24,17 @@ from tests.tasks import gin_fragments
 
 LENGTHS = {"inputs": 384, "targets": 128}  # as gin/mixtures/flan.gin
 ISO_3166 = pathlib.Path("/usr/share/iso-codes/json/iso_3166-1.json")
+# Written out by hand: the old 20, and a variant of each kind (region, modifier, inverted ISO name).
 LANGUAGE_NAMES = {
     "en": "English", "de": "German", "es": "Spanish", "fr": "French", "it": "Italian",
     "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian",
     "cs": "Czech", "sv": "Swedish", "da": "Danish", "fi": "Finnish", "hu": "Hungarian",
     "tr": "Turkish", "el": "Greek", "ro": "Romanian", "ca": "Catalan", "id": "Indonesian",
+    "pt_BR": "Portuguese (Brazil)", "zh_TW": "Chinese (Taiwan)", "zh_HK": "Chinese (Hong Kong)",
+    "sr@latin": "Serbian (Latin)", "sr@ije": "Serbian (Ijekavian)",
+    "ca@valencia": "Catalan (Valencian)", "nb": "Norwegian Bokmål", "nds": "Low German",
 }  # fmt: skip
-LANGUAGE_CODES = {name: code for code, name in LANGUAGE_NAMES.items()}
+LANGUAGE_CODES = {name: code for code, name in iso_codes.language_names().items()}
 VARIANTS = {  # what each instruction task's templates allow, written out by hand
     "translation": ["zero_shot", "few_shot"],
     "langid": ["zero_shot", "zero_shot_options", "few_shot", "few_shot_options"],
@@ -175,7 +180,30 @@ def variant_of(task: str) -> tuple[str, str]:
 def test_registered_tasks_and_language_names():
   flan = sorted(n for n in seqio.TaskRegistry.names() if n.startswith("flan_"))
   assert flan == sorted(TASKS)
-  assert iso_codes.language_names() == LANGUAGE_NAMES
+  names = iso_codes.language_names()
+  assert list(names) == list(corpus.LANGUAGES) and len(set(names.values())) == len(names)
+  assert {lang: names[lang] for lang in LANGUAGE_NAMES} == LANGUAGE_NAMES
+
+
+@pytest.mark.parametrize(
+    "languages,modifiers,error",
+    [
+        (("en", "xx"), iso_codes.MODIFIER_NAMES, r"'xx'.*ISO 639-2 .*no code 'xx'; update"),
+        (("en", "pt_QQ"), iso_codes.MODIFIER_NAMES, r"'pt_QQ'.*no region 'QQ'; update"),
+        (("en", "pt@foo"), iso_codes.MODIFIER_NAMES, r"modifier @foo; add it to .*MODIFIER_NAMES"),
+        (("en", "sr@latin", "sr@lat"), {"latin": "Latin", "lat": "Latin"}, "share an English name"),
+    ],
+)
+def test_a_language_without_a_name_of_its_own_is_a_clear_error(languages, modifiers, error):
+  try:
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(corpus, "LANGUAGES", languages)
+      patch.setattr(iso_codes, "MODIFIER_NAMES", modifiers)
+      iso_codes.language_names.cache_clear()
+      with pytest.raises(ConfigError, match=error):
+        iso_codes.language_names()
+  finally:
+    iso_codes.language_names.cache_clear()
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -12,34 +12,38 @@ from tasks.langid import data, features, model, train
 from tasks.langid import tasks as langid_tasks
 from tasks.parallel import corpus
 
-# Measured 94.4% (micro, 9689 held-out texts) with the default LangIdConfig on this corpus;
+# Measured 92.4% (micro, 28,450 held-out texts of 93 languages) with the default LangIdConfig;
 # a few points of slack for other catalog versions.
-HELD_OUT_ACCURACY_FLOOR = 91.0
+HELD_OUT_ACCURACY_FLOOR = 89.0
 TINY = model.LangIdConfig(num_buckets=1 << 10, embed_dim=8, epochs=2, batch_size=64)
 
 
-def crc32(data: bytes) -> int:
-  """Bitwise CRC-32 (IEEE, reflected polynomial 0xEDB88320), independent of zlib."""
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc ^= byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
-  return crc ^ 0xFFFFFFFF
+def polynomial_bucket(gram: str, num_buckets: int) -> int:
+  """The documented hash with Python integers: code points in base 1,000,003 mod 2^64, xor
+  the length, times 0x9E3779B97F4A7C15 mod 2^64, top 32 bits, mod num_buckets."""
+  h = 0
+  for c in gram:
+    h = (h * 1_000_003 + ord(c)) % 2**64
+  return (((h ^ len(gram)) * 0x9E3779B97F4A7C15) % 2**64 >> 32) % num_buckets
 
 
 def test_ngrams_and_their_buckets_by_hand():
   # "Ab  c" -> words "ab", "c" -> "<ab>", "<c>"; lone markers are not n-grams.
-  expected = ["a", "b", "<a", "ab", "b>", "<ab", "ab>", "<ab>"] + ["c", "<c", "c>", "<c>"]
+  expected = ["a", "b", "c", "<a", "ab", "b>", "<c", "c>", "<ab", "ab>", "<c>", "<ab>"]
   assert features.char_ngrams("Ab  c", max_order=4) == expected
-  assert features.char_ngrams("Ab  c", max_order=2) == ["a", "b", "<a", "ab", "b>", "c", "<c", "c>"]
+  assert features.char_ngrams("Ab  c", max_order=2) == expected[:8]
   ids = features.ngram_ids("Ab  c", max_order=4, num_buckets=1000)
   assert ids.dtype == np.int32
-  assert ids.tolist() == [crc32(g.encode()) % 1000 for g in expected]
+  assert ids.tolist() == [polynomial_bucket(g, 1000) for g in expected]
   # NFC, then lowercase: a decomposed capital É hashes like the composed é.
   assert features.char_ngrams("E\u0301t\u00e9", 3) == features.char_ngrams("été", 3)
-  assert crc32("é".encode()) % 7 == features.bucket("é", 7)
+  assert polynomial_bucket("é", 7) == features.bucket("é", 7)
   assert features.ngram_ids("  ", 4, 10).tolist() == []
+  # A batch hashes each text as alone; grams never cross words or texts.
+  texts = ["Ab  c", "", "été", "一二三四五", "x <y> z"]
+  batch = features.batch_ngram_ids(texts, 4, 1 << 17)
+  for text, ids in zip(texts, batch, strict=True):
+    assert ids.tolist() == [polynomial_bucket(g, 1 << 17) for g in features.char_ngrams(text, 4)]
 
 
 def test_pack_puts_texts_end_to_end_and_pads_into_a_dropped_segment():
@@ -49,6 +53,7 @@ def test_pack_puts_texts_end_to_end_and_pads_into_a_dropped_segment():
   assert segments[:3].tolist() == [0, 0, 1] and (segments[3:] == 4).all()
   ids, _ = features.pack([np.zeros(1500, np.int32)], 1)
   assert len(ids) == 2048
+  assert len(features.pack([np.zeros(1500, np.int32)], 1, min_size=4096)[0]) == 4096
   with pytest.raises(ValueError, match="num_texts"):
     features.pack([np.zeros(1, np.int32)] * 3, 2)
 
@@ -85,13 +90,16 @@ def test_training_is_deterministic_given_the_seed(small_examples, tiny_model):
   jax.tree_util.tree_map(np.testing.assert_array_equal, tiny_model.params, again.params)
 
 
-def test_predictions_do_not_depend_on_batching(small_examples, tiny_model):
+def test_predictions_do_not_depend_on_batching(small_examples, tiny_model, monkeypatch):
   unique = [t for t, _ in small_examples]
   texts = unique * 4  # more than one PREDICT_BATCH chunk
   assert len(texts) > model.PREDICT_BATCH
   probs = tiny_model.probabilities(texts)
   alone = np.concatenate([tiny_model.probabilities([t]) for t in unique])
   np.testing.assert_allclose(probs, np.tile(alone, (4, 1)), rtol=1e-5, atol=1e-7)
+  monkeypatch.setattr(model, "PREDICT_IDS", 64)  # calls cut by ids; a longer text alone
+  assert max(len(ids) for ids in model.featurize(unique, TINY)) > 64
+  np.testing.assert_allclose(tiny_model.probabilities(unique), alone, rtol=1e-5, atol=1e-7)
   langs, confidences = tiny_model.predict(texts)
   np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
   np.testing.assert_array_equal(confidences, probs.max(axis=1))

@@ -6,6 +6,7 @@ import math
 import pathlib
 import re
 
+import gin
 import numpy as np
 import pytest
 import sacrebleu
@@ -13,9 +14,12 @@ import seqio
 import tensorflow as tf
 from scipy import stats
 
+from model_zoo.errors import ConfigError
 from tasks import pipeline, vocabularies
 from tasks.mt import back_translation, features, mass, tasks as mt
 from tasks.parallel import corpus, tfds_dataset, vocabulary
+from tests.tasks import gin_fragments
+from trainers.dataset_config import DatasetConfig
 
 GIN_FILE = pathlib.Path(__file__).parents[2] / "gin" / "mixtures" / "mt.gin"
 # Longer than any corpus text (257 tokens at most), so nothing is cut.
@@ -26,6 +30,12 @@ TAG = {
 }
 MASK = VOCAB.tokenizer.piece_to_id(vocabulary.MASK_TOKEN)
 EOS = 1
+# Task name -> (source, target), for English to every language and back.
+PAIRS = {
+    mt.task_name(*pair): pair
+    for lang in corpus.LANGUAGES[1:]
+    for pair in (("en", lang), (lang, "en"))
+}
 
 
 def gin_lengths() -> dict[str, int]:
@@ -35,7 +45,7 @@ def gin_lengths() -> dict[str, int]:
 
 def decoded_pairs(name: str) -> list[tuple[str, str]]:
   """(inputs text without the tag, targets text) of every validation row, via the encdec batches."""
-  source, target = name.split("_")[1:]
+  source, target = PAIRS[name]
   batches = pipeline.get_batch_iterator(
       name,
       WHOLE,
@@ -55,7 +65,9 @@ def decoded_pairs(name: str) -> list[tuple[str, str]]:
   return pairs
 
 
-@pytest.mark.parametrize("source,target", [("en", "de"), ("en", "el"), ("ru", "en")])
+@pytest.mark.parametrize(
+    "source,target", [("en", "de"), ("en", "el"), ("ru", "en"), ("en", "zh_TW"), ("sr@latin", "en")]
+)
 def test_translation_rows_are_the_corpus_pairs_and_swap_with_the_reverse(source, target):
   forward = decoded_pairs(mt.task_name(source, target))
   expected = corpus.pairs(source, target, "validation")
@@ -80,7 +92,7 @@ def test_packed_train_batches_have_the_gin_shapes_and_a_tag_per_segment(name):
   }
   starts = (batch["encoder_positions"] == 0) & (batch["encoder_segment_ids"] > 0)
   assert starts.sum() > 8  # packed: several examples a row
-  np.testing.assert_array_equal(batch["encoder_input_tokens"][starts], TAG[name.split("_")[2]])
+  np.testing.assert_array_equal(batch["encoder_input_tokens"][starts], TAG[PAIRS[name][1]])
 
 
 def test_gin_file_matches_the_vocabulary_and_holds_99_percent():
@@ -101,12 +113,22 @@ def test_gin_file_matches_the_vocabulary_and_holds_99_percent():
 
 def train_counts(tasks: list[str]) -> np.ndarray:
   """Independent n per task: corpus records with both languages."""
-  return np.array([len(corpus.pairs(*name.split("_")[1:], "train")) for name in tasks])
+  return np.array([len(corpus.pairs(*PAIRS[name], "train")) for name in tasks])
+
+
+def test_task_names_are_seqio_names_for_every_language():
+  assert mt.task_name("en", "sr@latin") == "mt_en_sr.latin"
+  assert mt.mass_task_name("ca@valencia") == "mass_ca.valencia"
+  assert mt.task_name("zh_TW", "en") == "mt_zh_TW_en"
+  names = set(seqio.TaskRegistry.names())
+  assert set(PAIRS) <= names
+  assert {mt.mass_task_name(lang) for lang in corpus.LANGUAGES} <= names
 
 
 def test_mixing_rates_follow_the_temperature_and_check_their_arguments():
   tasks = mt.default_translation_tasks()
-  assert len(tasks) == 38 == len(set(tasks))
+  assert len(tasks) == 2 * (len(corpus.LANGUAGES) - 1) == len(set(tasks))
+  assert sorted(tasks) == sorted(PAIRS)
   n = train_counts(tasks)
   for temperature in (0.5, 1.0, 5.0, 1e9):
     rates = mt.mixing_rates(temperature)
@@ -136,22 +158,34 @@ def which_task(example, owners) -> str | None:
   return mt.task_name(next(iter(sources)), "en") if len(sources) == 1 else None
 
 
+def languages_with_records(threshold: int) -> list[str]:
+  """The languages with at least `threshold` corpus records, counted here from the records."""
+  counts = collections.Counter(
+      lang for split in corpus.SPLITS for r in corpus.split_records(split) for lang in r.texts
+  )
+  return [lang for lang in corpus.LANGUAGES[1:] if counts[lang] >= threshold]
+
+
 def test_mixture_samples_tasks_at_the_temperature_rates():
-  tasks = mt.default_translation_tasks()
+  # The 27 languages with >= 5000 messages: the sampled mixture of mt.gin's threshold.
+  name = mt.mt_mixture(5000)
+  tasks = mt.default_translation_tasks(corpus.languages_with(5000))
+  assert sorted(t.name for t in seqio.get_mixture_or_task(name).tasks) == sorted(tasks)
+  languages = [PAIRS[t][1] for t in tasks if t.startswith("mt_en_")]
   owners = collections.defaultdict(set)  # (source text, English text) -> source languages
-  for lang in corpus.LANGUAGES[1:]:
+  for lang in languages:
     for pair in set(corpus.pairs(lang, "en", "train")):
       owners[pair].add(lang)
   # The share of a task's examples which_task can attribute: 1 out of English.
   known = np.array(
       [
-          np.mean([len(owners[p]) == 1 for p in corpus.pairs(*name.split("_")[1:], "train")])
-          if name.endswith("_en")
+          np.mean([len(owners[p]) == 1 for p in corpus.pairs(*PAIRS[name], "train")])
+          if PAIRS[name][1] == "en"
           else 1.0
           for name in tasks
       ]
   )
-  ds = seqio.get_mixture_or_task(mt.MIXTURE_NAME).get_dataset(
+  ds = seqio.get_mixture_or_task(name).get_dataset(
       gin_lengths(), "train", shuffle=False, seed=1, num_epochs=None, copy_pretokenized=True
   )
   found = [which_task(ex, owners) for ex in ds.take(1500).as_numpy_iterator()]
@@ -159,12 +193,43 @@ def test_mixture_samples_tasks_at_the_temperature_rates():
   assert observed.sum() > 0.9 * len(found)
 
   def pvalue(temperature):
-    rates = mt.mixing_rates(temperature)
+    rates = mt.mixing_rates(temperature, tasks)
     expected = np.array([rates[name] for name in tasks]) * known
     return stats.chisquare(observed, expected * observed.sum() / expected.sum()).pvalue
 
   assert pvalue(mt.DEFAULT_TEMPERATURE) > 1e-3
   assert pvalue(0.2) < 1e-6  # rates ~ n**5: what swapping T and 1/T would sample
+
+
+def mixture_after_gin(*flags: str) -> str:
+  """The mixture name that train's DatasetConfigs get from gin/mixtures/mt.gin and `flags`."""
+  gin_fragments.parse_with_tiny_encoder_decoder("gin/mixtures/mt.gin", flags)
+  try:
+    names = set()
+    for scope in ("train", "validation", "infer_eval"):
+      with gin.config_scope(scope):
+        names.add(DatasetConfig().mixture_or_task_name)
+    (name,) = names
+    return name
+  finally:
+    gin.clear_config()
+
+
+def test_gin_threshold_picks_the_languages_after_every_flag():
+  assert mixture_after_gin() == "mt_multilingual_min1000_t5"
+  name = mixture_after_gin("--gin.mt_mixture.min_messages=5000", "--gin.mt_mixture.temperature=1.0")
+  assert name == "mt_multilingual_min5000_t1" == mt.mt_mixture(5000, 1.0)
+  mixture = seqio.get_mixture_or_task(name)
+  expected = mt.default_translation_tasks(["en", *languages_with_records(5000)])
+  assert sorted(t.name for t in mixture.tasks) == sorted(expected)
+  rates = mt.mixing_rates(1.0, expected)
+  for task in mixture.tasks:
+    assert mixture.get_rate(task) / mixture.total_rate == pytest.approx(rates[task.name])
+  assert {t.name for t in seqio.get_mixture_or_task(mt.mt_mixture()).tasks} == set(PAIRS)
+  most = max(corpus.message_counts()[lang] for lang in corpus.LANGUAGES[1:])
+  for bad in (corpus.MIN_MESSAGES - 1, most + 1):
+    with pytest.raises(ConfigError, match=rf"mt_mixture.min_messages={bad}: .*\[1000, {most}\]"):
+      mixture_after_gin(f"--gin.mt_mixture.min_messages={bad}")
 
 
 # --- MASS ---------------------------------------------------------------------------------
@@ -313,7 +378,7 @@ def test_an_author_adds_a_pair_and_mixes_it():
   pair = (first["inputs_pretokenized"].decode(), first["targets_pretokenized"].decode())
   assert pair in corpus.pairs("de", "fr", "validation")
   rates = mt.mixing_rates(1.0, ["mt_de_fr", "mt_en_de"])
-  n = train_counts(["mt_de_fr", "mt_en_de"])
+  n = np.array([len(corpus.pairs(s, t, "train")) for s, t in (("de", "fr"), ("en", "de"))])
   assert rates["mt_de_fr"] == pytest.approx(n[0] / n.sum())
 
 
