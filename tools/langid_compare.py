@@ -1,7 +1,7 @@
 """LangID accuracy of podzoo's model side by side with langid.py, Lingua and CLD2.
 
   python -m tools.langid_compare [--max_per_language N] [--systems podzoo,langid,lingua,cld2]
-      [--top_confusions 20] [--json_out FILE]
+      [--top_confusions 20] [--json_out FILE] [--plot FILE]
 
 Every system labels the same sentences: the held-out set of `tasks.langid.data.held_out`
 (each language's validation texts that no other language has and that training never
@@ -20,7 +20,9 @@ macro (mean over languages) and micro (over sentences) averages, sentences/s (pr
 alone, after one warm-up call, in the batches each system's own API takes; podzoo's are
 `model.PREDICT_BATCH`), and podzoo's most frequent confusions (which language was taken
 for which). The JSON holds those, every system's confusions, the sentences and every
-prediction, so any figure can be recomputed.
+prediction, so any figure can be recomputed. --plot writes a PNG: every language's accuracy
+(podzoo's bars, worst first, each peer's as markers where it knows the language) and
+podzoo's most frequent confusions.
 """
 
 import argparse
@@ -252,6 +254,43 @@ def format_table(results: dict, top: int = 15) -> str:
   return "\n".join(text)
 
 
+def plot(results: dict, path: str, top: int = 20) -> None:
+  """Per-language accuracy of every system (podzoo's order: worst first) and the first
+  system's `top` most frequent confusions."""
+  import matplotlib  # pylint: disable=import-outside-toplevel  (the [experiments] extra)
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+
+  systems = results["systems"]
+  first, *peers = systems
+  accuracy = {k: v for k, v in systems[first]["accuracy"].items() if k not in ("macro", "micro")}
+  order = sorted(accuracy, key=lambda lang: (accuracy[lang], lang))
+  figure, (by_language, confused) = pyplot.subplots(
+      2, 1, figsize=(max(12, 0.16 * len(order)), 8), gridspec_kw={"height_ratios": [3, 2]}
+  )
+  x = range(len(order))
+  by_language.bar(x, [accuracy[lang] for lang in order], color="lightgrey", label=first)
+  for peer, marker in zip(peers, "ov^sD"):
+    own = systems[peer]["accuracy"]
+    known = [(i, own[lang]) for i, lang in enumerate(order) if lang in own]
+    by_language.plot(*zip(*known), marker, markersize=4, linestyle="none", label=peer)
+  by_language.set_xticks(list(x), order, rotation=90, fontsize=6)
+  by_language.set(ylabel="accuracy (%)", xlim=(-1, len(order)))
+  by_language.set_title(f"held-out accuracy per language ({first}: bars; peers on their languages)")
+  by_language.legend(fontsize=8, loc="lower right")
+  pairs = systems[first]["confusions"][:top]
+  confused.bar(range(len(pairs)), [100 * c["rate"] for c in pairs])
+  confused.set_xticks(
+      range(len(pairs)), [f"{c['gold']}->{c['predicted']}" for c in pairs], rotation=60, fontsize=7
+  )
+  confused.set(ylabel="% of the gold language's sentences")
+  confused.set_title(f"{first}'s most frequent confusions")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  pyplot.close(figure)
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m tools.langid_compare", allow_abbrev=False, description=__doc__.split("\n")[0]
@@ -264,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
       "--top_confusions", type=int, default=20, help="confusions kept per system in the JSON"
   )
   parser.add_argument("--json_out", default=None, help="write the results here (default: stdout)")
+  parser.add_argument("--plot", default=None, help="write a PNG of the accuracies and confusions")
   return parser
 
 
@@ -284,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return benchmark_common.report_user_error(e)
   versions = {f"{d}_version": metadata.version(d) for d in DISTRIBUTIONS}
   results = {**versions, "corpus_fingerprint": corpus.fingerprint(), **results}
+  if args.plot:
+    plot(results, args.plot)
   benchmark_common.emit(results, format_table(results), args.json_out)
   return 0
 

@@ -160,3 +160,20 @@ def test_bad_flags_are_refused(capsys):
   assert "fasttext" in capsys.readouterr().err
   assert langid_compare.main(["--top_confusions", "0"]) == 1
   assert "--top_confusions must be >= 1" in capsys.readouterr().err
+
+
+def test_plot_writes_one_bar_per_language_and_per_confusion(results, tmp_path, monkeypatch):
+  from matplotlib import axes  # pylint: disable=import-outside-toplevel
+
+  bars = []
+  real_bar = axes.Axes.bar
+  monkeypatch.setattr(
+      axes.Axes,
+      "bar",
+      lambda self, x, *a, **k: bars.append(len(list(x))) or real_bar(self, x, *a, **k),
+  )
+  png = tmp_path / "langid.png"
+  langid_compare.plot(results, str(png), top=5)
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+  languages = len(results["systems"]["podzoo"]["accuracy"]) - 2  # less macro and micro
+  assert bars == [languages, min(5, len(results["systems"]["podzoo"]["confusions"]))]
