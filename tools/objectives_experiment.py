@@ -74,18 +74,6 @@ def continuations(num_documents: int) -> list[tuple[list[int], list[int]]]:
   return pairs
 
 
-def answer_options(inputs: str) -> list[str]:
-  """The options listed under a prompt's last "OPTIONS:" header (the question's, which comes last)."""
-  lines = inputs.split("\n")
-  header = len(lines) - 1 - lines[::-1].index(templates.OPTIONS_HEADER)
-  options = []
-  for line in lines[header + 1 :]:
-    if not line.startswith("- "):
-      break
-    options.append(line[2:])
-  return options
-
-
 def flan_probes(
     instruction: instructions.InstructionTask, kind: str, num_prompts: int
 ) -> list[tuple[str, list[str], int]]:
@@ -97,7 +85,7 @@ def flan_probes(
     rendered = prompts.render_example(instruction, variant, example, PROMPT_SEED)
     if rendered is None:
       continue
-    options = answer_options(rendered.inputs)
+    options = templates.answer_options(rendered.inputs)
     probes.append((rendered.inputs, options, options.index(rendered.targets)))
     if len(probes) == num_prompts:
       break

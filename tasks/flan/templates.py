@@ -74,6 +74,19 @@ def options_block(options: Sequence[str]) -> str:
   return "\n".join([OPTIONS_HEADER, *(f"- {option}" for option in options)])
 
 
+def answer_options(inputs: str) -> list[str]:
+  """The options of a rendered prompt's last option list (the question's: a few-shot
+  prompt's exemplars come first); the inverse of `options_block`, for rank classification."""
+  lines = inputs.split("\n")
+  header = len(lines) - 1 - lines[::-1].index(OPTIONS_HEADER)
+  options = []
+  for line in lines[header + 1 :]:
+    if not line.startswith("- "):
+      break
+    options.append(line[2:])
+  return options
+
+
 def render_few_shot(
     template: Template, exemplars: Sequence[Mapping[str, str]], fields: Mapping[str, str]
 ) -> tuple[str, str]:

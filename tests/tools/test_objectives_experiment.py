@@ -11,7 +11,7 @@ import pytest
 from flax.core import meta
 
 from model_zoo import dense, models
-from tasks.flan import corpus_tasks, prompts
+from tasks.flan import corpus_tasks, prompts, templates
 from tasks.pretraining import text, vocabulary
 from tests.tiny import tiny_config
 from tools import objectives_experiment as experiment
@@ -33,7 +33,8 @@ def test_probes_hold_the_questions_options_and_the_right_answer(kind):
 
 def test_answer_options_reads_the_last_block():
   prompt = "Q1\nOPTIONS:\n- a\n- b\nA: a\n\nQ2\nOPTIONS:\n- c\n- d\n- e\nAnswer:"
-  assert experiment.answer_options(prompt) == ["c", "d", "e"]
+  assert templates.answer_options(prompt) == ["c", "d", "e"]
+  assert templates.answer_options(templates.options_block(["x", "y z"])) == ["x", "y z"]
 
 
 def test_continuations_split_each_document_in_halves():
