@@ -6,11 +6,14 @@ optimisation level 0 only turns down LLVM's optimisation of the generated machin
 (the HLO passes, and so what is computed, are unchanged); it cut the suite's compile-bound
 tests by a quarter to two fifths. Set either flag in XLA_FLAGS to override it.
 
-Many tests (the command-line ones above all, each its own run) compile the same programs
-again: JAX's persistent compilation cache, in a directory of this test session's own (new
-each session, removed at its end; the tests' subprocesses inherit it), compiles each once.
+The command-line tests that run each entry point in its own process compile the same
+programs again: those subprocesses share JAX's persistent compilation cache, in a directory
+of this test session's own (new each session, removed at its end), and compile each once.
 Four command-line tests took 77 s with it against 129 s without. Set
-JAX_COMPILATION_CACHE_DIR to choose the directory.
+JAX_COMPILATION_CACHE_DIR to choose the directory. The pytest process itself does not use
+it: serialising executables in one process that has compiled thousands of them aborted
+(SIGABRT inside `executable.serialize()`, and once a segfault reading an entry) late in two
+full runs, taking the whole suite down.
 """
 
 import atexit
@@ -34,7 +37,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import gin  # noqa: E402
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+jax.config.update("jax_enable_compilation_cache", False)  # this process only: see above
 
 
 @pytest.fixture(autouse=True)
