@@ -367,17 +367,19 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = _parser()
   args, bindings = benchmark_common.parse_known_args(parser, argv)
-  for name in (
-      "batch",
-      "prompt_len",
-      "gen_len",
-      "repeats",
-      "warmup",
-      "num_samples",
-      "block_length",
-  ):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser,
+      args,
+      (
+          "batch",
+          "prompt_len",
+          "gen_len",
+          "repeats",
+          "warmup",
+          "num_samples",
+          "block_length",
+      ),
+  )
   return args, bindings
 
 

@@ -189,6 +189,15 @@ def peak_memory() -> tuple[Optional[int], str]:
   return int(rss), "host RSS (process max)"
 
 
+def require_positive(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]
+) -> None:
+  """Exit through `parser.error` (usage + message, status 2) on any count flag below 1."""
+  for name in names:
+    if getattr(args, name) < 1:
+      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
   """The q-th percentile (linear interpolation)."""
   return float(np.percentile(np.asarray(values, np.float64), q))

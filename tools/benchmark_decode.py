@@ -796,9 +796,7 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
       parser.error("--prompt_lens is empty: expected comma-separated integers, e.g. 32,512")
   if min(args.prompt_lens) < 1:
     parser.error(f"{flag}={','.join(map(str, args.prompt_lens))} must be >= 1")
-  for name in ("gen_len", "repeats", "beam_size"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(parser, args, ("gen_len", "repeats", "beam_size"))
   for name in ("warmup", "nocache_max_batch", "temperature"):
     if getattr(args, name) < 0:
       parser.error(f"--{name}={getattr(args, name)} must be >= 0")

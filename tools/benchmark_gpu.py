@@ -81,9 +81,7 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
       setattr(args, name, defaults[name])
   if args.attention_impl is None:
     args.attention_impl = "xla" if args.tiny else "cudnn"
-  for name in ("batch_size", "seq_len", "steps"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(parser, args, ("batch_size", "seq_len", "steps"))
   args.gin_file = [defaults["gin_file"]]
   args.gin_search_paths = ""
   return args, bindings

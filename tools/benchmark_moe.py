@@ -258,9 +258,7 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = _parser()
   args, bindings = benchmark_common.parse_known_args(parser, argv)
-  for name in ("batch_size", "seq_len", "steps"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(parser, args, ("batch_size", "seq_len", "steps"))
   if min(args.experts) < 1:
     parser.error(f"--experts {args.experts}: each must be >= 1")
   if args.warmup_steps < 0 or args.profile_steps < 0:

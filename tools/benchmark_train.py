@@ -533,9 +533,9 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = _parser()
   args, bindings = benchmark_common.parse_known_args(parser, argv)
-  for name in ("batch_size", "seq_len", "steps", "num_microbatches"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser, args, ("batch_size", "seq_len", "steps", "num_microbatches")
+  )
   if args.warmup_steps < 0:
     parser.error(f"--warmup_steps={args.warmup_steps} must be >= 0")
   if args.encoder_seq_len is not None and args.encoder_seq_len < 1:

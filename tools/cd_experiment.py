@@ -461,9 +461,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--json_out", default="cd_experiment.json")
   parser.add_argument("--plot", default="cd_experiment.png")
   args = parser.parse_args(argv)
-  for name in ("base_steps", "scorer_steps", "rollout_prompts", "eval_prompts", "block_length"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser,
+      args,
+      ("base_steps", "scorer_steps", "rollout_prompts", "eval_prompts", "block_length"),
+  )
   if min(args.blockwise_k + args.best_of_k) < 1 or min(args.lambdas) < 0:
     parser.error("every K must be >= 1 and every lambda >= 0")
   return benchmark_common.finish_experiment(run, args, plot, format_table)

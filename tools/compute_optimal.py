@@ -158,9 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "give the budget as --flops C, or as all four of --chips, --days, --peak_tflops and "
         "--mfu (not both)"
     )
-  for name in ("sequence_length", "batch_size", "vocab_size"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(parser, args, ("sequence_length", "batch_size", "vocab_size"))
   try:
     if args.flops is None:
       budget = budget_from_hardware(*hardware)

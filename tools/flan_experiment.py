@@ -391,9 +391,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--json_out", default="flan_experiment.json")
   parser.add_argument("--plot", default="flan_experiment.png")
   args = parser.parse_args(argv)
-  for name in ("pretrain_steps", "finetune_steps", "batch_size", "eval_examples"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser, args, ("pretrain_steps", "finetune_steps", "batch_size", "eval_examples")
+  )
   if len(set(args.families)) != len(args.families):
     parser.error(f"--families {' '.join(args.families)} names a family twice")
   if len(args.families) < 2:

@@ -216,9 +216,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   if len(args.languages) < 2:
     parser.error("--languages needs two or more (a phase 0 and a phase to continue it)")
-  for name in ("steps", "batch_size", "eval_batches", "initial_experts", "new_experts"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser, args, ("steps", "batch_size", "eval_batches", "initial_experts", "new_experts")
+  )
   if args.distillation_weight < 0:
     parser.error(f"--distillation_weight={args.distillation_weight} must be >= 0")
   return benchmark_common.finish_experiment(run, args, plot, format_table)

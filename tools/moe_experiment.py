@@ -207,9 +207,9 @@ def experiment_main(
   """Checks the run flags, runs, and writes the plot (`plot_fn(results, path)`, by default
   the eval-loss curves titled `title`), the JSON and the `table`."""
   args = parser.parse_args(argv)
-  for name in ("steps", "batch_size", "eval_period", "eval_steps"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser, args, ("steps", "batch_size", "eval_period", "eval_steps")
+  )
   if args.steps % args.eval_period:
     parser.error(f"--steps={args.steps} must be a multiple of --eval_period={args.eval_period}")
   return benchmark_common.finish_experiment(

@@ -598,9 +598,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--json_out", default="mt_experiment.json")
   parser.add_argument("--plot", default="mt_experiment.png")
   args = parser.parse_args(argv)
-  for name in ("num_supervised", "steps", "batch_size", "eval_examples"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(
+      parser, args, ("num_supervised", "steps", "batch_size", "eval_examples")
+  )
   if not args.temperature > 0:
     parser.error(f"--temperature={args.temperature} must be > 0")
   return benchmark_common.finish_experiment(run, args, plot, format_table)

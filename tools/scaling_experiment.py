@@ -365,9 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--json_out", default="scaling_experiment.json")
   parser.add_argument("--plot", default="scaling_experiment.png")
   args = parser.parse_args(argv)
-  for name in ("batch_size", "eval_steps"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name}={getattr(args, name)} must be >= 1")
+  benchmark_common.require_positive(parser, args, ("batch_size", "eval_steps"))
   for name in ("budgets", "sizes", "size_factors"):
     values = getattr(args, name) or []
     if not all(math.isfinite(v) and v > 0 for v in values):
