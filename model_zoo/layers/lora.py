@@ -179,8 +179,10 @@ def init_adapters(rng: jax.Array, boxed_params: Params, config: LoraConfig) -> P
     b = jnp.zeros(b_shape, kernel.dtype)
     a_names = (*names[:cut], None)
     b_names = (*names[: split.stack], None, *names[cut:])
-    flat[f"{_parent(path)}/{LORA_A}"] = nn.Partitioned(a, names=a_names)
-    flat[f"{_parent(path)}/{LORA_B}"] = nn.Partitioned(b, names=b_names)
+    # boxed as the kernel is (its logical names, mesh and rules), or plain like it
+    box = (lambda x, n: leaf.replace(value=x, names=n)) if _is_boxed(leaf) else (lambda x, n: x)
+    flat[f"{_parent(path)}/{LORA_A}"] = box(a, a_names)
+    flat[f"{_parent(path)}/{LORA_B}"] = box(b, b_names)
   return _nested(flat)
 
 
