@@ -249,3 +249,47 @@ def unmerge(merged: Params, adapters: Params, scale: float) -> Params:
   """The base tree back from `merge(join_adapters(base, adapters), scale)`: W' - scale * A @ B
   (W up to the float rounding of the add and the subtract)."""
   return merge(join_adapters(merged, adapters), -scale)
+
+
+def _checked_delta(a: jax.Array, b: jax.Array, kernel: jax.Array, where: str) -> jax.Array:
+  """`delta` of an adapter for `kernel`, after checking that its shapes fit the kernel's."""
+  stack = a.ndim + b.ndim - 2 - kernel.ndim
+  fits = (
+      stack >= 0
+      and a.shape[:stack] == b.shape[:stack]
+      and a.shape[-1] == b.shape[stack]
+      and (*a.shape[:-1], *b.shape[stack + 1 :]) == kernel.shape
+  )
+  if not fits:
+    raise ConfigError(
+        f"the adapter at {where!r} (A {a.shape}, B {b.shape}) does not fit the kernel "
+        f"{kernel.shape}: it was trained on another model"
+    )
+  return delta(a, b, kernel.shape)
+
+
+def merge_weighted(base: Params, weighted: Sequence[tuple[Params, float]]) -> Params:
+  """`base` with sum_i w_i * A_i @ B_i added to each kernel that adapters adapt: several
+  adapters at once, each `(adapters, w_i)`, w_i including the adapter's own alpha / rank.
+  Ranks may differ (only the products add). An adapter of a kernel `base` lacks, or of
+  another shape, is a ConfigError."""
+  flat = _flat(base)
+  if any(_is_adapter(p) for p in flat):
+    raise ConfigError("merge_weighted takes a base without adapters (see split_adapters)")
+  updates: dict[str, jax.Array] = {}
+  for adapters, weight in weighted:
+    pieces = _flat(adapters)
+    for a_path in sorted(p for p in pieces if p.endswith(f"/{LORA_A}")):
+      parent = _parent(a_path)
+      kernel_path, b_path = f"{parent}/kernel", f"{parent}/{LORA_B}"
+      if kernel_path not in flat or b_path not in pieces:
+        raise ConfigError(
+            f"the adapter at {parent!r} has no kernel in the base model or no lora_b: it was "
+            "trained on another model"
+        )
+      update = weight * _checked_delta(pieces[a_path], pieces[b_path], flat[kernel_path], parent)
+      updates[kernel_path] = updates[kernel_path] + update if kernel_path in updates else update
+  merged = dict(flat)
+  for path, update in updates.items():
+    merged[path] = (flat[path].astype(jnp.float32) + update).astype(flat[path].dtype)
+  return _nested(merged)

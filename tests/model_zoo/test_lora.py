@@ -198,3 +198,25 @@ def test_targets_that_cannot_take_adapters_are_named(kwargs, message):
   _, adapted, _ = _models(**kwargs)
   with pytest.raises(ConfigError, match=message):
     adapted.init(jax.random.PRNGKey(0), _batch())
+
+
+def test_weighted_merging_adds_each_adapters_weighted_product():
+  rng = np.random.default_rng(0)
+  base = {"p": {"kernel": rng.normal(size=(2, 4, 6)).astype(np.float32)}}  # [layers, in, out]
+  first = {"p": {"lora_a": rng.normal(size=(2, 4, 2)), "lora_b": rng.normal(size=(2, 2, 6))}}
+  second = {"p": {"lora_a": rng.normal(size=(2, 4, 3)), "lora_b": rng.normal(size=(2, 3, 6))}}
+  first, second = (jax.tree.map(lambda x: x.astype(np.float32), t) for t in (first, second))
+  merged = lora.merge_weighted(base, [(first, 0.5), (second, -2.0)])["p"]["kernel"]
+  want = np.asarray(base["p"]["kernel"], np.float64)
+  for adapter, weight in ((first, 0.5), (second, -2.0)):
+    a, b = (np.asarray(adapter["p"][k], np.float64) for k in ("lora_a", "lora_b"))
+    want = want + weight * np.stack([a[i] @ b[i] for i in range(2)])
+  np.testing.assert_allclose(merged, want, rtol=1e-5, atol=1e-5)
+  one = lora.merge(lora.join_adapters(base, first), 0.5)["p"]["kernel"]
+  np.testing.assert_allclose(lora.merge_weighted(base, [(first, 0.5)])["p"]["kernel"], one)
+  with pytest.raises(ConfigError, match="does not fit the kernel"):
+    lora.merge_weighted(
+        base, [({"p": {"lora_a": np.ones((2, 5, 2)), "lora_b": np.ones((2, 2, 6))}}, 1.0)]
+    )
+  with pytest.raises(ConfigError, match="no kernel in the base model"):
+    lora.merge_weighted(base, [({"q": first["p"]}, 1.0)])
