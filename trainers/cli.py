@@ -76,6 +76,7 @@ def import_configurables() -> None:
   import model_zoo.config
   import model_zoo.dense
   import model_zoo.lifelong
+  import model_zoo.lora
   import model_zoo.models
   import model_zoo.prefix_scorer
   import trainers.checkpoints

@@ -1,8 +1,9 @@
 """LoRA through the train command line (gin/runs/lora.gin): a checkpoint's model fine-tuned
 with adapters; the base parameters come out bit-identical, the adapters trained, the base
-checkpoint's files untouched."""
+checkpoint's files untouched; eval with the same flags runs the adapted model."""
 
 import hashlib
+import json
 import pathlib
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from tests.trainers.test_cli import quick_flags, run_cli, saved_state
 from tests.trainers.test_finetune import _flat
+from trainers import eval as eval_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -55,3 +57,14 @@ def test_lora_trains_only_the_adapters_of_a_checkpoints_model(tmp_path, capfd):
     if path.endswith("lora_b"):  # B starts at zero; training moved it
       assert np.abs(tuned[path]).max() > 0, path
   assert tuned["decoder/layers/mlp/wo/lora_a"].shape[-1] == 2
+
+  # Evaluating the run with its own flags restores base and adapters: the training run's
+  # final eval of the same checkpoint, reproduced.
+  metrics = lora_dir / "eval_metrics.jsonl"
+  trained = json.loads(metrics.read_text().splitlines()[-1])
+  code = eval_lib.main(flags + ["--gin_file=gin/runs/eval.gin"])
+  log = "".join(capfd.readouterr())
+  assert code == 0, log
+  again = json.loads(metrics.read_text().splitlines()[-1])
+  assert again["step"] == trained["step"] == 2
+  assert again["cross_entropy"] == pytest.approx(trained["cross_entropy"], rel=1e-6)
