@@ -115,12 +115,14 @@ def _parent(path: str) -> str:
 
 
 # --- nested dicts by path ------------------------------------------------------------------
-def _flat(tree: Params, is_leaf=None) -> dict[str, Any]:
+def flat_params(tree: Params, is_leaf=None) -> dict[str, Any]:
+  """'/'-joined path -> leaf."""
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
   return {param_path(p): leaf for p, leaf in leaves}
 
 
-def _nested(flat: Mapping[str, Any]) -> dict:
+def nested_params(flat: Mapping[str, Any]) -> dict:
+  """The nested dicts of a `flat_params` mapping."""
   tree: dict = {}
   for path, leaf in flat.items():
     *parents, name = path.split("/")
@@ -139,7 +141,7 @@ def _is_boxed(x) -> bool:
 def targets(boxed_params: Params, config: LoraConfig) -> dict[str, KernelSplit]:
   """Path -> split of every kernel the config adapts, from parameters boxed with their logical
   axis names (a Model's `init`). Raises ConfigError for a pattern that matches nothing."""
-  flat = {p: x for p, x in _flat(boxed_params, _is_boxed).items() if not _is_adapter(p)}
+  flat = {p: x for p, x in flat_params(boxed_params, _is_boxed).items() if not _is_adapter(p)}
   patterns = [re.compile(p) for p in config.target_patterns]
   for pattern in patterns:
     if not any(pattern.search(path) for path in flat):
@@ -160,7 +162,7 @@ def targets(boxed_params: Params, config: LoraConfig) -> dict[str, KernelSplit]:
 def init_adapters(rng: jax.Array, boxed_params: Params, config: LoraConfig) -> Params:
   """`boxed_params` with (A, B) beside each adapted kernel: A ~ N(0, 1/in), B = 0, both boxed
   with the kernel's stack/in/out axis names and an unsharded rank axis."""
-  flat = _flat(boxed_params, _is_boxed)
+  flat = flat_params(boxed_params, _is_boxed)
   for i, (path, split) in enumerate(sorted(targets(boxed_params, config).items())):
     leaf = flat[path]
     kernel = leaf.unbox() if _is_boxed(leaf) else leaf
@@ -183,19 +185,19 @@ def init_adapters(rng: jax.Array, boxed_params: Params, config: LoraConfig) -> P
     box = (lambda x, n: leaf.replace(value=x, names=n)) if _is_boxed(leaf) else (lambda x, n: x)
     flat[f"{_parent(path)}/{LORA_A}"] = box(a, a_names)
     flat[f"{_parent(path)}/{LORA_B}"] = box(b, b_names)
-  return _nested(flat)
+  return nested_params(flat)
 
 
 def split_adapters(params: Params) -> tuple[Params, Params]:
   """(base parameters, adapters): the tree without and with only the lora_a/lora_b leaves."""
-  flat = _flat(params, _is_boxed)
+  flat = flat_params(params, _is_boxed)
   base = {p: x for p, x in flat.items() if not _is_adapter(p)}
   adapters = {p: x for p, x in flat.items() if _is_adapter(p)}
-  return _nested(base), _nested(adapters)
+  return nested_params(base), nested_params(adapters)
 
 
 def join_adapters(base: Params, adapters: Params) -> Params:
-  return _nested({**_flat(base, _is_boxed), **_flat(adapters, _is_boxed)})
+  return nested_params({**flat_params(base, _is_boxed), **flat_params(adapters, _is_boxed)})
 
 
 def delta(a: jax.Array, b: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
@@ -209,7 +211,7 @@ def delta(a: jax.Array, b: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
 
 def _adapted(params: Params) -> tuple[dict[str, Any], list[str]]:
   """(flat params, paths of the kernels with adapters beside them)."""
-  flat = _flat(params)
+  flat = flat_params(params)
   kernels = sorted(f"{_parent(p)}/kernel" for p in flat if p.endswith(f"/{LORA_A}"))
   for kernel in kernels:
     if kernel not in flat or f"{_parent(kernel)}/{LORA_B}" not in flat:
@@ -242,7 +244,7 @@ def merge(
     kernel = flat[path]
     update = scale * delta(a, b, kernel.shape)
     merged[path] = (kernel.astype(jnp.float32) + update).astype(kernel.dtype)
-  return _nested(merged)
+  return nested_params(merged)
 
 
 def unmerge(merged: Params, adapters: Params, scale: float) -> Params:
@@ -273,12 +275,12 @@ def merge_weighted(base: Params, weighted: Sequence[tuple[Params, float]]) -> Pa
   adapters at once, each `(adapters, w_i)`, w_i including the adapter's own alpha / rank.
   Ranks may differ (only the products add). An adapter of a kernel `base` lacks, or of
   another shape, is a ConfigError."""
-  flat = _flat(base)
+  flat = flat_params(base)
   if any(_is_adapter(p) for p in flat):
     raise ConfigError("merge_weighted takes a base without adapters (see split_adapters)")
   updates: dict[str, jax.Array] = {}
   for adapters, weight in weighted:
-    pieces = _flat(adapters)
+    pieces = flat_params(adapters)
     for a_path in sorted(p for p in pieces if p.endswith(f"/{LORA_A}")):
       parent = _parent(a_path)
       kernel_path, b_path = f"{parent}/kernel", f"{parent}/{LORA_B}"
@@ -292,4 +294,4 @@ def merge_weighted(base: Params, weighted: Sequence[tuple[Params, float]]) -> Pa
   merged = dict(flat)
   for path, update in updates.items():
     merged[path] = (flat[path].astype(jnp.float32) + update).astype(flat[path].dtype)
-  return _nested(merged)
+  return nested_params(merged)

@@ -37,12 +37,12 @@ def _models(scan=True, **lora_kwargs):
 
 def _random_b(params, seed=1):
   """Adapters with B drawn at random (B starts at zero)."""
-  flat = lora._flat(params)
+  flat = lora.flat_params(params)
   rng = np.random.default_rng(seed)
   for path, x in flat.items():
     if path.endswith("/lora_b"):
       flat[path] = jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype)
-  return lora._nested(flat)
+  return lora.nested_params(flat)
 
 
 @pytest.mark.parametrize("scan", [True, False])
@@ -71,8 +71,8 @@ def _numpy_lora_outputs(x, w, a, b, scale, n_in):
 def test_the_merged_kernel_computes_the_lora_forward(scan):
   _, adapted, config = _models(scan, target_patterns=ALL_DENSE)
   params = _random_b(meta.unbox(adapted.init(jax.random.PRNGKey(0), _batch())))
-  merged = lora._flat(lora.merge(params, config.scale))
-  flat = lora._flat(params)
+  merged = lora.flat_params(lora.merge(params, config.scale))
+  flat = lora.flat_params(params)
   rng = np.random.default_rng(2)
   checked = 0
   for path in [p for p in flat if p.endswith("/lora_a")]:
@@ -98,11 +98,12 @@ def test_merge_then_unmerge_restores_the_base():
   params = _random_b(meta.unbox(adapted.init(jax.random.PRNGKey(0), _batch())))
   base, adapters = lora.split_adapters(params)
   restored = lora.unmerge(lora.merge(params, config.scale), adapters, config.scale)
-  for path, w in lora._flat(base).items():
-    np.testing.assert_allclose(lora._flat(restored)[path], w, rtol=0, atol=1e-6, err_msg=path)
-  changed = lora._flat(lora.merge(params, config.scale))
+  for path, w in lora.flat_params(base).items():
+    np.testing.assert_allclose(lora.flat_params(restored)[path], w, rtol=0, atol=1e-6, err_msg=path)
+  changed = lora.flat_params(lora.merge(params, config.scale))
   assert not np.allclose(
-      changed["decoder/layers/mlp/wo/kernel"], lora._flat(base)["decoder/layers/mlp/wo/kernel"]
+      changed["decoder/layers/mlp/wo/kernel"],
+      lora.flat_params(base)["decoder/layers/mlp/wo/kernel"],
   )
 
 
@@ -166,7 +167,7 @@ def test_only_the_adapters_train_and_the_base_gets_no_optimizer_state():
 
 def test_adapters_carry_the_kernels_logical_axes_and_an_unsharded_rank():
   _, adapted, _ = _models(target_patterns=(r"attention/out/kernel$",))
-  boxed = lora._flat(adapted.init(jax.random.PRNGKey(0), _batch()), lora._is_boxed)
+  boxed = lora.flat_params(adapted.init(jax.random.PRNGKey(0), _batch()), lora._is_boxed)
   assert boxed["decoder/layers/self_attention/out/lora_a"].names == ("layers", "heads", "kv", None)
   assert boxed["decoder/layers/self_attention/out/lora_b"].names == ("layers", None, "embed")
 

@@ -27,12 +27,12 @@ def params():
   tokens = np.ones((1, 8), np.int32)
   batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
   tree = meta.unbox(model.init(jax.random.PRNGKey(0), batch))
-  flat = lora._flat(tree)
+  flat = lora.flat_params(tree)
   rng = np.random.default_rng(0)
   for path, x in flat.items():
     if path.endswith("lora_b"):
       flat[path] = rng.normal(size=x.shape).astype(np.float32)
-  return lora._nested(flat)
+  return lora.nested_params(flat)
 
 
 def test_an_adapter_reads_back_bit_for_bit_with_its_card(params, tmp_path):
@@ -40,9 +40,9 @@ def test_an_adapter_reads_back_bit_for_bit_with_its_card(params, tmp_path):
   adapters.save(str(tmp_path / "a"), params, card)
   loaded, read = adapters.load(str(tmp_path / "a"), params)
   _, want = lora.split_adapters(params)
-  assert lora._flat(loaded).keys() == lora._flat(want).keys()
-  for path, x in lora._flat(want).items():
-    np.testing.assert_array_equal(lora._flat(loaded)[path], x, err_msg=path)
+  assert lora.flat_params(loaded).keys() == lora.flat_params(want).keys()
+  for path, x in lora.flat_params(want).items():
+    np.testing.assert_array_equal(lora.flat_params(loaded)[path], x, err_msg=path)
   assert read == json.loads(json.dumps(card))
   assert read["targets"] == [
       "decoder/layers/self_attention/query",
@@ -54,10 +54,10 @@ def test_an_adapter_reads_back_bit_for_bit_with_its_card(params, tmp_path):
 def test_the_fingerprint_tells_bases_apart_and_ignores_adapters(params):
   base, _ = lora.split_adapters(params)
   assert adapters.fingerprint(params) == adapters.fingerprint(base)
-  flat = lora._flat(base)
+  flat = lora.flat_params(base)
   flat["decoder/layers/mlp/wo/kernel"] = np.array(flat["decoder/layers/mlp/wo/kernel"])
   flat["decoder/layers/mlp/wo/kernel"][0, 0, 0] += 1e-6
-  assert adapters.fingerprint(lora._nested(flat)) != adapters.fingerprint(base)
+  assert adapters.fingerprint(lora.nested_params(flat)) != adapters.fingerprint(base)
 
 
 def test_an_adapter_of_another_base_is_refused(params, tmp_path):

@@ -1,6 +1,7 @@
 """LoRA through the train command line (gin/runs/lora.gin): a checkpoint's model fine-tuned
 with adapters; the base parameters come out bit-identical, the adapters trained, the base
-checkpoint's files untouched; eval with the same flags runs the adapted model."""
+checkpoint's files untouched; eval with the same flags runs the adapted model; the adapters
+exported alone with their card, which names the base checkpoint's model."""
 
 import hashlib
 import json
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 from tests.trainers.test_cli import quick_flags, run_cli, saved_state
+from model_zoo.layers.lora import nested_params
 from tests.trainers.test_finetune import _flat
+from trainers import adapters, export_adapter
 from trainers import eval as eval_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -44,16 +47,16 @@ def test_lora_trains_only_the_adapters_of_a_checkpoints_model(tmp_path, capfd):
   assert _digest(base_dir / "checkpoints") == before
   base = _flat(saved_state(base_dir, 2)["params"])
   tuned = _flat(saved_state(lora_dir, 2)["params"])
-  adapters = {p for p in tuned if p.endswith(("/lora_a", "/lora_b"))}
-  assert {p.rsplit("/", 1)[0] for p in adapters} == {
+  adapters_paths = {p for p in tuned if p.endswith(("/lora_a", "/lora_b"))}
+  assert {p.rsplit("/", 1)[0] for p in adapters_paths} == {
       "decoder/layers/self_attention/query",
       "decoder/layers/self_attention/value",
       "decoder/layers/mlp/wo",
   }
-  assert set(tuned) - adapters == set(base)
+  assert set(tuned) - adapters_paths == set(base)
   for path, value in base.items():
     np.testing.assert_array_equal(tuned[path], value, err_msg=path)
-  for path in adapters:
+  for path in adapters_paths:
     if path.endswith("lora_b"):  # B starts at zero; training moved it
       assert np.abs(tuned[path]).max() > 0, path
   assert tuned["decoder/layers/mlp/wo/lora_a"].shape[-1] == 2
@@ -68,3 +71,24 @@ def test_lora_trains_only_the_adapters_of_a_checkpoints_model(tmp_path, capfd):
   again = json.loads(metrics.read_text().splitlines()[-1])
   assert again["step"] == trained["step"] == 2
   assert again["cross_entropy"] == pytest.approx(trained["cross_entropy"], rel=1e-6)
+
+  # Export: the adapters alone, bit for bit, with a card naming the base model.
+  code = export_adapter.main(
+      flags
+      + [
+          "--gin_file=gin/runs/export_adapter.gin",
+          f"--gin.ADAPTER_DIR='{tmp_path / 'adapter'}'",
+          "--gin.ADAPTER_DESCRIPTION='Genesis, 2 steps'",
+      ]
+  )
+  log = "".join(capfd.readouterr())
+  assert code == 0, log
+  base_params = nested_params(base)
+  loaded, card = adapters.load(str(tmp_path / "adapter"), base_params)
+  for path, value in _flat(loaded).items():
+    np.testing.assert_array_equal(value, tuned[path], err_msg=path)
+  assert set(_flat(loaded)) == adapters_paths
+  assert card["task"] == "kjv_genesis_lm" and card["steps"] == 2 and card["rank"] == 2
+  assert card["description"] == "Genesis, 2 steps"
+  assert card["eval_metrics"]["cross_entropy"] == pytest.approx(trained["cross_entropy"])
+  assert card["base_fingerprint"] == adapters.fingerprint(base_params)

@@ -1,0 +1,66 @@
+"""`python -m trainers.export_adapter <the LoRA run's flags> --gin_file=gin/runs/export_adapter.gin
+--gin.ADAPTER_DIR=...`: the adapters of a LoRA run's newest checkpoint, saved alone with their
+card (trainers/adapters.py): the base model's fingerprint, the adapted kernels, rank and
+alpha, the training task, the step and the run's eval metrics at that step."""
+
+import json
+import os
+from typing import Any, Optional
+
+import gin
+import jax
+
+from model_zoo.errors import ConfigError
+from model_zoo.lora import LoraModule
+from trainers import adapters, cli, restore
+from trainers import train  # noqa: F401  (registers train(), which the run configs read here bind)
+
+
+def _eval_metrics(model_dir: str, step: int) -> dict[str, float]:
+  """The run's eval metrics at `step` (eval_metrics.jsonl's row of it), or none."""
+  path = os.path.join(model_dir, "eval_metrics.jsonl")
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  row = next((r for r in reversed(rows) if r.get("step") == step), {})
+  return {k: v for k, v in row.items() if k not in ("step", "time")}
+
+
+@gin.configurable
+def export_adapter(
+    *,
+    model=gin.REQUIRED,
+    model_dir: str = gin.REQUIRED,
+    adapter_dir: str = gin.REQUIRED,
+    task: Optional[str] = None,
+    description: str = "",
+) -> dict[str, Any]:
+  """Saves the adapters of MODEL_DIR's newest checkpoint to `adapter_dir`; returns the card."""
+  if not isinstance(model.module, LoraModule):
+    raise ConfigError(
+        "export_adapter: MODEL has no adapters; pass the LoRA run's flags, including "
+        "--gin_file=gin/runs/lora.gin"
+    )
+  step, params = restore.restore_params(model, model_dir)
+  params = jax.device_get(params)
+  card = adapters.card_for(
+      params,
+      model.module.lora_config,
+      task=task,
+      steps=step,
+      eval_metrics=_eval_metrics(model_dir, step),
+      description=description,
+  )
+  adapters.save(adapter_dir, params, card)
+  cli.say(
+      f"Saved the adapters of {model_dir} (step {step}; {len(card['targets'])} kernels, rank "
+      f"{card['rank']}) to {adapter_dir}; base model {card['base_fingerprint']}"
+  )
+  return card
+
+
+main, console_main = cli.entry_point(lambda: export_adapter(), "export_adapter")
+
+if __name__ == "__main__":
+  console_main()
