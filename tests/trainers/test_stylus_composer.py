@@ -76,3 +76,10 @@ def test_the_right_adapter_is_chosen_and_the_others_explained():
   assert why[-1] == "rejected french: kept for no keyword (best gain +0.100 nats/token)"
   with pytest.raises(ConfigError, match="k=0 < 1"):
     composer.compose(["x"], ["a"], composer.table_score(table), per_keyword=0)
+
+
+def test_an_adapter_that_does_not_raise_the_likelihood_is_no_fit():
+  table = {(None, "x"): -1.5, ("same", "x"): -1.5, ("worse", "x"): -2.0}
+  result = composer.compose(["x"], ["same", "worse"], composer.table_score(table))
+  assert result.assignment == {"x": []} and result.rejected == ["same", "worse"]
+  assert result.why()[0] == "'x': no adapter fits; the base model"
