@@ -52,11 +52,8 @@ def _numpy_nats_per_token(model, params, ids):
   logits = np.asarray(
       model.module.apply({"params": params}, inputs, np.array([ids], np.int32)), np.float64
   )[0]
-  log_probs = (
-      logits
-      - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))[:, None]
-      - logits.max(-1)[:, None]
-  )
+  top = logits.max(-1, keepdims=True)
+  log_probs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
   return float(np.mean(log_probs[np.arange(len(ids)), ids]))
 
 
