@@ -25,6 +25,7 @@ from typing import Any, Iterable, Optional
 import gin
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from model_zoo.errors import ConfigError, UserError
@@ -84,6 +85,16 @@ def _to_tree(state: train_state.TrainState) -> dict:
       "opt_state": state.opt_state,
       "rng": state.rng,
   }
+
+
+def own_buffers(tree: Any) -> Any:
+  """`tree` with every array, and each device's shard of it, in a buffer of its own.
+
+  What Orbax reads may share memory: on a CPU's host-memory devices the shards of a
+  replicated array came back as one buffer. The train step donates its state, and donating
+  a shared buffer corrupted the heap (a run crashed later, in XLA's compiler or serializer).
+  """
+  return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
 
 
 @gin.configurable
@@ -219,7 +230,7 @@ class Checkpointer:
             flush=True,
         )
         continue
-      tree = restored["state"]
+      tree = own_buffers(restored["state"])
       if only_step is None:  # a run that trains on from here sets the damaged steps aside
         self._damaged = damaged
       state = abstract_state.replace(

@@ -25,7 +25,6 @@ from typing import Any, Optional, Sequence
 
 import gin
 import jax
-import jax.numpy as jnp
 from flax import traverse_util
 
 from model_zoo.errors import ConfigError, MissingFileError
@@ -129,10 +128,9 @@ class InitialCheckpoint:
       if how is not None:
         params[key] = jax.jit(how, out_shardings=wanted[path].sharding)(value, fresh)
       else:
-        # Each parameter, and each device's shard of it, gets a buffer of its own: the train
-        # step donates them, and what was read may share one (two parameters read from one
-        # array; a replicated array's shards on a CPU's host-memory devices).
-        params[key] = jnp.copy(value)
+        # A buffer of its own per parameter and shard (checkpoints.own_buffers): the train
+        # step donates them, and two parameters may be read from one array.
+        params[key] = checkpoints.own_buffers(value)
     return traverse_util.unflatten_dict(params), report
 
   def _upcycle_interval(

@@ -43,6 +43,25 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_every_shard_of_a_restored_state_has_a_buffer_of_its_own(tmp_path):
+  """Resuming donates the restored state to the train step. Orbax read a replicated array's
+  shards on 8 host-memory CPU devices into one shared buffer, and donating it corrupted the
+  heap: the suite crashed later inside XLA (a segfault compiling, an abort serializing)."""
+  tr = helpers.make_trainer(num_devices=8)
+  shapes = helpers.shapes_of(helpers.synthetic_batch(0))
+  state, _ = helpers.train_losses(tr, 1)
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  ckpt.save(state, {"train_batches": 1})
+  ckpt.close()
+  restored, _ = checkpoints.Checkpointer(str(tmp_path)).restore_latest(tr.abstract_state(shapes)[0])
+  leaves = [x for x in jax.tree.leaves(restored) if isinstance(x, jax.Array)]
+  pointers = [s.data.unsafe_buffer_pointer() for x in leaves for s in x.addressable_shards]
+  assert len(pointers) == 8 * len(leaves)
+  assert len(set(pointers)) == len(pointers)
+  resumed, losses = helpers.train_losses(tr, 2, state=restored, first_batch=1)
+  assert int(resumed.step) == 3 and all(np.isfinite(losses))
+
+
 def test_restore_onto_a_different_mesh(tmp_path):
   shapes = helpers.shapes_of(helpers.synthetic_batch(0))
   data_parallel = helpers.make_trainer(mesh_shape=(8, 1, 1, 1))
