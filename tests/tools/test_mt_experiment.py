@@ -190,17 +190,20 @@ def scores_for(languages, chrf_into, chrf_out_of, supervised=20.0):
   return scores
 
 
-def results() -> dict:
+CHRF = {  # (into, out of) the run's zero-resource languages
+    experiment.A: (5.0, 6.0),
+    experiment.B: (9.0, 12.5),
+    experiment.C: (14.25, 12.0),
+    experiment.RAW: (3.0, 4.0),
+    experiment.FILTERED: (2.0, 4.5),
+}
+
+
+def results(supervised: float = 20.0, chrf=None) -> dict:
   runs = experiment.plan(Z, S, L)
-  chrf = {
-      experiment.A: (5.0, 6.0),
-      experiment.B: (9.0, 12.5),
-      experiment.C: (14.25, 12.0),
-      experiment.RAW: (3.0, 4.0),
-      experiment.FILTERED: (2.0, 4.5),
-  }
+  chrf = {**CHRF, **(chrf or {})}
   for name, run in runs.items():
-    run["scores"] = scores_for(run["evaluated"], *chrf[name])
+    run["scores"] = scores_for(run["evaluated"], *chrf[name], supervised=supervised)
     run["curve"] = {"step": [10], "train_seconds": [3.0], "eval_loss": [7.0]}
   caught = {"lines": 10, "kept": 1, "dropped": {"langid": 9}, "caught": 9, "caught_share": 0.9}
   split = {
@@ -239,10 +242,38 @@ def test_summaries_and_verdict_follow_the_scores():
       "out_of_zero_resource_chrf": 12.5,
       "supervised_chrf": 20.0,
   }
-  assert [claim["reproduced"] for claim in r["verdict"]] == [True, True, False, True]
+  # Supervised chrF 20 is below USABLE_CHRF: the MT claims cannot be tested; LangID's can.
+  assert [claim["outcome"] for claim in r["verdict"]] == ["inconclusive"] * 3 + ["reproduced"]
   assert "(b) 10.8 vs (a) 5.5" in r["verdict"][0]["evidence"]
   assert "filtered 3.2 vs raw 3.5" in r["verdict"][2]["evidence"]
+  assert "supervised en<->S chrF 20.0 (a claim needs >= 25)" in r["verdict"][0]["evidence"]
   json.dumps(r)  # the results are JSON as they stand
+
+
+@pytest.mark.parametrize(
+    "chrf,outcomes",
+    [
+        # (b) - (a) = +5.25, (c) - (b) into Z = +5.25, filtered - raw = -0.25 (within 1 point)
+        ({}, ["reproduced", "reproduced", "inconclusive"]),
+        # (c) - (b) into Z = -1.0 and filtered - raw = -2.0: as large the other way
+        (
+            {experiment.C: (8.0, 12.0), experiment.FILTERED: (1.0, 2.0)},
+            ["reproduced", "not reproduced", "not reproduced"],
+        ),
+        # (b) - (a) = +0.75: within a point
+        ({experiment.B: (6.0, 6.5)}, ["inconclusive", "reproduced", "inconclusive"]),
+    ],
+)
+def test_mt_claims_of_translating_models_need_a_gain_of_a_point(chrf, outcomes):
+  r = results(supervised=30.0, chrf=chrf)
+  assert [claim["outcome"] for claim in r["verdict"][:3]] == outcomes
+
+
+def test_the_langid_claim_needs_half_a_point():
+  assert experiment.outcome(0.49, experiment.MIN_ACCURACY_GAIN) == "inconclusive"
+  assert experiment.outcome(0.5, experiment.MIN_ACCURACY_GAIN) == "reproduced"
+  assert experiment.outcome(-0.6, experiment.MIN_ACCURACY_GAIN) == "not reproduced"
+  assert experiment.outcome(9.0, 1.0, testable=False) == "inconclusive"
 
 
 def test_table_numbers_are_the_jsons():
@@ -261,8 +292,8 @@ def test_table_numbers_are_the_jsons():
   assert "(c) + back-translation | 14.2 / 1.4 / 50% | 12.0 / 1.2 / 50%" in table
   assert "English caught 9/10 (90.0%)" in table and "English caught 8/10 (80.0%)" in table
   assert "  noisy: 91.00 / 90.00 / 99.0 / 68.5" in table
-  assert "[NOT reproduced] filtering L=he's" in table
-  assert table.count("[reproduced]") == 3
+  assert "[inconclusive] filtering L=he's" in table
+  assert table.count("[inconclusive]") == 3 and table.count("[reproduced]") == 1
 
 
 def test_plot_writes_a_png(tmp_path):
