@@ -2,6 +2,7 @@
 fingerprint tells bases apart and ignores adapters; a wrong base, a damaged or partial
 adapter and an existing directory are named; a failed save leaves nothing behind."""
 
+import functools
 import json
 import os
 
@@ -19,8 +20,9 @@ from trainers import adapters
 CONFIG = lora.LoraConfig(rank=2, alpha=4.0, target_patterns=(r"attention/(query|value)/kernel$",))
 
 
-@pytest.fixture(scope="module")
-def params():
+@functools.lru_cache(maxsize=None)
+def adapted_params():
+  """The tiny LM's parameters with adapters on query and value, B drawn at random."""
   model = lora_models.lora_model(
       models.DecoderOnlyModel(dense.DecoderOnlyLM(tiny_config())), CONFIG
   )
@@ -33,6 +35,11 @@ def params():
     if path.endswith("lora_b"):
       flat[path] = rng.normal(size=x.shape).astype(np.float32)
   return lora.nested_params(flat)
+
+
+@pytest.fixture(scope="module")
+def params():
+  return adapted_params()
 
 
 def test_an_adapter_reads_back_bit_for_bit_with_its_card(params, tmp_path):
