@@ -221,3 +221,33 @@ def test_weighted_merging_adds_each_adapters_weighted_product():
     )
   with pytest.raises(ConfigError, match="no kernel in the base model"):
     lora.merge_weighted(base, [({"q": first["p"]}, 1.0)])
+
+
+def test_an_encoder_decoder_decodes_through_its_adapters():
+  """Encoding (method="encode") and cached decoding go through the adapted kernels too."""
+  base = models.EncoderDecoderModel(dense.EncoderDecoder(tiny_config()))
+  config = lora.LoraConfig(rank=2, alpha=2.0, target_patterns=ALL_DENSE)
+  adapted = lora_models.lora_model(base, config)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(2, 64, size=(2, 6)), jnp.int32)
+  batch = {
+      "encoder_input_tokens": tokens,
+      "decoder_input_tokens": tokens,
+      "decoder_target_tokens": tokens,
+  }
+  params = meta.unbox(adapted.init(jax.random.PRNGKey(0), batch))
+  base_params, _ = lora.split_adapters(params)
+  prompts = base.prompt_batch([[5, 6, 7], [8, 9]], 2, 6)
+  same = adapted.predict_batch(params, prompts, jax.random.PRNGKey(1))[0]
+  np.testing.assert_array_equal(
+      same, base.predict_batch(base_params, prompts, jax.random.PRNGKey(1))[0]
+  )
+  live = _random_b(params, seed=3)
+  merged = lora.merge(live, config.scale)
+  np.testing.assert_array_equal(
+      adapted.predict_batch(live, prompts, jax.random.PRNGKey(1))[0],
+      base.predict_batch(merged, prompts, jax.random.PRNGKey(1))[0],
+  )
+  np.testing.assert_allclose(
+      adapted.score_batch(live, batch), base.score_batch(merged, batch), rtol=1e-5
+  )
+  assert not np.allclose(adapted.score_batch(live, batch), base.score_batch(base_params, batch))
