@@ -167,12 +167,12 @@ def init_adapters(rng: jax.Array, boxed_params: Params, config: LoraConfig) -> P
     leaf = flat[path]
     kernel = leaf.unbox() if _is_boxed(leaf) else leaf
     names = leaf.names if _is_boxed(leaf) else (None,) * kernel.ndim
-    stack, fan_in, _ = split.sizes(kernel.shape)
+    stack, fan_in, fan_out = split.sizes(kernel.shape)
     cut = split.stack + split.inputs
-    if config.rank > min(split.sizes(kernel.shape)[1:]):
+    if config.rank > min(fan_in, fan_out):
       raise ConfigError(
           f"LoraConfig.rank={config.rank} exceeds {path!r} {tuple(kernel.shape)} (in x out "
-          f"{split.sizes(kernel.shape)[1]} x {split.sizes(kernel.shape)[2]}); a rank at most "
+          f"{fan_in} x {fan_out}); a rank at most "
           "the smaller side keeps the adapter low-rank."
       )
     a_shape = (*kernel.shape[:cut], config.rank)
