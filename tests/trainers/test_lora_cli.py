@@ -13,7 +13,7 @@ import pytest
 from tests.trainers.test_cli import quick_flags, run_cli, saved_state
 from model_zoo.layers.lora import nested_params
 from tests.trainers.test_finetune import _flat
-from trainers import adapters, export_adapter
+from trainers import adapters, export_adapter, infer
 from trainers import eval as eval_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -72,13 +72,38 @@ def test_lora_trains_only_the_adapters_of_a_checkpoints_model(tmp_path, capfd):
   assert again["step"] == trained["step"] == 2
   assert again["cross_entropy"] == pytest.approx(trained["cross_entropy"], rel=1e-6)
 
+  # Sample outputs for the card: the run's predictions through the infer command line.
+  code = infer.main(flags + ["--gin_file=gin/runs/infer.gin", "--gin.infer.max_examples=3"])
+  log = "".join(capfd.readouterr())
+  assert code == 0, log
+  predictions = lora_dir / "inference" / "predict-2.jsonl"
+  predicted = [json.loads(line) for line in predictions.read_text().splitlines()]
+  export_flags = flags + [
+      "--gin_file=gin/runs/export_adapter.gin",
+      "--gin.ADAPTER_DESCRIPTION='Genesis, 2 steps'",
+      "--gin.export_adapter.num_samples=2",
+  ]
+
+  # A samples file that is not infer's output stops the export before anything is written.
+  not_predictions = tmp_path / "notes.jsonl"
+  not_predictions.write_text('{"text": "no prediction here"}\n')
+  code = export_adapter.main(
+      export_flags
+      + [
+          f"--gin.ADAPTER_DIR='{tmp_path / 'refused'}'",
+          f"--gin.export_adapter.samples_file='{not_predictions}'",
+      ]
+  )
+  log = "".join(capfd.readouterr())
+  assert code == 1 and "samples_file" in log and "Traceback" not in log, log
+  assert not (tmp_path / "refused").exists()
+
   # Export: the adapters alone, bit for bit, with a card naming the base model.
   code = export_adapter.main(
-      flags
+      export_flags
       + [
-          "--gin_file=gin/runs/export_adapter.gin",
           f"--gin.ADAPTER_DIR='{tmp_path / 'adapter'}'",
-          "--gin.ADAPTER_DESCRIPTION='Genesis, 2 steps'",
+          f"--gin.export_adapter.samples_file='{predictions}'",
       ]
   )
   log = "".join(capfd.readouterr())
@@ -90,5 +115,9 @@ def test_lora_trains_only_the_adapters_of_a_checkpoints_model(tmp_path, capfd):
   assert set(_flat(loaded)) == adapters_paths
   assert card["task"] == "kjv_genesis_lm" and card["steps"] == 2 and card["rank"] == 2
   assert card["description"] == "Genesis, 2 steps"
+  assert card["sample_outputs"] == [
+      {k: row[k] for k in ("input", "output", "target") if k in row} for row in predicted[:2]
+  ]
+  assert len(predicted) == 3 and all("output" in row for row in predicted)
   assert card["eval_metrics"]["cross_entropy"] == pytest.approx(trained["cross_entropy"])
   assert card["base_fingerprint"] == adapters.fingerprint(base_params)
