@@ -148,6 +148,7 @@ def load_model(
       gin_bindings=[f"{configurable_name}.model = %MODEL"] + list(bindings),
   )
   cli.import_configurables()  # the core's registry; no TensorFlow
+  gin.clear_config()  # as cli.run does: a process may load a model more than once
   try:
     gin_utils.parse_gin(flags)
   except ValueError as e:
