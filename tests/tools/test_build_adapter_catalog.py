@@ -5,7 +5,6 @@ held-apart documents; the real command lines build an adapter, its card and the 
 import json
 
 import numpy as np
-import pytest
 import seqio
 
 from tasks.parallel import corpus
