@@ -38,11 +38,11 @@ from trainers import adapters, export_adapter, infer
 from trainers import train as train_lib
 from trainers.stylus import catalog, refiner
 from trainers.stylus.embedder import Embedder
+from trainers.stylus.retriever import INDEX_FILE
 
 LORA_GIN = "gin/runs/lora.gin"
 EXPORT_GIN = "gin/runs/export_adapter.gin"
 INFER_GIN = "gin/runs/infer.gin"
-INDEX_FILE = "index.npz"
 BASE_BINDINGS = (
     f"TransformerConfig.vocab_size = {vocabulary.MODEL_VOCAB_SIZE}",
     "DecoderOnlyModel.feature_converter = 'prefix_lm'",

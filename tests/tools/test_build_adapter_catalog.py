@@ -14,7 +14,7 @@ from tools import build_adapter_catalog as build
 from tools import flan_experiment
 from trainers import adapters
 from trainers import train as train_lib
-from trainers.stylus.retriever import AdapterIndex
+from trainers.stylus.retriever import INDEX_FILE, AdapterIndex
 
 
 def test_two_dozen_adapters_of_different_real_data_some_poorly_described():
@@ -106,7 +106,7 @@ def test_the_tool_builds_an_adapter_its_card_and_the_index_through_the_command_l
   assert [s["input"] for s in card["sample_outputs"]] == [p["input"] for p in predicted]
   assert len(predicted) == 2
 
-  index = AdapterIndex.load(str(catalog_dir / build.INDEX_FILE))
+  index = AdapterIndex.load(str(catalog_dir / INDEX_FILE))
   assert index.names == ("genesis",)
   assert index.descriptions[0].startswith(cat.describe_task(genesis.task))
   embedder = build.base_embedder(str(base_dir))
@@ -123,4 +123,4 @@ def test_the_tool_builds_an_adapter_its_card_and_the_index_through_the_command_l
   assert "genesis: in the catalog already" in out and "train genesis" not in out
   summary = json.loads((tmp_path / "c.json").read_text())
   assert set(summary["adapters"]) == {"genesis"} and "damaged" in summary["skipped"]["broken"]
-  assert AdapterIndex.load(str(catalog_dir / build.INDEX_FILE)).names == ("genesis",)
+  assert AdapterIndex.load(str(catalog_dir / INDEX_FILE)).names == ("genesis",)

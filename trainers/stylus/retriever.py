@@ -9,6 +9,8 @@ import numpy as np
 
 from model_zoo.errors import ConfigError, MissingFileError
 
+INDEX_FILE = "index.npz"  # a catalog's index, beside its adapter directories
+
 
 @dataclasses.dataclass(frozen=True)
 class AdapterIndex:
