@@ -156,4 +156,12 @@ def describe_task(task: str) -> str:
   return ""
 
 
+def metric_of(task: str) -> str:
+  """How a continuation of `task`'s prompt is scored: "chrf" (translation, text to continue),
+  "cot_accuracy" (a chain of thought's final answer) or "accuracy" (the exact answer)."""
+  if not task.startswith("flan_") or task.startswith("flan_translation"):
+    return "chrf"
+  return "cot_accuracy" if task.endswith("_cot") else "accuracy"
+
+
 register()

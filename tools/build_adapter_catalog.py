@@ -113,18 +113,23 @@ def build_adapter(adapter: catalog_tasks.Adapter, args: argparse.Namespace) -> N
   )
 
 
-def base_embedder(base_dir: str) -> Embedder:
-  """The base model's mean-pooled hidden states, which embed descriptions and prompts alike."""
+def load_base(base_dir: str) -> tuple[Any, Any]:
+  """(model, parameters) of the base: its newest checkpoint, on one device."""
   model = benchmark_common.load_model(
       [flan_experiment.MODEL_GIN], "", BASE_BINDINGS, _configured_model, "build_adapter_catalog"
   )
   try:
-    params = benchmark_common.newest_params(model, base_dir)
+    return model, benchmark_common.newest_params(model, base_dir)
   except MissingFileError:
     raise MissingFileError(
         f"--base_dir {base_dir} holds no checkpoint; give the MODEL_DIR of a trained base, "
         "e.g. <out_dir>/base of `python -m tools.flan_experiment`"
     ) from None
+
+
+def base_embedder(base_dir: str) -> Embedder:
+  """The base model's mean-pooled hidden states, which embed descriptions and prompts alike."""
+  model, params = load_base(base_dir)
   return Embedder(model, params, vocabulary.pretraining_vocabulary().encode)
 
 

@@ -11,7 +11,7 @@ from tasks.parallel import corpus
 from tasks.pretraining import text, vocabulary
 from tools import adapter_catalog_tasks as cat
 from tools import build_adapter_catalog as build
-from tools import flan_experiment
+from tools import flan_experiment, stylus_experiment
 from trainers import adapters
 from trainers import train as train_lib
 from trainers.stylus.retriever import INDEX_FILE, AdapterIndex
@@ -124,3 +124,24 @@ def test_the_tool_builds_an_adapter_its_card_and_the_index_through_the_command_l
   summary = json.loads((tmp_path / "c.json").read_text())
   assert set(summary["adapters"]) == {"genesis"} and "damaged" in summary["skipped"]["broken"]
   assert AdapterIndex.load(str(catalog_dir / INDEX_FILE)).names == ("genesis",)
+
+  # The Stylus experiment on this catalog: with one adapter, `random` and `retriever` merge
+  # it as Stylus would, the base merges none.
+  out = tmp_path / "stylus.json"
+  code = stylus_experiment.main(
+      ["--base_dir", str(base_dir), "--catalog_dir", str(catalog_dir), "--per_task", "2"]
+      + ["--k", "1", "--max_new_tokens", "4", "--json_out", str(out)]
+      + ["--plot", str(tmp_path / "stylus.png")]
+  )
+  assert code == 0
+  r = json.loads(out.read_text())
+  assert [p["adapter"] for p in r["prompts"]] == ["genesis", "genesis"]
+  methods = r["methods"]
+  assert methods["base"]["right_adapter"] == 0 and methods["base"]["adapters_merged"] == 0
+  assert methods["random"]["right_adapter"] == methods["retriever"]["right_adapter"] == 100
+  assert [row["nats_per_token"] for row in methods["random"]["rows"]] == [
+      row["nats_per_token"] for row in methods["retriever"]["rows"]
+  ]
+  assert methods["random"]["nats_per_token"] != methods["base"]["nats_per_token"]
+  assert methods["base"]["accuracy"] is None and methods["base"]["chrf"] is not None
+  assert (tmp_path / "stylus.png").stat().st_size > 0

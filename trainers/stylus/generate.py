@@ -55,6 +55,7 @@ class Stylus:
     )
     self.top_k, self.per_keyword, self.min_gain = top_k, per_keyword, min_gain
     self._predict = jax.jit(model.predict_batch)
+    self._score = jax.jit(model.score_batch)
 
   def choose(self, prompt: str) -> select.Choice:
     return select.choose(
@@ -78,6 +79,13 @@ class Stylus:
     batch = self.model.prompt_batch([list(prompt_ids)], 1, length)
     ids, score = jax.device_get(self._predict(params, batch))
     return [int(t) for t in np.asarray(ids)[0]], float(np.asarray(score)[0])
+
+  def log_likelihood(
+      self, params: Any, prompt_ids: Sequence[int], target_ids: Sequence[int], length: int
+  ) -> float:
+    """log p(target | prompt) in nats under `params`."""
+    batch = self.model.scoring_batch([list(prompt_ids)], [list(target_ids)], 1, length)
+    return float(np.asarray(jax.device_get(self._score(params, batch)))[0])
 
 
 def prompt_masks(choice: select.Choice, num_masks: int, seed: int) -> list[masks.Mask]:
