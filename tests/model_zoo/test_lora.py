@@ -219,6 +219,10 @@ def test_weighted_merging_adds_each_adapters_weighted_product():
     lora.merge_weighted(
         base, [({"p": {"lora_a": np.ones((2, 5, 2)), "lora_b": np.ones((2, 2, 6))}}, 1.0)]
     )
+  with pytest.raises(ConfigError, match="does not fit the kernel"):  # A of rank 2, B of rank 3
+    lora.merge_weighted(
+        base, [({"p": {"lora_a": first["p"]["lora_a"], "lora_b": second["p"]["lora_b"]}}, 1.0)]
+    )
   with pytest.raises(ConfigError, match="no kernel in the base model"):
     lora.merge_weighted(base, [({"q": first["p"]}, 1.0)])
 
