@@ -46,6 +46,7 @@ TITLE = "Stylus at small scale: adapters chosen for held-out prompts"
 METHODS = ("base", "random", "retriever", "stylus")
 SCORES = ("nats_per_token", "chrf", "accuracy", "right_adapter")
 LENGTH = 512  # every prompt + continuation fits (Flan few-shot prompts: at most 384 tokens)
+BUCKET = 64  # decode lengths round up to a multiple: few compilations, few wasted steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,8 @@ def mask_of(method: str, prompt: Prompt, stylus: Stylus, k: int, rng: random.Ran
 def score_prompt(stylus: Stylus, params: Any, prompt: Prompt, max_new_tokens: int) -> dict:
   """The reference's nats per token and the greedy continuation's text."""
   total = stylus.log_likelihood(params, prompt.ids, prompt.target_ids, LENGTH)
-  ids, _ = stylus.continue_prompt(params, prompt.ids, LENGTH)
+  length = min(LENGTH, -(-(len(prompt.ids) + max_new_tokens) // BUCKET) * BUCKET)
+  ids, _ = stylus.continue_prompt(params, prompt.ids, length)
   vocab = vocabulary.pretraining_vocabulary()
   generated = []
   for t in ids[:max_new_tokens]:
