@@ -140,6 +140,7 @@ def _train(layer_cls, scan: bool, num_microbatches: int, steps: int = 2):
   return state, metrics_lib.values(merged)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_microbatches", [1, 2])
 @pytest.mark.parametrize(
     "scan",
@@ -153,6 +154,7 @@ def test_sown_values_reach_the_trainers_metrics_exactly(scan, num_microbatches):
     assert metrics[f"metrics/{p}/probe"] == METRIC_VALUE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "scan",
     [pytest.param(True, id="scan"), pytest.param(False, id="unrolled", marks=pytest.mark.slow)],

@@ -110,6 +110,7 @@ def test_scanned_blocks_equal_unrolled_blocks():
   assert len(jax.tree.leaves(aux_b)) == 2 * 2 * 2  # blocks x MoE sub-layers x two losses
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_the_full_forward_with_token_choice_and_room():
   """The KV caches of a block's attention sub-layers work like the dense model's. (Expert
   choice is left out: it ranks a group's tokens, so one-token steps route differently.)"""
@@ -122,6 +123,7 @@ def test_cached_decoding_equals_the_full_forward_with_token_choice_and_room():
   )
 
 
+@pytest.mark.slow
 def test_the_model_trains_a_block_with_its_router_losses():
   model = models.DecoderOnlyModel(dense.DecoderOnlyLM(_config()), z_loss=0.0)
   _, params = _init(_config())

@@ -69,6 +69,7 @@ def _loss_weighted(fn, weights):
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("implementation", FUSED)
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (4, 1)])  # MHA, GQA, MQA
 @pytest.mark.parametrize("packed", [True, False])

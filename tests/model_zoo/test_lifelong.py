@@ -96,6 +96,7 @@ def test_the_loss_is_cross_entropy_plus_weighted_kl_from_the_teachers_logits():
   assert "distillation/kl" not in metrics_0
 
 
+@pytest.mark.slow
 def test_the_kl_gradient_matches_finite_differences_and_spares_the_teacher():
   model, batch = _model(weight=1.0), _batch(2)
   params = _params(model)
@@ -124,6 +125,7 @@ def test_the_kl_gradient_matches_finite_differences_and_spares_the_teacher():
   np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_scoring_and_decoding_use_the_new_model_alone():
   model, batch = _model(), _batch(4)
   params = _params(model)

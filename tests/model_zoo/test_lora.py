@@ -227,6 +227,7 @@ def test_weighted_merging_adds_each_adapters_weighted_product():
     lora.merge_weighted(base, [({"q": first["p"]}, 1.0)])
 
 
+@pytest.mark.slow
 def test_an_encoder_decoder_decodes_through_its_adapters():
   """Encoding (method="encode") and cached decoding go through the adapted kernels too."""
   base = models.EncoderDecoderModel(dense.EncoderDecoder(tiny_config()))

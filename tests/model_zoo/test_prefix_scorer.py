@@ -71,6 +71,7 @@ def reference_terms(values, targets, weights, rewards, base_logits=None):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["cd_fudge", "cd_q"])
 def test_losses_equal_numpy(objective):
   model = scorer(objective)
@@ -100,6 +101,7 @@ def test_losses_equal_numpy(objective):
   )
 
 
+@pytest.mark.slow
 def test_cd_q_targets_take_no_gradient():
   """The gradient equals that of the same squared error with the targets held constant."""
   model = scorer("cd_q")
@@ -195,6 +197,7 @@ def middling_token(tokens: np.ndarray) -> int:
   return int(np.argmin(np.abs(frequency - 0.1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["cd_fudge", pytest.param("cd_q", marks=pytest.mark.slow)])
 def test_a_trained_scorer_steers_decoding_towards_its_reward(objective):
   base_model, _, base_params = common.lm16()

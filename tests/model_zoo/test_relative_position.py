@@ -62,6 +62,7 @@ def _relpos(cfg):
   return dataclasses.replace(cfg, position_encoding="relative_bias")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan_layers", [True, False])
 def test_decoder_only_cached_decoding_with_relative_bias_equals_full_forward(scan_layers):
   cfg = _relpos(tiny_lm.config(scan_layers=scan_layers))
@@ -88,6 +89,7 @@ def test_decoder_only_cached_decoding_with_relative_bias_equals_full_forward(sca
   np.testing.assert_allclose(np.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_encoder_decoder_cached_decoding_with_relative_bias_equals_full_forward():
   cfg = _relpos(tiny_lm.config(scan_layers=True))
   module = dense.EncoderDecoder(cfg)

@@ -158,6 +158,7 @@ def _assert_spoken_tokens(vocab: seqio.SentencePieceVocabulary, ids: np.ndarray)
       assert all(c.isalpha() or c in "'\u2581" for c in piece), piece
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,split",
     [(asr_lm_tasks.task_name(lang), "train") for lang in corpus.LANGUAGES]

@@ -64,6 +64,7 @@ def test_length_bucket_boundaries_are_inclusive_upper_ends():
   assert [ct.length_bucket(n, (1, 2)) for n in range(4)] == ["short", "short", "medium", "long"]
 
 
+@pytest.mark.slow
 def test_task_prepends_the_langid_language_and_the_length_bucket_recomputed(examples):
   sample = examples[::10]
   corpus_texts = {

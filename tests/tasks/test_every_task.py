@@ -71,6 +71,7 @@ def test_shipped_tasks_cover_every_family():
   assert len(sampled_tasks()) == len(names) - mt_tasks + 3 * len(SCRIPT_SAMPLE) - 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sampled_tasks())
 def test_task_yields_batches_of_the_declared_shapes(name):
   task = seqio.get_mixture_or_task(name)

@@ -206,6 +206,7 @@ def test_a_language_without_a_name_of_its_own_is_a_clear_error(languages, modifi
     iso_codes.language_names.cache_clear()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_prompts_ask_real_questions_with_right_answers_and_fit(task):
   """Every validation example: template filled, answer right, options, CoT, length limits."""
@@ -235,6 +236,7 @@ def test_prompts_ask_real_questions_with_right_answers_and_fit(task):
     assert not re.search(r"\{\w+\}", ex["inputs_pretokenized"] + ex["targets_pretokenized"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", FEW_SHOT_TASKS)
 @pytest.mark.parametrize("split", corpus.SPLITS)
 def test_few_shot_exemplars_are_other_train_examples(task, split):
@@ -363,6 +365,7 @@ def expected_rates(cap: float, template_rates: dict[str, float]) -> dict[str, fl
   return rates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cap,template_rates",
     [
@@ -386,6 +389,7 @@ def which_task(ex) -> str:
   return f"flan_{name}_{kind}" + ("_options" if template.with_options else "")
 
 
+@pytest.mark.slow
 def test_mixture_samples_at_the_rates():
   mixture = seqio.get_mixture_or_task(mixing.MIXTURE_NAME)
   expected = expected_rates(mixing.DEFAULT_CAP, mixing.DEFAULT_TEMPLATE_RATES)
@@ -410,6 +414,7 @@ def test_mixture_samples_at_the_rates():
   assert pvalue(uniform_kinds) < 1e-6, counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,converter",
     [

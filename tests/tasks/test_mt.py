@@ -65,6 +65,7 @@ def decoded_pairs(name: str) -> list[tuple[str, str]]:
   return pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "source,target", [("en", "de"), ("en", "el"), ("ru", "en"), ("en", "zh_TW"), ("sr@latin", "en")]
 )
@@ -166,6 +167,7 @@ def languages_with_records(threshold: int) -> list[str]:
   return [lang for lang in corpus.LANGUAGES[1:] if counts[lang] >= threshold]
 
 
+@pytest.mark.slow
 def test_mixture_samples_tasks_at_the_temperature_rates():
   # The 27 languages with >= 5000 messages: the sampled mixture of mt.gin's threshold.
   name = mt.mt_mixture(5000)
@@ -258,6 +260,7 @@ def unmask(example) -> tuple[list[int], int]:
   return tokens.tolist(), int(hidden[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["en", "de", "el", "ru"])
 def test_mass_hides_one_half_span_that_fills_back_to_the_text(lang):
   texts = source_texts(mt.mass_task_name(lang), lang)

@@ -179,6 +179,7 @@ def test_fingerprint_follows_the_catalogs_bytes(tmp_path, tmp_cache):
   assert corpus.fingerprint(tmp_path) != before
 
 
+@pytest.mark.slow
 def test_tfds_dataset_holds_the_corpus():
   source = tfds_dataset.prepare()
   name, data_dir = source.tfds_dataset.name, source.tfds_dataset.data_dir

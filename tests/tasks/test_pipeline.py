@@ -111,6 +111,7 @@ def mixture_with_a_numpy_function():
   return mixture
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixture", [False, True])
 def test_a_saved_position_continues_the_stream_in_a_new_pass(tmp_path, request, mixture):
   """After save at batch 5, a new pass restored from it yields batches 5.. of an unbroken

@@ -29,6 +29,7 @@ def test_readme_example_module_is_the_tested_file():
   assert readme_block("## Adding your own task", "python") == EXAMPLE.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_readme_example_trains_on_the_mixture(tmp_path, capfd):
   """The README's training command, its sizes shrunk to 2 steps (tests/test_readme_commands.py
   runs it verbatim, under -m slow, and checks that it learns)."""

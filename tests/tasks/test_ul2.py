@@ -80,6 +80,7 @@ def test_vocabulary_has_modes_and_sentinels_on_top():
     vocabulary.mode_id(VOCAB, "Q")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("converter", ["encdec", "prefix_lm"])
 @pytest.mark.parametrize("name", TASKS)
 def test_batches_have_the_declared_shapes(name, converter):

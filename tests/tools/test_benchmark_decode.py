@@ -162,6 +162,7 @@ def test_tiny_run_writes_consistent_json(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_decoder_rates_beam_and_seeded_sampling(tmp_path, monkeypatch, capsys):
   """The default decoders at tiny sizes: tokens/s of greedy, sampling and beam search per batch
   size, beam at least as likely as greedy, and the same samples from the same seed."""
@@ -416,6 +417,7 @@ def test_bad_flags_fail_with_usage(flag, value, capsys):
   assert flag.lstrip("-") in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_without_tensorflow_or_seqio():
   """The GPU machine has no TensorFlow/SeqIO: the tool must not import them."""
   without_tensorflow.assert_runs_without_tensorflow(f"""

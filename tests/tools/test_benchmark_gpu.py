@@ -16,6 +16,7 @@ def _check_side(side, peak):
   assert side["mfu"] is None if peak is None else side["mfu"] > 0
 
 
+@pytest.mark.slow
 def test_tiny_run_reports_both_sides_and_their_ratio(tmp_path, monkeypatch):
   monkeypatch.chdir(without_tensorflow.REPO_ROOT)  # the gin files are relative to the repo
   out = tmp_path / "gpu.json"

@@ -43,6 +43,7 @@ def test_imports_without_tensorflow():
   without_tensorflow.assert_runs_without_tensorflow("from tools import benchmark_moe, op_profile")
 
 
+@pytest.mark.slow
 def test_short_comparison_fills_every_column(tmp_path, capsys):
   out = tmp_path / "moe.json"
   rc = benchmark_moe.main(

@@ -5,6 +5,7 @@ held-apart documents; the real command lines build an adapter, its card and the 
 import json
 
 import numpy as np
+import pytest
 import seqio
 
 from tasks.parallel import corpus
@@ -84,6 +85,7 @@ def _train_base(model_dir, steps):
   assert train_lib.main(flags) == 0
 
 
+@pytest.mark.slow
 def test_the_tool_builds_an_adapter_its_card_and_the_index_through_the_command_lines(
     tmp_path, capsys
 ):

@@ -77,6 +77,7 @@ def _direct_predictions(texts: list[str], gold: list[str]) -> dict[str, list[str
   return direct
 
 
+@pytest.mark.slow
 def test_every_system_labels_the_same_held_out_sentences(results):
   held_out = data.held_out(PER_LANGUAGE)
   assert results["texts"] == [t for lang in corpus.LANGUAGES for t in held_out[lang]]

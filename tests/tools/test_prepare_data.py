@@ -1,10 +1,13 @@
 import json
 import pathlib
 
+import pytest
+
 from tasks import cache
 from tools import prepare_data
 
 
+@pytest.mark.slow
 def test_builds_into_the_cache_and_reuses_it(tmp_path, monkeypatch):
   monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
   out = tmp_path / "prepared.json"

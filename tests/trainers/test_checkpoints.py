@@ -21,6 +21,7 @@ def _leaves(state):
   ]
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
   shapes = helpers.shapes_of(helpers.synthetic_batch(0))
   straight, _ = helpers.train_losses(helpers.make_trainer(num_devices=1), 6)
@@ -141,6 +142,7 @@ def _damage(directory, step, item):
           f.truncate(3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("item", ["data", "state"])
 def test_a_damaged_step_is_set_aside_and_the_retrained_step_saved(tmp_path, capsys, item):
   directory = str(tmp_path)

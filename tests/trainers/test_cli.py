@@ -116,6 +116,7 @@ def test_killed_run_resumes_to_the_same_state(tmp_path, capfd):
   assert_same_params(saved_state(killed, target), saved_state(straight, target))
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, capfd):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 4))
   assert code == 0, log
@@ -132,6 +133,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, capfd):
   assert (tmp_path / "checkpoints" / "6").exists()
 
 
+@pytest.mark.slow
 def test_half_written_checkpoint_is_never_taken_as_latest(tmp_path, capfd):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
   assert code == 0, log
@@ -259,6 +261,7 @@ def test_a_refused_run_of_another_model_keeps_config_gin(tmp_path, capfd):
   assert _config_files(tmp_path) == ["config.gin"]
 
 
+@pytest.mark.slow
 def test_a_run_with_nothing_to_train_keeps_config_gin(tmp_path, capfd):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
   assert code == 0, log
@@ -269,6 +272,7 @@ def test_a_run_with_nothing_to_train_keeps_config_gin(tmp_path, capfd):
   assert _config_files(tmp_path) == ["config.gin"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_with_a_new_config_keeps_the_old_one_as_history(tmp_path, capfd):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 2))
   assert code == 0, log
@@ -309,6 +313,7 @@ def test_write_operative_config_keeps_every_different_config(tmp_path):
   assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_set_aside_and_retrained_once(tmp_path, capfd):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 4))
   assert code == 0, log
@@ -325,6 +330,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_retrained_once(tmp_path, c
   assert code == 0 and "Restored checkpoint at step 4" in log and "falling back" not in log, log
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_each_step_once(tmp_path, capfd):
   code, log = run_cli(capfd, *quick_flags(tmp_path, 4, "--gin.train.log_period=1"))
   assert code == 0, log

@@ -39,6 +39,7 @@ def _train(*argv: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.slow
 def test_a_run_is_quiet_warns_about_warmup_and_ends_with_samples_and_a_summary(tmp_path):
   result = _train(*QUICK, f"--gin.MODEL_DIR='{tmp_path}'")
   log = result.stdout + result.stderr
@@ -141,6 +142,7 @@ def test_warmup_longer_than_the_run_warns(schedule, steps, warns):
     )
 
 
+@pytest.mark.slow
 def test_a_seeded_sample_repeats_and_depends_on_the_seed():
   trainer = helpers.make_trainer(num_devices=1)
   model, partitioner = trainer.model, trainer.partitioner

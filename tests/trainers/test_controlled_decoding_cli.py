@@ -148,6 +148,7 @@ def scorer_at(scorer_dir, weight: float) -> controlled.PrefixScorer:
   return controlled.PrefixScorer(model, restored(scorer_dir), weight)
 
 
+@pytest.mark.slow
 def test_tokenwise_cd_from_gin_decodes_as_the_decoder_does_here(
     base_dir, scorer_dir, prompts_file, tmp_path
 ):

@@ -26,6 +26,7 @@ def _train_starts(monkeypatch) -> list[int]:
   return starts
 
 
+@pytest.mark.slow
 def test_resume_restores_the_saved_pipeline_state_else_replays_to_the_same_batches(
     tmp_path, capfd, monkeypatch
 ):

@@ -64,6 +64,7 @@ def _fresh(**model_overrides):
   return _flat(jax.device_get(tr.init_state(helpers.shapes_of(helpers.synthetic_batch(0))).params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new_experts", ["fresh", "copy"])
 def test_growth_keeps_the_old_experts_and_router_columns(moe_run, tmp_path, new_experts, capfd):
   model_dir, saved = moe_run
@@ -105,6 +106,7 @@ def test_an_unrelated_checkpoint_names_the_mismatching_parameter(moe_run, tmp_pa
     _start(tmp_path, InitialCheckpoint(model_dir, new_experts="fresh"), moe=wider, emb_dim=48)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [True, False])
 def test_an_upcycled_model_computes_the_dense_models_function(request, tmp_path, scan):
   """Top-2 with renormalised weights and room for every token: sum_k w_k FFN(x) = FFN(x)."""

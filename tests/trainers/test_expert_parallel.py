@@ -33,6 +33,7 @@ def _losses_and_state(mesh_shape, num_devices, dispatch="einsum"):
   return np.array(losses), state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "mesh_shape", [(2, 1, 1, 4), pytest.param((1, 1, 1, 8), marks=pytest.mark.slow)]
 )

@@ -170,6 +170,7 @@ def test_eval_restores_parameters_of_a_checkpoint_from_another_optimizer(pretrai
     np.testing.assert_array_equal(loaded[path], source[path], err_msg=path)
 
 
+@pytest.mark.slow
 def test_the_finetune_run_resumes_from_its_own_checkpoints(tmp_path, capfd):
   base, tuned = tmp_path / "base", tmp_path / "tuned"
   code, log = run_cli(capfd, *quick_flags(base, 2))

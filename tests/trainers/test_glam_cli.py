@@ -10,6 +10,7 @@ from tests.trainers.test_cli import quick_flags, run_cli
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+@pytest.mark.slow
 def test_glam_tiny_trains_and_logs_router_losses(tmp_path, capfd):
   flags = quick_flags(
       tmp_path,

@@ -95,6 +95,7 @@ def _train_process(*flags) -> str:
   return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_a_phase_through_the_command_line(tmp_path):
   """Phase 0: GLaM-tiny with 2 experts; phase 1 grows it to 4 with lifelong_phase.gin, each in
   a process of its own, as users run them."""

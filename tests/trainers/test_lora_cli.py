@@ -27,6 +27,7 @@ def _digest(directory: pathlib.Path) -> dict[str, str]:
   }
 
 
+@pytest.mark.slow
 def test_lora_trains_only_the_adapters_of_a_checkpoints_model(tmp_path, capfd):
   base_dir, lora_dir = tmp_path / "base", tmp_path / "lora"
   code, log = run_cli(capfd, *quick_flags(base_dir, 2))

@@ -148,6 +148,7 @@ def _load(path: pathlib.Path) -> dict:
   return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(runs):
   multi, single = _load(runs / "multi_0.json"), _load(runs / "single.json")
   assert multi["num_processes"] == 2 and multi["num_devices"] == 2

@@ -18,6 +18,7 @@ from trainers import checkpoints, preemption, train
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_and_the_rerun_equals_an_uninterrupted_run(
     tmp_path, capfd, monkeypatch
 ):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import sacrebleu
 
 from trainers import eval as eval_lib
@@ -25,6 +26,7 @@ FLAGS = [
 ]
 
 
+@pytest.mark.slow
 def test_training_and_eval_report_seqio_metrics_of_the_decodes(tmp_path, capfd):
   flags = FLAGS + [f"--gin.MODEL_DIR='{tmp_path}'"]
   code = train.main(
@@ -75,6 +77,7 @@ def test_training_and_eval_report_seqio_metrics_of_the_decodes(tmp_path, capfd):
   assert abs(evaluated["copy_verse/accuracy"] - accuracy) < 1e-6
 
 
+@pytest.mark.slow
 def test_eval_of_a_task_without_metric_fns_prints_and_writes_its_losses_once(tmp_path, capfd):
   """The quickstart task has no metric_fns: eval.gin's SeqIO metrics add nothing to show."""
   flags = [

@@ -68,6 +68,7 @@ def _numpy_merged(base, catalog_dir, weights):
   return lora.nested_params({p: x.astype(np.float32) for p, x in flat.items()})
 
 
+@pytest.mark.slow
 def test_stylus_generate_chooses_merges_and_continues_each_prompt(tmp_path, capfd):
   base_dir = tmp_path / "base"
   code, log = run_cli(capfd, *quick_flags(base_dir, 2))

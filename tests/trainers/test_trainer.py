@@ -19,6 +19,7 @@ def single_device_losses():
   return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1, 1), (2, 2, 2, 1)])
 def test_same_loss_curve_on_1_and_8_devices(single_device_losses, mesh_shape):
   tr = helpers.make_trainer(mesh_shape=mesh_shape)

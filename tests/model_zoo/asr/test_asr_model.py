@@ -82,6 +82,7 @@ def _model_and_params(position_encoding):
   return model, meta.unbox(model.init(jax.random.PRNGKey(0), batch))
 
 
+@pytest.mark.slow
 def test_more_padding_changes_no_real_output():
   model, params = _model_and_params("rope")
   rng = np.random.default_rng(3)
@@ -99,6 +100,7 @@ def test_more_padding_changes_no_real_output():
   assert not np.allclose(model._logits(params, changed)[0], logits[0], atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("position_encoding", ["rope", "relative_bias"])
 def test_cached_decoding_equals_the_full_forward(position_encoding):
   model, params = _model_and_params(position_encoding)

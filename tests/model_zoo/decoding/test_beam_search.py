@@ -85,6 +85,7 @@ def _check_against_brute_force(sequences, scores, ranked, beam_size):
     assert np.all(scores[row, found:] < -1e29)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 @pytest.mark.parametrize("name", sorted(SETUPS))
 def test_wide_beam_finds_the_exact_best_outputs(name, alpha):

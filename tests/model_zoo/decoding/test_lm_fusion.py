@@ -43,6 +43,7 @@ def test_lambda_and_beta_zero_decode_as_beam_search_alone():
   np.testing.assert_allclose(fused[1], plain[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight,bonus", [(0.7, 0.0), (0.7, 0.4), (2.0, -0.3)])
 def test_each_hypothesis_scores_the_fused_formula(weight, bonus):
   model, batch, params = common.ed16()
@@ -62,6 +63,7 @@ def test_each_hypothesis_scores_the_fused_formula(weight, bonus):
   assert not np.array_equal(sequences, common.predict(model, params, batch, BEAM)[0])
 
 
+@pytest.mark.slow
 def test_the_lm_params_are_the_decoders_own_and_can_be_passed_in():
   model, batch, params = common.ed16()
   fusion = _fused(0.7, 0.2)

@@ -71,6 +71,7 @@ def _expected_scores(prompt_length, sequences):
   return log_p.reshape(rows, per_example)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", DECODERS)
 def test_loop_iterations_do_not_grow_with_the_prompt_length(kind):
   for prompt_length in PROMPT_LENGTHS:

@@ -110,6 +110,7 @@ def test_a_layer_count_that_is_not_a_multiple_of_the_interval_is_refused():
     _init(dataclasses.replace(_config(), num_layers=3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "dispatch,factor,same",
     [
@@ -128,6 +129,7 @@ def test_cached_decoding_equals_the_full_forward_when_nothing_drops(dispatch, fa
   assert np.allclose(cached, full, rtol=1e-5, atol=1e-5) == same
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["dots_no_batch", pytest.param("full", marks=pytest.mark.slow)])
 def test_remat_policies_apply_to_moe_blocks_and_change_nothing(policy):
   """Logits and gradients (the router losses included) equal remat "none"."""
