@@ -146,4 +146,8 @@ def test_the_tool_builds_an_adapter_its_card_and_the_index_through_the_command_l
   ]
   assert methods["random"]["nats_per_token"] != methods["base"]["nats_per_token"]
   assert methods["base"]["accuracy"] is None and methods["base"]["chrf"] is not None
+  for stylus_row, mean_row in zip(methods["stylus"]["rows"], methods["stylus_mean"]["rows"]):
+    assert set(mean_row["adapters"]) == set(stylus_row["adapters"])
+    if mean_row["adapters"]:
+      assert sum(mean_row["adapters"].values()) == pytest.approx(1.0)
   assert (tmp_path / "stylus.png").stat().st_size > 0

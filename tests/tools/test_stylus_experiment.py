@@ -37,6 +37,7 @@ def test_claims_read_fewer_nats_as_better_and_skip_missing_scores():
           ("random", 2.0, 30.0),
           ("retriever", 2.5, 10.0),
           ("stylus", 2.5, 25.0),
+          ("stylus_mean", 1.0, 5.0),
       )
   }
   verdicts = {c["claim"]: c["reproduced"] for c in sx.claims(methods)}
@@ -47,4 +48,19 @@ def test_claims_read_fewer_nats_as_better_and_skip_missing_scores():
       "stylus beats random on chrf": False,
       "stylus beats retriever on nats_per_token": False,  # a tie is no win
       "stylus beats retriever on chrf": True,
+      "stylus_mean beats base on nats_per_token": True,
+      "stylus_mean beats base on chrf": False,
+      "stylus_mean beats random on nats_per_token": True,
+      "stylus_mean beats random on chrf": False,
+      "stylus_mean beats retriever on nats_per_token": True,
+      "stylus_mean beats retriever on chrf": False,
   }
+
+
+def test_stylus_mean_weighs_the_keywords_to_one_in_all():
+  mask = {"a": ("x", "y"), "b": ("y",), "c": ()}
+  assert sx.keyword_weights("stylus", mask) is None
+  weights = sx.keyword_weights("stylus_mean", mask)
+  assert weights == pytest.approx({"a": 0.5, "b": 0.5})  # "c" keeps no adapter
+  assert sum(sx.masks.merge_weights(mask, weights).values()) == pytest.approx(1.0)
+  assert sx.keyword_weights("stylus_mean", {"c": ()}) is None

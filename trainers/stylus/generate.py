@@ -70,9 +70,9 @@ class Stylus:
         self.min_gain,
     )
 
-  def params_for(self, mask: masks.Mask) -> Any:
+  def params_for(self, mask: masks.Mask, keyword_weights: Optional[dict[str, float]] = None) -> Any:
     """The base parameters with the mask's adapters merged (select.merged_for_mask)."""
-    return select.merged_for_mask(self.params, mask, self.entries)
+    return select.merged_for_mask(self.params, mask, self.entries, keyword_weights)
 
   def continue_prompt(self, params: Any, prompt_ids: Sequence[int], length: int):
     """(generated ids up to EOS, their log-probability) of the greedy continuation."""
