@@ -212,6 +212,9 @@ def _explain_syntax(error: SyntaxError) -> str:
   return f"{error.filename}, line {error.lineno}: {text}\n  {reason}" if error.filename else reason
 
 
+_UNSET_REQUIRED = re.compile(r"^(\S+) set to `%gin.REQUIRED` but not subsequently overridden")
+
+
 def parse_gin(flags: Flags) -> None:
   """Parses the gin files then the overrides; raises FlagError naming any bad binding."""
   search_paths = list(dict.fromkeys(list(flags.gin_search_paths) + [os.getcwd(), REPO_ROOT]))
@@ -230,7 +233,17 @@ def parse_gin(flags: Flags) -> None:
     except (ValueError, SyntaxError, tokenize.TokenError) as e:
       raise FlagError(f"Bad override --gin.{binding.replace(' = ', '=')}: {_explain(e)}") from e
   _check_macro_overrides(flags.gin_bindings)
-  gin.finalize()
+  try:
+    gin.finalize()
+  except ValueError as e:
+    missing = _UNSET_REQUIRED.match(str(e))
+    if not missing:
+      raise
+    name = missing.group(1).removesuffix("/macro.value")
+    raise FlagError(
+        f"{name} is required (a gin file sets it to %gin.REQUIRED) and nothing gives it a "
+        f"value; pass --gin.{name}=... or a gin file that sets it"
+    ) from None
 
 
 def _check_macro_overrides(bindings: Sequence[str]) -> None:

@@ -28,6 +28,7 @@ RUN_GIN = {
 SCRATCH_FILES = {
     "bad_syntax.gin": "TRAIN_STEPS = 3\nTransformerConfig.emb_dim = (32\nEVAL_PERIOD = 2\n",
     "unquoted.gin": "TRAIN_STEPS = 3\nMODEL_DIR = /tmp/somewhere\n",
+    "required.gin": "LOG_EVERY = %gin.REQUIRED\ntrain.log_period = %LOG_EVERY\n",
     "not_a_dir": "a file where MODEL_DIR should be\n",
     "broken_import_tasks.py": "import json\nimport no_such_dependency_xyz  # the user's typo\n",
     "missing_spm_tasks.py": textwrap.dedent("""\
@@ -54,6 +55,8 @@ SCRATCH_FILES = {
 # One row a mistake, as written (pyink would give each item a line).
 # fmt: off
 MISTAKES = [
+    ("a required macro left unset", "train", ["--gin_file={scratch}/required.gin"],
+     ["LOG_EVERY is required", "--gin.LOG_EVERY=..."]),
     ("unquoted string", "train", ["--gin.MODEL_DIR=/tmp/x"], ["--gin.MODEL_DIR=\"'/tmp/x'\""]),
     ("unquoted word", "train", ["--gin.MIXTURE_OR_TASK_NAME=my_task"], ["\"'my_task'\""]),
     ("gin syntax error in a file", "train", ["--gin_file={scratch}/bad_syntax.gin"],
