@@ -88,13 +88,6 @@ ADAPTERS: tuple[Adapter, ...] = (
 )
 
 
-def _language_documents(lang: str, split: str) -> list[str]:
-  """The catalog documents of one language (text.documents' grouping, that language only)."""
-  lines = corpus.monolingual(lang, split)
-  step = text.MESSAGES_PER_DOCUMENT
-  return ["\n".join(lines[i : i + step]) for i in range(0, len(lines), step)]
-
-
 def _spoken_examples(lang: str, split: str) -> list[str]:
   lines = spoken_corpus.split_lines(lang, split)
   step = SPOKEN_LINES_PER_EXAMPLE
@@ -114,7 +107,7 @@ def _add(name_prefix: str, texts, splits) -> None:
 
 def register() -> None:
   for lang in TEXT_LANGUAGES:
-    _add(f"{PREFIX}_text_{lang}", functools.partial(_language_documents, lang), corpus.SPLITS)
+    _add(f"{PREFIX}_text_{lang}", functools.partial(text.language_documents, lang), corpus.SPLITS)
   for lang in SPOKEN_LANGUAGES:
     _add(
         f"{PREFIX}_spoken_{lang}",

@@ -19,15 +19,20 @@ MESSAGES_PER_DOCUMENT = 8
 _INTERLEAVE_SEED = 0
 
 
+def language_documents(lang: str, split: str) -> list[str]:
+  """One language's documents of `split`: MESSAGES_PER_DOCUMENT consecutive messages each."""
+  lines = corpus.monolingual(lang, split)
+  return [
+      "\n".join(lines[i : i + MESSAGES_PER_DOCUMENT])
+      for i in range(0, len(lines), MESSAGES_PER_DOCUMENT)
+  ]
+
+
 @functools.cache
 def documents(split: str) -> tuple[str, ...]:
   """The documents of `split` ("train" or "validation"), languages interleaved."""
   docs = []
   for lang in corpus.LANGUAGES:
-    lines = corpus.monolingual(lang, split)
-    docs += [
-        "\n".join(lines[i : i + MESSAGES_PER_DOCUMENT])
-        for i in range(0, len(lines), MESSAGES_PER_DOCUMENT)
-    ]
+    docs += language_documents(lang, split)
   order = np.random.default_rng(_INTERLEAVE_SEED).permutation(len(docs))
   return tuple(docs[i] for i in order)
