@@ -25,7 +25,7 @@ import seqio
 import tensorflow_datasets as tfds
 
 from model_zoo.errors import ConfigError
-from tasks import cache
+from tasks import cache, tfds_build
 from tasks.asr import audio, speech_corpus, synthesis
 from tasks.asr_lm import tasks as asr_lm_tasks
 from tasks.pipeline import DataError
@@ -175,14 +175,7 @@ def prepare(
   """Builds `config_name` into `data_dir` (default `$PODZOO_CACHE/tfds`) unless it is there;
   returns a SeqIO source over it. `progress` shows TFDS's progress bars."""
   data_dir = os.fspath(data_dir or cache.cache_dir("tfds"))
-  os.makedirs(data_dir, exist_ok=True)
-  (tfds.enable_progress_bar if progress else tfds.disable_progress_bar)()
-  with cache.file_lock(os.path.join(data_dir, f".{NAME}.lock")):
-    builder = _builder(config_name, data_dir)
-    if not builder.is_prepared():
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-      )
+  tfds_build.build_once(lambda: _builder(config_name, data_dir), data_dir, NAME, progress=progress)
   return seqio.TfdsDataSource(tfds_name=tfds_name(config_name), tfds_data_dir=data_dir)
 
 

@@ -9,14 +9,13 @@ file lock, so hosts or test processes building at once do not collide) and retur
 """
 
 import functools
-import os
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
 
 import seqio
 import tensorflow_datasets as tfds
 
-from tasks import cache
+from tasks import cache, tfds_build
 from tasks.parallel import corpus
 
 NAME = "podzoo_catalog_parallel"  # TFDS names builders after their class, snake_cased
@@ -63,11 +62,5 @@ def prepare() -> seqio.TfdsDataSource:
 @functools.cache
 def _prepare(data_dir: str) -> seqio.TfdsDataSource:
   """`prepare` for one cache directory (PODZOO_CACHE may change within a process)."""
-  tfds.disable_progress_bar()
-  with cache.file_lock(os.path.join(data_dir, f".{NAME}.lock")):
-    builder = PodzooCatalogParallel(data_dir=data_dir)
-    if not builder.is_prepared():
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-      )
+  tfds_build.build_once(lambda: PodzooCatalogParallel(data_dir=data_dir), data_dir, NAME)
   return seqio.TfdsDataSource(tfds_name=tfds_name(), tfds_data_dir=data_dir)
