@@ -23,10 +23,17 @@ TASKS = [
     "rouge-score>=0.1.2,<0.2",
     "num2words>=0.5.13,<0.6",
     "wordfreq>=3.1,<4",
+    # The SPAE image data (tasks/spae): scikit-learn ships the handwritten digits, Pillow
+    # draws the images.
+    "scikit-learn>=1.4,<2",
+    "pillow>=10,<14",
 ]
 # Language identifiers that podzoo's LangID is compared with (tools/langid_compare.py).
 LANGID_PEERS = ["langid>=1.1.6", "lingua-language-detector>=2.1,<3", "pycld2>=0.42"]
-TEST = ["pytest>=8"]
+TEST = [
+    "pytest>=8",
+    "scikit-image>=0.24",  # SSIM, the reference of SPAE's structural loss
+]
 # Plots of the experiments under tools/ (e.g. tools/moe_experiment.py).
 EXPERIMENTS = ["matplotlib>=3.8"]
 # The TensorBoard viewer for the event files runs write (tensorboardX writes them; nothing

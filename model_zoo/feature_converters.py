@@ -300,6 +300,60 @@ def _frames(prompt_length: Optional[int]) -> int:
   return prompt_length
 
 
+class SpaeFeatureConverter(FeatureConverter):
+  """Images with words (model_zoo/spae, tasks/spae): an autoencoder's batches, no text prompts.
+
+  `image` [batch, side, side, channels] float32 in [0, 1] (the task's "image" length is the
+  side) and `semantic_tokens` [batch, tokens] int32: the image's word in the frozen LM's
+  vocabulary, 0-padded (the task's "targets"), which the semantic loss pulls the upper pyramid
+  layers toward. `example_weights` [batch] (1 when absent) lets a filler batch count for
+  nothing. Text prompts do not apply: SPAE's in-context use builds its own LM batches.
+  """
+
+  name = "spae"
+  token_prompts = False
+  num_channels = 3  # RGB (tasks/spae reads it from here)
+  model_features = ("image", "semantic_tokens", "example_weights")
+  required_features = ("image",)
+
+  @classmethod
+  def decode_length(cls, task_feature_lengths):
+    return task_feature_lengths["targets"]
+
+  @classmethod
+  def prompt_room(cls, length, target_length, scoring, prompt_length=None):
+    raise _no_text_prompts()
+
+  @classmethod
+  def prompt_batch(cls, prompts, rows, length, prompt_length=None):
+    raise _no_text_prompts()
+
+  @classmethod
+  def scoring_batch(cls, prompts, targets, rows, length, prompt_length=None):
+    raise _no_text_prompts()
+
+  @classmethod
+  def row_tokens(cls, row):
+    raise _no_text_prompts()
+
+  @classmethod
+  def without_loss(cls, batch):
+    return {**batch, "example_weights": np.zeros(len(batch["image"]), np.float32)}
+
+
+def example_weights(batch: Mapping):
+  """Which rows of an image batch count: `example_weights`, else every row."""
+  weights = batch.get("example_weights")
+  return np.ones(len(batch["image"]), np.float32) if weights is None else weights
+
+
+def _no_text_prompts() -> ConfigError:
+  return ConfigError(
+      "SPAE models read images, not text prompts: encode images with model_zoo.spae (the "
+      "tokens an LM reads in context), or pick a text model for this entry point."
+  )
+
+
 BY_NAME: dict[str, type[FeatureConverter]] = {
     c.name: c
     for c in (
@@ -308,6 +362,7 @@ BY_NAME: dict[str, type[FeatureConverter]] = {
         PrefixScorerFeatureConverter,
         EncDecFeatureConverter,
         AsrFeatureConverter,
+        SpaeFeatureConverter,
     )
 }
 

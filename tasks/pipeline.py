@@ -3,10 +3,10 @@
 Everything TensorFlow stops here: callers get dicts of numpy arrays shaped (local batch,
 length), as produced by a SeqIO feature converter: int32 ids and masks, float32 for a float
 feature (the prefix scorer's `decoder_rewards`; the ASR converter's log-mel frames, shaped
-(local batch, length, mel bins)). Mistakes a user can make in a run config (a
-misspelt task, a module that does not import, a batch size that does not split over the
-processes, a split too small for one batch) fail here with a `DataError` that names the
-setting to change.
+(local batch, length, mel bins); the SPAE converter's images, (local batch, side, side, 3)).
+Mistakes a user can make in a run config (a misspelt task, a module that does not import, a
+batch size that does not split over the processes, a split too small for one batch) fail
+here with a `DataError` that names the setting to change.
 """
 
 import difflib
@@ -24,6 +24,7 @@ from model_zoo.errors import ConfigError
 from tasks import quickstart  # noqa: F401  (registers the shipped task)
 from tasks.asr import feature_converter as asr
 from tasks.controlled import feature_converter as controlled
+from tasks.spae import feature_converter as spae
 
 FEATURE_CONVERTERS = {
     "decoder": seqio.DecoderFeatureConverter,
@@ -31,6 +32,7 @@ FEATURE_CONVERTERS = {
     "encdec": seqio.EncDecFeatureConverter,
     "prefix_scorer": controlled.PrefixScorerFeatureConverter,
     "asr": asr.AsrFeatureConverter,
+    "spae": spae.SpaeFeatureConverter,
 }
 
 
@@ -153,8 +155,8 @@ def _check_provider_features(
           f"needs {list(needed)}; it lacks {missing}. Pick a model whose converter matches "
           "('decoder' reads only 'targets'; 'prefix_lm' and 'encdec' read 'inputs' and "
           "'targets'; 'prefix_scorer' also 'rewards', as a rollout task has; 'asr' reads "
-          "log-mel 'inputs' and 'targets', as the asr_* tasks have), or add the missing "
-          "output feature to the task."
+          "log-mel 'inputs' and 'targets', as the asr_* tasks have; 'spae' reads 'image' and "
+          "'targets', as the spae_* tasks have), or add the missing output feature to the task."
       )
 
 
@@ -186,11 +188,14 @@ def model_feature_shapes(
 ) -> dict[str, tuple[int, ...]]:
   """Shapes of one batch of `feature_converter`, from SeqIO's spec alone (no data is read):
   (batch, length), then the converter's `MODEL_FEATURE_TRAILING_DIMS` of the feature if any
-  (the ASR converter's mel bins)."""
+  (the ASR converter's mel bins). A converter whose trailing dimensions follow the lengths
+  makes it a function of the task feature lengths (the SPAE converter: an image's side)."""
   _check_converter(feature_converter)
   converter_cls = FEATURE_CONVERTERS[feature_converter]
   lengths = converter_cls(pack=pack).get_model_feature_lengths(dict(task_feature_lengths))
   trailing = getattr(converter_cls, "MODEL_FEATURE_TRAILING_DIMS", {})
+  if callable(trailing):
+    trailing = trailing(task_feature_lengths)
   return {name: (batch_size, length, *trailing.get(name, ())) for name, length in lengths.items()}
 
 
@@ -199,7 +204,8 @@ def _check_converter(feature_converter: str) -> None:
     raise DataError(
         f"feature_converter={feature_converter!r} is not one of {sorted(FEATURE_CONVERTERS)}; "
         "use 'decoder' for decoder-only models, 'prefix_lm' or 'encdec' for inputs+targets, "
-        "'prefix_scorer' for rollouts with rewards, 'asr' for log-mel inputs+targets."
+        "'prefix_scorer' for rollouts with rewards, 'asr' for log-mel inputs+targets, 'spae' "
+        "for images with their words."
     )
 
 
