@@ -79,6 +79,7 @@ def import_configurables() -> None:
   import model_zoo.lora
   import model_zoo.models
   import model_zoo.prefix_scorer
+  import model_zoo.spae.model
   import trainers.checkpoints
   import trainers.dataset_config
   import trainers.initial_checkpoint

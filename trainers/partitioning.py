@@ -50,6 +50,12 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("expert", "expert"),
     ("activation_expert", "expert"),
     ("activation_batch_no_expert", BATCH_AXES_NO_EXPERT),
+    # SPAE's convolutions (model_zoo/spae) are small: replicated.
+    ("conv_height", None),
+    ("conv_width", None),
+    ("conv_in", None),
+    ("conv_out", None),
+    ("latent", None),
 )
 
 

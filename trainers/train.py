@@ -166,8 +166,12 @@ def _log(
     progress: metrics_writer.Progress,
     writer: metrics_writer.MetricsWriter,
     checkpointer: checkpoints.Checkpointer,
+    unit: str = "tokens",
 ) -> dict[str, float]:
-  """Writes and prints the metrics accumulated since the last log; stops a diverged run."""
+  """Writes and prints the metrics accumulated since the last log; stops a diverged run.
+
+  `unit`: what the model's `num_target_tokens` counts (a SPAE model's: images), for the
+  printed rate; the JSONL keeps the key `tokens_per_second` for every model."""
   results = metrics_lib.values(pending)
   steps_per_s, elapsed = progress.rate(step)
   tokens_per_s = float(jax.device_get(pending["target_tokens"].total)) / elapsed  # all hosts
@@ -186,7 +190,7 @@ def _log(
   progress.report(
       step,
       f"loss {results['loss']:.4f}",
-      f"{tokens_per_s:,.0f} tokens/s",
+      f"{tokens_per_s:,.0f} {unit}/s",
       f"input wait {input_wait:.1%}",
       rate=steps_per_s,
   )
@@ -229,7 +233,8 @@ def _step_loop(
     last, preempted = step == train_steps, preempt.should_stop(step)
     save = checkpointer.should_save(step) or last or preempted
     if step % log_period == 0 or save:
-      results = _log(step, pending, input_wait.take(), progress, writer, checkpointer)
+      unit = getattr(trainer.model, "THROUGHPUT_UNIT", "tokens")
+      results = _log(step, pending, input_wait.take(), progress, writer, checkpointer, unit)
       pending = {}
     if save:
       _stop_if_diverged(results["loss"], trainer.params_are_finite(state), step, checkpointer)

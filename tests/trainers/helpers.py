@@ -1,5 +1,6 @@
 """Small models and synthetic batches shared by the trainer tests."""
 
+import os
 import shutil
 
 import jax
@@ -65,6 +66,17 @@ def train_losses(tr: trainer.Trainer, num_steps: int, state=None, first_batch: i
     state, metrics = tr.train_step(state, synthetic_batch(i))
     losses.append(float(metrics["loss"].value()))
   return state, losses
+
+
+def save_trained_lm(model_dir, model=None, steps: int = 1):
+  """Writes a MODEL_DIR whose checkpoint holds `model` (default the tiny LM) after `steps`
+  steps on the synthetic batches, as a pre-training run leaves it; returns its params."""
+  tr = make_trainer(num_devices=1, model=model)
+  state, _ = train_losses(tr, steps)
+  ckpt = checkpoints.Checkpointer(os.path.join(str(model_dir), "checkpoints"))
+  ckpt.save(state, {"train_batches": steps})
+  ckpt.close()
+  return jax.device_get(state.params)
 
 
 def finetune_start(initial, directory: str, model=None, num_devices: int = 1):
