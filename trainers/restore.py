@@ -5,9 +5,10 @@ import os
 from typing import Any, Mapping, Optional
 
 import jax
+import optax
 
 from model_zoo.errors import MissingFileError
-from trainers import checkpoints, partitioning, train_state
+from trainers import checkpoints, optimizers, partitioning, train_state
 from trainers.trainer import Trainer
 
 _SHAPE_LENGTH = 8  # parameter shapes do not depend on the sequence length
@@ -45,13 +46,25 @@ def restore_state(
   return state
 
 
-def restore_params(model, model_dir: str, step: Optional[int] = None) -> tuple[int, Any]:
+def restore_params(
+    model,
+    model_dir: str,
+    step: Optional[int] = None,
+    row_shapes: Optional[Mapping[str, tuple[int, ...]]] = None,
+) -> tuple[int, Any]:
   """(step, parameters) of another run's checkpoint (a prefix scorer, a language model to fuse)
-  on this run's mesh, sharded by its own logical axis rules."""
+  on this run's mesh, sharded by its own logical axis rules. `row_shapes`: one batch row's
+  feature shapes, for a model without text prompts (a SPAE model's image)."""
   partitioner = partitioning.Partitioner()
   rows = partitioner.data_parallel_size
-  shapes = {k: v.shape for k, v in model.prompt_batch([], rows, _SHAPE_LENGTH).items()}
-  state = restore_state(Trainer(model=model, partitioner=partitioner), model_dir, shapes, step)
+  if row_shapes is None:
+    shapes = {k: v.shape for k, v in model.prompt_batch([], rows, _SHAPE_LENGTH).items()}
+  else:
+    shapes = {k: (rows, *shape) for k, shape in row_shapes.items()}
+  # Only the parameters are read: this run's optimizer (gin's, made for another model, e.g.
+  # one that freezes parameters this model lacks) has no part in it.
+  trainer = Trainer(model, partitioner, optax.set_to_zero(), optimizers.constant_schedule(1.0))
+  state = restore_state(trainer, model_dir, shapes, step)
   return int(jax.device_get(state.step)), state.params
 
 
