@@ -68,6 +68,18 @@ def _image_and_word(ex: dict) -> dict:
   }
 
 
+def _without_word_boundaries(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """Drops the bare word-boundary piece ("▁", which sentencepiece emits before a word whose
+  first letters have no piece of their own: "two" is "▁" "t" "wo"): it means nothing, and
+  as the target of several words' images it would pull them all toward one code."""
+  boundary = vocabulary.pretraining_vocabulary().tokenizer.piece_to_id("\u2581")
+
+  def drop(ex):
+    return {**ex, "targets": tf.boolean_mask(ex["targets"], ex["targets"] != boundary)}
+
+  return ds.map(drop, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _register() -> None:
   if task_name("tiny") in seqio.TaskRegistry.names():
     return
@@ -86,6 +98,7 @@ def _register() -> None:
           preprocessors=[
               _image_and_word,
               seqio.preprocessors.tokenize,  # keeps "targets_pretokenized"
+              _without_word_boundaries,
               seqio.CacheDatasetPlaceholder(),
           ],
           output_features=output_features,
