@@ -161,11 +161,13 @@ def load_model(
   return configurable()
 
 
-def newest_params(model, model_dir: str):
+def newest_params(model, model_dir: str, batch: Optional[dict] = None):
   """The model's parameters from MODEL_DIR's newest checkpoint, on one device: no optimizer
-  state, no mesh and no run config needed (a teacher's parameters are not read)."""
-  tokens = np.zeros((1, 8), np.int32)
-  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
+  state, no mesh and no run config needed (a teacher's parameters are not read). `batch`: one
+  the model initialises from (default: a token model's)."""
+  if batch is None:
+    tokens = np.zeros((1, 8), np.int32)
+    batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
   shapes = jax.eval_shape(lambda: meta.unbox(model.init(jax.random.PRNGKey(0), batch)))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
