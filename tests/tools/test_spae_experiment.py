@@ -1,0 +1,101 @@
+"""tools/spae_experiment: its held-out digits, its scoring bookkeeping, its table and plot;
+one real tiny run of both variants through the command lines (slow)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tools import spae_experiment as experiment
+
+
+class ConstantModel:
+  """reconstruct: every depth returns the image plus depth/10; encode: token (row % 3) + 3."""
+
+  def reconstruct(self, params, images):
+    return np.stack([images + d / 10 for d in range(1, 4)])
+
+  def encode(self, params, images):
+    return (np.arange(len(images))[:, None] % 3 + 3) * np.ones((1, 21), np.int32)
+
+
+def test_image_scores_average_over_every_image_and_count_layer_1_hits(monkeypatch):
+  monkeypatch.setattr(experiment, "EVAL_ROWS", 4)  # 10 images: chunks of 4, 4 and 2
+  monkeypatch.setattr(experiment.jax, "jit", lambda f: f)
+  images = np.zeros((10, 2, 2, 3), np.float32)
+  words = [(3,), (3,), (5, 6), (4, 3), (9,), (5,), (3,), (4,), (5,), (3,)]
+  scores = experiment.image_scores(ConstantModel(), None, images, words)
+  np.testing.assert_allclose(scores["mse_by_depth"], [0.01, 0.04, 0.09], rtol=1e-5)
+  # Each chunk is encoded on its own: tokens 3 4 5 3 | 3 4 5 3 | 3 4; hits at rows 0, 2, 3.
+  assert scores["semantic_hit"] == pytest.approx(3 / 10)
+
+
+@pytest.mark.slow
+def test_held_out_digits_are_the_test_split_with_their_names():
+  from tasks.spae import image_dataset
+
+  image_dataset.prepare("digits")
+  images, words = experiment.test_digits(20)
+  assert images.shape == (20, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
+  from tasks.pretraining import vocabulary
+
+  names = {vocabulary.pretraining_vocabulary().decode(list(w)) for w in words}
+  assert names <= set(experiment.DIGIT_NAMES) and len(names) > 1
+
+
+def fake_results():
+  few_shot = {
+      "1": {"accuracy": 0.3, "majority_class": 0.1},
+      "4": {"accuracy": 0.5, "majority_class": 0.1},
+  }
+  return {
+      "eval_images": 8,
+      "variants": {
+          "SPAE": {
+              "mse_by_depth": [0.09, 0.05, 0.03, 0.02],
+              "semantic_hit": 0.6,
+              "few_shot": few_shot,
+          },
+          "no semantic loss": {
+              "mse_by_depth": [0.08, 0.05, 0.03, 0.02],
+              "semantic_hit": 0.0,
+              "few_shot": few_shot,
+          },
+      },
+  }
+
+
+def test_table_and_plot(tmp_path):
+  table = experiment.format_table(fake_results())
+  assert "0.0900 / 0.0500 / 0.0300 / 0.0200" in table and "4-shot 0.500 (majority 0.100)" in table
+  experiment.plot(fake_results(), str(tmp_path / "p.png"))
+  assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_tiny_run_through_the_command_lines(tmp_path):
+  out = tmp_path / "spae.json"
+  code = experiment.main(
+      [
+          "--lm_steps=2",
+          "--steps=2",
+          "--batch_size=8",
+          "--eval_images=8",
+          "--classify_examples=10",
+          "--shots",
+          "1",
+          f"--out_dir={tmp_path / 'runs'}",
+          f"--json_out={out}",
+          f"--plot={tmp_path / 'spae.png'}",
+      ]
+  )
+  assert code == 0
+  results = json.loads(out.read_text())
+  assert set(results["variants"]) == set(experiment.VARIANTS)
+  _, words = experiment.test_digits(10)
+  majority = max(words.count(w) for w in set(words)) / 10
+  for scores in results["variants"].values():
+    assert len(scores["mse_by_depth"]) == 4 and 0 <= scores["semantic_hit"] <= 1
+    report = scores["few_shot"]["1"]
+    assert report["examples"] == 10 and report["majority_class"] == pytest.approx(majority)
+  assert (tmp_path / "runs" / "SPAE" / "spae_lm_1shot" / "generated.png").exists()
