@@ -349,8 +349,9 @@ def example_weights(batch: Mapping):
 
 def _no_text_prompts() -> ConfigError:
   return ConfigError(
-      "SPAE models read images, not text prompts: encode images with model_zoo.spae (the "
-      "tokens an LM reads in context), or pick a text model for this entry point."
+      "SPAE models read images, not text prompts: `python -m trainers.spae_lm` encodes image "
+      "files, classifies and draws images with a frozen LM; pick a text model for this entry "
+      "point."
   )
 
 
