@@ -24,7 +24,8 @@ handwritten digits as words of its own vocabulary.
    * semantic hit: how often layer 1's one token is a piece of the digit's name;
    * few-shot classification through `python -m trainers.spae_lm`: K solved examples of
      each of the 10 digits ("image tokens : name ;", layers 1-2), then the query; the LM's
-     answer is the name it finds most likely; beside the majority class (chance);
+     answer is the name it finds most likely, and calibrated, the name the image makes most
+     likely over the same prompt without an image; beside the majority class (chance);
    * generation: the LM writes the tokens of each digit name's image (PNG grids).
 
 SPAE's claims tested: its lexical tokens let a frozen LM understand images in context
@@ -197,7 +198,8 @@ def format_table(r: dict[str, Any]) -> str:
   for name, s in r["variants"].items():
     mse = " / ".join(f"{v:.4f}" for v in s["mse_by_depth"])
     shots = ", ".join(
-        f"{k}-shot {v['accuracy']:.3f} (majority {v['majority_class']:.3f})"
+        f"{k}-shot {v['accuracy']:.3f} / calibrated {v['calibrated_accuracy']:.3f} "
+        f"(majority {v['majority_class']:.3f})"
         for k, v in s["few_shot"].items()
     )
     rows.append(f"{name:<18} {mse:<34} {s['semantic_hit']:>11.3f}  {shots}")
@@ -217,8 +219,14 @@ def plot(r: dict[str, Any], path: str) -> None:
   shot_counts = list(next(iter(r["variants"].values()))["few_shot"])
   x = np.arange(len(shot_counts))
   for i, name in enumerate(names):
-    values = [r["variants"][name]["few_shot"][k]["accuracy"] for k in shot_counts]
-    accuracy.bar(x + (i - 0.5) * 0.4, values, 0.4, label=name)
+    few_shot = r["variants"][name]["few_shot"]
+    calibrated = [few_shot[k]["calibrated_accuracy"] for k in shot_counts]
+    bars = accuracy.bar(x + (i - 0.5) * 0.4, calibrated, 0.4, label=f"{name}, calibrated")
+    raw = [few_shot[k]["accuracy"] for k in shot_counts]
+    accuracy.plot(
+        x + (i - 0.5) * 0.4, raw, "v", color=bars.patches[0].get_facecolor(), markeredgecolor="k"
+    )
+  accuracy.plot([], [], "v", color="w", markeredgecolor="k", label="uncalibrated")
   majority = next(iter(r["variants"].values()))["few_shot"][shot_counts[0]]["majority_class"]
   accuracy.axhline(majority, color="grey", linestyle="--", label="majority class")
   accuracy.set_xticks(x, [f"{k}-shot" for k in shot_counts])

@@ -10,7 +10,9 @@ other things. Each part runs when its setting is given:
 - `spae_lm.classify_examples=N`: few-shot classification of the first N examples of the
   eval split (the mixture's validation task): `shots_per_class` solved examples of every
   word of the train split ("image tokens : word ;") then the query ("image tokens :"); the
-  LM's answer is the word it finds most likely. Reported beside the majority class.
+  LM's answer is the word it finds most likely, and calibrated, the word whose likelihood
+  the image raises most over the same prompt without one. Reported beside the majority
+  class.
 - `spae_lm.generate_words=['seven']`: few-shot generation: the same shots the other way
   round ("word : image tokens ;"), then "word :"; the LM writes image tokens (codebook ids
   only) that SPAE decodes, one PNG row per word (`num_samples` each).
@@ -93,15 +95,19 @@ class SpaeWithLm:
 
   def classify(
       self, shots: Sequence[Example], queries: np.ndarray, candidates: Sequence[tuple[int, ...]]
-  ) -> np.ndarray:
-    """log p(candidate word | shots, query image) [queries, candidates]."""
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(candidate word | shots, query image) [queries, candidates], the same without a
+    query image [candidates]: the LM's prior over the words in this context, which
+    contextual calibration (Zhao et al. 2021) subtracts so that a word it favours whatever
+    the image is not everyone's answer)."""
     shot_ids = self.image_ids(np.stack([image for image, _ in shots]))
     context = [(ids, word) for ids, (_, word) in zip(shot_ids, shots)]
     prompts = [
         in_context.few_shot_prompt(context, query, self._marker, self._separator)
-        for query in self.image_ids(queries)
+        for query in [*self.image_ids(queries), []]  # the last: no image
     ]
-    return in_context.rank_classify(self.lm, self.lm_params, prompts, candidates)
+    scores = in_context.rank_classify(self.lm, self.lm_params, prompts, candidates)
+    return scores[:-1], scores[-1]
 
   def generate(
       self, shots: Sequence[Example], words: Sequence[Sequence[int]], decoder, rng: jax.Array
@@ -250,20 +256,24 @@ def _encode_images(both: SpaeWithLm, paths, pixels, vocabulary, output_dir) -> l
 
 def _classify(both: SpaeWithLm, shots, queries, vocabulary) -> dict:
   candidates = sorted({word for _, word in shots})
-  scores = both.classify(shots, np.stack([image for image, _ in queries]), candidates)
-  answers = [candidates[i] for i in np.argmax(scores, axis=1)]
+  scores, prior = both.classify(shots, np.stack([image for image, _ in queries]), candidates)
   truth = [word for _, word in queries]
-  accuracy = float(np.mean([a == t for a, t in zip(answers, truth)]))
-  counts = {w: truth.count(w) for w in set(truth)}
-  majority = max(counts.values()) / len(truth)
+
+  def accuracy(table: np.ndarray) -> float:
+    answers = [candidates[i] for i in np.argmax(table, axis=1)]
+    return float(np.mean([a == t for a, t in zip(answers, truth)]))
+
+  raw, calibrated = accuracy(scores), accuracy(scores - prior)
+  majority = max(truth.count(w) for w in set(truth)) / len(truth)
   cli.say(
       f"few-shot classification of {len(truth)} images over {len(candidates)} words: "
-      f"accuracy {accuracy:.3f}, majority class {majority:.3f}"
+      f"accuracy {raw:.3f}, calibrated {calibrated:.3f}, majority class {majority:.3f}"
   )
   return {
       "examples": len(truth),
       "words": [vocabulary.decode(list(w)) for w in candidates],
-      "accuracy": accuracy,
+      "accuracy": raw,
+      "calibrated_accuracy": calibrated,
       "majority_class": majority,
   }
 

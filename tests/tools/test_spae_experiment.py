@@ -45,8 +45,8 @@ def test_held_out_digits_are_the_test_split_with_their_names():
 
 def fake_results():
   few_shot = {
-      "1": {"accuracy": 0.3, "majority_class": 0.1},
-      "4": {"accuracy": 0.5, "majority_class": 0.1},
+      k: {"accuracy": a, "calibrated_accuracy": c, "majority_class": 0.1}
+      for k, a, c in (("1", 0.3, 0.35), ("4", 0.5, 0.6))
   }
   return {
       "eval_images": 8,
@@ -67,7 +67,10 @@ def fake_results():
 
 def test_table_and_plot(tmp_path):
   table = experiment.format_table(fake_results())
-  assert "0.0900 / 0.0500 / 0.0300 / 0.0200" in table and "4-shot 0.500 (majority 0.100)" in table
+  assert (
+      "0.0900 / 0.0500 / 0.0300 / 0.0200" in table
+      and "4-shot 0.500 / calibrated 0.600 (majority 0.100)" in table
+  )
   experiment.plot(fake_results(), str(tmp_path / "p.png"))
   assert (tmp_path / "p.png").stat().st_size > 10_000
 

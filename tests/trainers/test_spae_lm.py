@@ -50,7 +50,7 @@ def test_classify_scores_the_few_shot_prompts_of_the_first_layers(spae_and_lm):
   images = image_batch(rows=4)["image"]
   shots = [(images[0], (20,)), (images[1], (21, 22))]
   candidates = [(20,), (21, 22)]
-  got = both.classify(shots, images[2:], candidates)
+  got, prior = both.classify(shots, images[2:], candidates)
   ids = np.asarray(jax.jit(spae.encode)(params, images))
   assert both.image_ids(images).shape == (4, 5)  # layers 1 and 2: 1 + 4 tokens
   prompts = [[*ids[0, :5], 7, 20, 8, *ids[1, :5], 7, 21, 22, 8, *ids[q, :5], 7] for q in (2, 3)]
@@ -66,3 +66,31 @@ def test_shots_take_the_first_examples_of_every_word():
   assert sorted(w for _, w in shots) == [(10,), (10,), (11,), (11,), (12,), (12,)]
   with pytest.raises(ConfigError, match="3 words have fewer than spae_lm.shots_per_class=4"):
     spae_lm.shots_per_word(examples, 4, seed=0)
+
+
+class FixedScores:
+  """classify() of a 3-word LM that always prefers word (1,) by 2 nats over the image's."""
+
+  def classify(self, shots, queries, candidates):
+    scores = np.zeros((len(queries), len(candidates)))
+    for row, query in enumerate(queries):
+      scores[row, int(query[0, 0, 0])] += 1.0  # the image's own word
+      scores[row, 1] += 2.0
+    return scores, np.array([0.0, 2.0, 0.0])
+
+
+class Vocabulary:
+
+  def decode(self, ids):
+    return f"w{ids[0]}"
+
+
+def test_calibration_subtracts_the_lms_prior_over_the_words():
+  image = np.zeros((2, 2, 3))
+  shots = [(image, (w,)) for w in (0, 1, 2)]
+  queries = [(image + w, (w,)) for w in (0, 0, 0, 2, 1)]
+  report = spae_lm._classify(FixedScores(), shots, queries, Vocabulary())
+  assert report["accuracy"] == pytest.approx(1 / 5)  # always word 1
+  assert report["calibrated_accuracy"] == 1.0
+  assert report["majority_class"] == pytest.approx(3 / 5)
+  assert report["words"] == ["w0", "w1", "w2"]
