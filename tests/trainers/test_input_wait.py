@@ -29,6 +29,8 @@ EXPECTED = [0.0, 0.5, 0.0, 0.5]
 class _SleepingTrainer:
   """A step that takes STEP_S and reports a loss and 8 target tokens."""
 
+  model = None  # a token model's progress line: tokens/s
+
   def train_step(self, state, batch):
     del batch
     time.sleep(STEP_S)
