@@ -41,6 +41,13 @@ class SpaeConfig:
   semantic_weight: float = 0.1
   semantic_layers: int = 2
   semantic_temperature: float = 1.0
+  # The optional GAN term (VQGAN's): adversarial_weight x the generator's hinge loss against
+  # a patch discriminator of `discriminator_layers` stride-2 convolutions from
+  # `discriminator_channels` wide, which learns at the same step from its own hinge loss.
+  # 0: no discriminator (no parameters).
+  adversarial_weight: float = 0.0
+  discriminator_channels: int = 16
+  discriminator_layers: int = 2
   dtype: str = "float32"  # activations
   param_dtype: str = "float32"
 
@@ -64,6 +71,11 @@ class SpaeConfig:
       raise ConfigError(
           f"SpaeConfig.semantic_layers={self.semantic_layers} must be between 0 and the "
           f"pyramid's {len(self.layer_tokens)} layers."
+      )
+    if self.adversarial_weight < 0 or self.discriminator_layers < 1:
+      raise ConfigError(
+          f"SpaeConfig.adversarial_weight={self.adversarial_weight} must be >= 0 (0: no GAN "
+          f"term) and discriminator_layers={self.discriminator_layers} >= 1."
       )
     if not 1 <= self.structural_scales:
       raise ConfigError(f"SpaeConfig.structural_scales={self.structural_scales} must be >= 1.")

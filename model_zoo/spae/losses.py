@@ -1,5 +1,6 @@
-"""SPAE's loss terms, per example: reconstruction (L2 and a multi-scale structural term) and
-the semantic loss that pulls the upper pyramid layers toward the image's words."""
+"""SPAE's loss terms, per example: reconstruction (L2 and a multi-scale structural term), the
+semantic loss that pulls the upper pyramid layers toward the image's words, and the GAN
+term's hinge losses."""
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +82,20 @@ def structural_loss(x: types.Array, y: types.Array, scales: int) -> types.Array:
       x, y = _halve(x), _halve(y)
     total = total + ssim(x, y)
   return 1 - total / scales
+
+
+def discriminator_hinge_loss(real_logits: types.Array, fake_logits: types.Array) -> types.Array:
+  """The discriminator's hinge loss per example [batch] of patch logits [batch, ...]: mean
+  relu(1 - real) + mean relu(1 + fake)."""
+  axes = tuple(range(1, real_logits.ndim))
+  return jnp.mean(jax.nn.relu(1 - real_logits), axis=axes) + jnp.mean(
+      jax.nn.relu(1 + fake_logits), axis=axes
+  )
+
+
+def generator_hinge_loss(fake_logits: types.Array) -> types.Array:
+  """The generator's side per example [batch]: minus the mean logit of its images."""
+  return -jnp.mean(fake_logits, axis=tuple(range(1, fake_logits.ndim)))
 
 
 def semantic_loss(

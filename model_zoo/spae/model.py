@@ -6,8 +6,15 @@ pass over all depths), with straight-through gradients to the encoder, so each d
 reconstruction of its own. Per example and depth: L2 + structural_weight x the multi-scale
 structural term; plus commitment (the encoder toward its SAQ reconstruction), the codebook
 term (the reconstruction toward the encoder: only a projection learns from it) and the
-semantic loss on the first `semantic_layers` layers. Terms are per image and weighted by
-`example_weights`, so microbatches and filler rows count exactly.
+semantic loss on the first `semantic_layers` layers; with adversarial_weight, the GAN term.
+Terms are per image and weighted by `example_weights`, so microbatches and filler rows count
+exactly.
+
+The GAN term trains both sides in one step under the Trainer's one optimizer: the loss is
+adversarial_weight x the generator's hinge loss, seen through a stop_gradient copy of the
+discriminator's parameters, plus the discriminator's hinge loss on the real images and on
+stop_gradient reconstructions. So the discriminator's gradient comes from its own loss alone
+and the encoder's and decoder's from theirs alone.
 """
 
 from typing import Any, Callable, Mapping, Optional
@@ -24,7 +31,7 @@ from model_zoo.layers import types
 from model_zoo.metrics import Average
 from model_zoo.spae import losses, quantizer
 from model_zoo.spae.config import SpaeConfig
-from model_zoo.spae.networks import Codebook, Decoder, Encoder
+from model_zoo.spae.networks import Codebook, Decoder, Discriminator, Encoder
 
 Batch = Mapping[str, jax.Array]
 Params = Any
@@ -32,7 +39,8 @@ Params = Any
 
 @gin.configurable
 class SpaeAutoencoder(nn.Module):
-  """Encoder, decoder and the frozen codebook (model_zoo/spae/networks.py)."""
+  """Encoder, decoder, the frozen codebook and, with a GAN term, the discriminator
+  (model_zoo/spae/networks.py)."""
 
   config: SpaeConfig
 
@@ -40,11 +48,19 @@ class SpaeAutoencoder(nn.Module):
     self.encoder = Encoder(self.config)
     self.decoder = Decoder(self.config)
     self.codebook = Codebook(self.config)
+    if self.config.adversarial_weight:
+      self.discriminator = Discriminator(self.config)
 
   def __call__(self, image: types.Array) -> types.Array:
-    """Every parameter's shape: encode, read the codes, decode."""
+    """Every parameter's shape: encode, read the codes, decode (and discriminate)."""
     self.codes()
-    return self.decode(self.encode(image))
+    output = self.decode(self.encode(image))
+    if self.config.adversarial_weight:
+      self.discriminate(output)
+    return output
+
+  def discriminate(self, image: types.Array) -> types.Array:
+    return self.discriminator(image)
 
   def encode(self, image: types.Array) -> types.Array:
     return self.encoder(image)
@@ -163,10 +179,33 @@ class SpaeModel:
       semantic = losses.semantic_loss(residuals, codes, relevant, cfg.semantic_temperature)
       terms["semantic"] = semantic
       loss = loss + cfg.semantic_weight * semantic
+    if cfg.adversarial_weight:
+      generator, discriminator = self._adversarial_terms(params, outputs, image, depths)
+      terms["adversarial/generator"], terms["adversarial/discriminator"] = generator, discriminator
+      loss = loss + cfg.adversarial_weight * generator + discriminator
     top = saq.tokens[0].reshape(image.shape[0], -1)  # the first layer's tokens
     terms["semantic_hit"] = jnp.mean(jnp.take_along_axis(relevant, top, axis=1), axis=1)
     terms["loss"] = loss
     return terms
+
+  def _adversarial_terms(
+      self, params: Params, outputs: jax.Array, image: jax.Array, depths: int
+  ) -> tuple[jax.Array, jax.Array]:
+    """Per image [batch], averaged over the depths' reconstructions `outputs` (depth-major):
+    the generator's hinge loss (the discriminator held fixed) and the discriminator's (the
+    reconstructions held fixed)."""
+
+    def logits(discriminator_params, images):
+      variables = {"params": {**params, "discriminator": discriminator_params}}
+      return self.module.apply(variables, images, method="discriminate")
+
+    own = params["discriminator"]
+    fake = logits(jax.lax.stop_gradient(own), outputs)
+    generator = losses.generator_hinge_loss(fake).reshape(depths, image.shape[0])
+    real = logits(own, image)
+    fake = logits(own, jax.lax.stop_gradient(outputs)).reshape((depths,) + real.shape)
+    discriminator = jnp.stack([losses.discriminator_hinge_loss(real, f) for f in fake])
+    return jnp.mean(generator, axis=0), jnp.mean(discriminator, axis=0)
 
   def score_batch(self, params: Params, batch: Batch, return_per_token: bool = False):
     """Per image: minus the mean squared error of its full-depth reconstruction."""

@@ -6,6 +6,7 @@ the latent grid (every position sees the whole image: the pyramid's top layer re
 position) and a 1x1 map to the latent width. The decoder mirrors it with nearest-neighbour
 upsampling. The codebook is the frozen LM's input-embedding table (`codebook/embedding`,
 filled from an LM checkpoint and never trained), optionally through a trainable projection.
+The optional discriminator of the GAN term is a PatchGAN: one real/fake logit per patch.
 """
 
 import flax.linen as nn
@@ -118,6 +119,26 @@ class Decoder(nn.Module):
         x = _conv(cfg, widths[level], name=f"upsample_{level}")(x)
     x = _conv(cfg, cfg.image_channels, name="to_image")(nn.swish(_norm(cfg, widths[0])(x)))
     return (x.astype(jnp.float32) + 1) / 2
+
+
+class Discriminator(nn.Module):
+  """Images [batch, side, side, channels] -> real/fake logits [batch, patches, patches]: a
+  stride-2 convolution per layer (widths doubling, GroupNorm after the first, leaky ReLU),
+  then a 3x3 convolution to one logit per patch."""
+
+  config: SpaeConfig
+
+  @nn.compact
+  def __call__(self, image: types.Array) -> types.Array:
+    cfg = self.config
+    x = image.astype(cfg.activation_dtype) * 2 - 1
+    for layer in range(cfg.discriminator_layers):
+      width = cfg.discriminator_channels * 2**layer
+      x = _conv(cfg, width, kernel=4, stride=2, name=f"downsample_{layer}")(x)
+      if layer:
+        x = _norm(cfg, width)(x)
+      x = nn.leaky_relu(x, 0.2)
+    return _conv(cfg, 1, name="to_logit")(x)[..., 0].astype(jnp.float32)
 
 
 class Codebook(nn.Module):

@@ -114,3 +114,31 @@ def test_the_loss_goes_down_on_a_fixed_batch():
     state, metrics = tr.train_step(state, batch)
     losses.append(float(metrics["loss"].value()))
   assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.slow
+def test_with_the_gan_term_both_players_learn_on_8_devices():
+  """The discriminator comes to score real images above their reconstructions while the
+  autoencoder's loss still falls."""
+  batch = image_batch(rows=8)
+  model = spae_for_tiny_lm(adversarial_weight=0.1)
+  tr = helpers.make_trainer(model=model, learning_rate=3e-3)
+  state = tr.init_state(helpers.shapes_of(batch))
+
+  def margin(params):
+    """Mean logit of the real images minus that of their full-depth reconstructions."""
+    params = jax.device_get(params)
+    fake = model.reconstruct(params, batch["image"])[-1]
+    real_logits, fake_logits = (
+        model.module.apply({"params": params}, x, method="discriminate")
+        for x in (batch["image"], fake)
+    )
+    return float(np.mean(real_logits) - np.mean(fake_logits))
+
+  losses = []
+  before = margin(state.params)
+  for _ in range(30):
+    state, metrics = tr.train_step(state, batch)
+    losses.append(float(metrics["loss"].value()))
+  assert margin(state.params) > before + 0.1, (before, margin(state.params))
+  assert losses[-1] < losses[0], losses

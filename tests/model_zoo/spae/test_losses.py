@@ -81,3 +81,14 @@ def test_relevance_marks_the_codes_of_the_word_pieces():
   want[0, [2, 4]] = 1
   want[1, 2] = 1  # id 2 below the codebook, 12 above it
   np.testing.assert_array_equal(got, want)
+
+
+def test_hinge_losses_per_example_match_numpy():
+  rng = np.random.default_rng(3)
+  real, fake = rng.normal(size=(2, 3, 3)) * 2, rng.normal(size=(2, 3, 3)) * 2
+  want = [np.mean(np.maximum(0, 1 - real[b])) + np.mean(np.maximum(0, 1 + fake[b])) for b in (0, 1)]
+  got = losses.discriminator_hinge_loss(jnp.asarray(real), jnp.asarray(fake))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_hinge_loss(jnp.asarray(fake)), -fake.mean(axis=(1, 2)), rtol=1e-6
+  )

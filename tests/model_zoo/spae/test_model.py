@@ -136,6 +136,49 @@ def test_no_gradient_reaches_the_codebook_but_the_projection_learns():
     assert np.any(np.asarray(grad)) == ("embedding" not in name), name
 
 
+def test_no_discriminator_without_the_gan_term(model_and_params):
+  _, params = model_and_params
+  assert "discriminator" not in params
+  with pytest.raises(ConfigError, match="adversarial_weight=-1"):
+    SpaeConfig(adversarial_weight=-1.0)
+
+
+def test_gan_term_trains_each_side_on_its_own_loss_only():
+  """One optimizer step serves both players: the discriminator's gradient is that of its
+  hinge loss on real images and fixed reconstructions; the encoder's and decoder's is the
+  plain loss's plus adversarial_weight x the generator's (nothing from the discriminator's
+  loss), so it is affine in the weight from the no-GAN gradient."""
+  batch = image_batch()
+  image = jnp.asarray(batch["image"])
+  models = {w: tiny_spae(adversarial_weight=w) for w in (0.0, 1.0, 2.0)}
+  params = nn.unbox(jax.jit(models[1.0].init)(jax.random.PRNGKey(2), batch))
+  assert set(params["discriminator"]) == {"downsample_0", "downsample_1", "GroupNorm_0", "to_logit"}
+  grads = {}
+  for weight, model in models.items():
+    own = params if weight else {k: v for k, v in params.items() if k != "discriminator"}
+    grads[weight] = jax.jit(jax.grad(lambda p, m=model: m.loss_fn(p, batch)[0]))(own)
+  model = models[1.0]
+  fake = jax.jit(model.reconstruct)(params, image).reshape((-1,) + image.shape[1:])
+
+  def hinge(discriminator):
+    variables = {"params": {**params, "discriminator": discriminator}}
+    real = model.module.apply(variables, image, method="discriminate")
+    fake_logits = model.module.apply(variables, fake, method="discriminate")
+    return jnp.mean(jax.nn.relu(1 - real)) + jnp.mean(jax.nn.relu(1 + fake_logits))
+
+  want = jax.jit(jax.grad(hinge))(params["discriminator"])
+  for weight in (1.0, 2.0):
+    jax.tree.map(
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7),
+        grads[weight]["discriminator"],
+        want,
+    )
+  decoder = {w: np.asarray(g["decoder"]["to_image"]["kernel"]) for w, g in grads.items()}
+  generator_part = decoder[2.0] - decoder[1.0]
+  assert np.abs(generator_part).max() > 1e-4  # the GAN term does move the decoder
+  np.testing.assert_allclose(decoder[1.0] - decoder[0.0], generator_part, atol=1e-6)
+
+
 def test_predict_batch_gives_tokens_and_minus_the_full_depth_error(model_and_params):
   model, params = model_and_params
   batch = image_batch()
