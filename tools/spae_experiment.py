@@ -3,6 +3,7 @@ handwritten digits as words of its own vocabulary.
 
   python -m tools.spae_experiment [--lm_dir DIR | --lm_steps 800] [--steps 600] \
       [--batch_size 32] [--eval_images 256] [--classify_examples 200] [--shots 1 4] \
+      [--variants SPAE ...] [--lm_binding B ...] [--spae_binding B ...] \
       [--out_dir DIR] [--json_out FILE] [--plot FILE]
 
 1. The frozen LM: decoder_only_tiny, a causal LM on the catalog text (gin/mixtures/
@@ -27,6 +28,11 @@ handwritten digits as words of its own vocabulary.
      answer is the name it finds most likely, and calibrated, the name the image makes most
      likely over the same prompt without an image; beside the majority class (chance);
    * generation: the LM writes the tokens of each digit name's image (PNG grids).
+
+--lm_binding adds TransformerConfig bindings (e.g. "TransformerConfig.emb_dim = 32") to the
+LM's training and, under lm/, to the frozen LM that trainers.spae_lm reads; --spae_binding
+adds bindings (e.g. "SpaeConfig.channels = 8") to every SPAE run: the smaller sizes of
+tests/tools/test_spae_experiment.py's trained tiny models.
 
 SPAE's claims tested: its lexical tokens let a frozen LM understand images in context
 (classification far above chance, and above tokens without semantics), and every prefix of
@@ -134,6 +140,7 @@ def in_context(flags: Sequence[str], lm_dir: str, out_dir: str, shots: int, args
   extra = [
       "--gin_file=gin/runs/spae_lm.gin",
       "--gin_file=gin/models/spae_frozen_lm_tiny.gin",
+      *(f"--gin.lm/{b.replace(' = ', '=')}" for b in args.lm_binding),
       f"--gin.LM_DIR='{lm_dir}'",
       "--gin.validation/DatasetConfig.split='test'",
       f"--gin.spae_lm.classify_examples={args.classify_examples}",
@@ -165,10 +172,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lm_args = argparse.Namespace(
         steps=args.lm_steps, batch_size=16, eval_period=args.lm_steps, eval_steps=10
     )
-    moe_experiment.train("frozen LM", LM_GIN_FILES, [], lm_args, lm_dir)
+    moe_experiment.train("frozen LM", LM_GIN_FILES, args.lm_binding, lm_args, lm_dir)
   images, words = test_digits(args.eval_images)
   results: dict[str, Any] = {"lm_dir": lm_dir, "eval_images": len(images), "variants": {}}
-  for name, bindings in VARIANTS.items():
+  for name in args.variants:
+    bindings = [*args.spae_binding, *VARIANTS[name]]
     model_dir = os.path.join(out_dir, name.replace(" ", "_"))
     train_args = argparse.Namespace(
         steps=args.steps, batch_size=args.batch_size, eval_period=args.steps, eval_steps=4
@@ -248,6 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--eval_images", type=int, default=256)
   parser.add_argument("--classify_examples", type=int, default=200)
   parser.add_argument("--shots", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+  parser.add_argument("--lm_binding", action="append", default=[], help="TransformerConfig.X = Y")
+  parser.add_argument("--spae_binding", action="append", default=[], help="e.g. SpaeConfig.X = Y")
   parser.add_argument("--out_dir", default=None, help="the runs' MODEL_DIRs go here")
   parser.add_argument("--json_out", default="spae_experiment.json")
   parser.add_argument("--plot", default="spae_experiment.png")

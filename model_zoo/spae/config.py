@@ -41,6 +41,9 @@ class SpaeConfig:
   semantic_weight: float = 0.1
   semantic_layers: int = 2
   semantic_temperature: float = 1.0
+  # Per position, the mean of -log p over the image's relevant codes (SPAE's; toward their
+  # centroid), or with semantic_any, -log of their total p (toward the nearest of them).
+  semantic_any: bool = False
   # The optional GAN term (VQGAN's): adversarial_weight x the generator's hinge loss against
   # a patch discriminator of `discriminator_layers` stride-2 convolutions from
   # `discriminator_channels` wide, which learns at the same step from its own hinge loss.

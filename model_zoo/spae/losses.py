@@ -99,17 +99,30 @@ def generator_hinge_loss(fake_logits: types.Array) -> types.Array:
 
 
 def semantic_loss(
-    residuals: types.Array, codes: types.Array, relevant: types.Array, temperature: float
+    residuals: types.Array,
+    codes: types.Array,
+    relevant: types.Array,
+    temperature: float,
+    any_relevant: bool = False,
 ) -> types.Array:
   """Cross entropy of the relevant codes under softmax(-||residual - code||^2 / temperature),
-  per example [batch], averaged over the example's positions and its relevant codes.
+  per example [batch], averaged over the example's positions.
 
   residuals [batch, positions, dim]; codes [num_codes, dim]; relevant [batch, num_codes]
   (1 for each code relevant to the image, e.g. the pieces of its word; a row of zeros gives
-  0).
+  0). Per position: the mean over the relevant codes of -log p(code) (SPAE's), which pulls
+  the residual toward their centroid; or with `any_relevant`, -log of their total
+  probability, which pulls it toward whichever relevant code is nearest, so one token can be
+  a piece of the word.
   """
   logits = -squared_distances(residuals, codes) / temperature
   log_probs = jax.nn.log_softmax(logits, axis=-1)  # [batch, positions, codes]
+  has_codes = jnp.sum(relevant, -1) > 0  # [batch]
+  if any_relevant:
+    masked = jnp.where(relevant[:, None, :] > 0, log_probs, -jnp.inf)
+    masked = jnp.where(has_codes[:, None, None], masked, 0.0)  # no -inf rows: no NaN
+    per_position = -jax.nn.logsumexp(masked, axis=-1)
+    return jnp.where(has_codes, jnp.mean(per_position, axis=1), 0.0)
   weights = relevant / jnp.maximum(jnp.sum(relevant, -1, keepdims=True), 1)
   return -jnp.mean(jnp.einsum("bpc,bc->bp", log_probs, weights.astype(jnp.float32)), axis=1)
 

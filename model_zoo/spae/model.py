@@ -176,7 +176,9 @@ class SpaeModel:
           [t.reshape(t.shape[0], -1, t.shape[-1]) for t in saq.targets[: cfg.semantic_layers]],
           axis=1,
       )
-      semantic = losses.semantic_loss(residuals, codes, relevant, cfg.semantic_temperature)
+      semantic = losses.semantic_loss(
+          residuals, codes, relevant, cfg.semantic_temperature, cfg.semantic_any
+      )
       terms["semantic"] = semantic
       loss = loss + cfg.semantic_weight * semantic
     if cfg.adversarial_weight:

@@ -74,6 +74,24 @@ def test_semantic_loss_is_cross_entropy_over_negative_squared_distances():
   np.testing.assert_allclose(got, [want0, 0.0], rtol=1e-5)
 
 
+def test_semantic_loss_any_relevant_is_minus_log_their_total_probability():
+  rng = np.random.default_rng(4)
+  residuals = rng.normal(size=(2, 3, 4))
+  codes = rng.normal(size=(6, 4))
+  relevant = np.array([[0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]], np.float32)
+  got = losses.semantic_loss(
+      jnp.asarray(residuals),
+      jnp.asarray(codes),
+      jnp.asarray(relevant),
+      temperature=0.5,
+      any_relevant=True,
+  )
+  logits = -((residuals[:, :, None] - codes) ** 2).sum(-1) / 0.5
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  want0 = -np.mean([np.log(probs[0, p, [1, 3, 4]].sum()) for p in range(3)])
+  np.testing.assert_allclose(got, [want0, 0.0], rtol=1e-5)
+
+
 def test_relevance_marks_the_codes_of_the_word_pieces():
   tokens = jnp.array([[5, 7, 0], [2, 12, 5], [0, 0, 0]])  # codes are ids 3..11
   got = np.asarray(losses.relevance(tokens, first_code_id=3, num_codes=9))
