@@ -3,7 +3,7 @@ handwritten digits as words of its own vocabulary.
 
   python -m tools.spae_experiment [--lm_dir DIR | --lm_steps 800] [--steps 600] \
       [--batch_size 32] [--eval_images 256] [--classify_examples 200] [--shots 1 4] \
-      [--variants SPAE ...] [--lm_binding B ...] [--spae_binding B ...] \
+      [--variants SPAE ...] [--lm_binding B ...] [--spae_binding B ...] [--context_depth 2] \
       [--out_dir DIR] [--json_out FILE] [--plot FILE]
 
 1. The frozen LM: decoder_only_tiny, a causal LM on the catalog text (gin/mixtures/
@@ -29,10 +29,12 @@ handwritten digits as words of its own vocabulary.
      likely over the same prompt without an image; beside the majority class (chance);
    * generation: the LM writes the tokens of each digit name's image (PNG grids).
 
---lm_binding adds TransformerConfig bindings (e.g. "TransformerConfig.emb_dim = 32") to the
-LM's training and, under lm/, to the frozen LM that trainers.spae_lm reads; --spae_binding
-adds bindings (e.g. "SpaeConfig.channels = 8") to every SPAE run: the smaller sizes of
-tests/tools/test_spae_experiment.py's trained tiny models.
+--lm_binding adds a binding to the LM's training (e.g. "TransformerConfig.emb_dim = 64", or
+"MIXTURE_OR_TASK_NAME = 'catalog_lm_repeated'": rows whose text recurs, from which a tiny
+LM learns to copy from its context in a few hundred steps); its TransformerConfig ones also
+go, under lm/, to the frozen LM that trainers.spae_lm reads. --spae_binding adds a binding
+to every SPAE run (e.g. "SpaeConfig.channels = 8"); --context_depth sets the pyramid layers
+of each image in the prompts. tests/tools/test_spae_experiment.py trains its tiny models so.
 
 SPAE's claims tested: its lexical tokens let a frozen LM understand images in context
 (classification far above chance, and above tokens without semantics), and every prefix of
@@ -140,7 +142,12 @@ def in_context(flags: Sequence[str], lm_dir: str, out_dir: str, shots: int, args
   extra = [
       "--gin_file=gin/runs/spae_lm.gin",
       "--gin_file=gin/models/spae_frozen_lm_tiny.gin",
-      *(f"--gin.lm/{b.replace(' = ', '=')}" for b in args.lm_binding),
+      *(
+          f"--gin.lm/{b.replace(' = ', '=')}"
+          for b in args.lm_binding
+          if b.startswith("TransformerConfig.")
+      ),
+      f"--gin.spae_lm.context_depth={args.context_depth}",
       f"--gin.LM_DIR='{lm_dir}'",
       "--gin.validation/DatasetConfig.split='test'",
       f"--gin.spae_lm.classify_examples={args.classify_examples}",
@@ -257,14 +264,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--classify_examples", type=int, default=200)
   parser.add_argument("--shots", type=int, nargs="+", default=[1, 4])
   parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-  parser.add_argument("--lm_binding", action="append", default=[], help="TransformerConfig.X = Y")
+  parser.add_argument(
+      "--lm_binding", action="append", default=[], help="e.g. TransformerConfig.X = Y"
+  )
   parser.add_argument("--spae_binding", action="append", default=[], help="e.g. SpaeConfig.X = Y")
+  parser.add_argument("--context_depth", type=int, default=2, help="pyramid layers per image")
   parser.add_argument("--out_dir", default=None, help="the runs' MODEL_DIRs go here")
   parser.add_argument("--json_out", default="spae_experiment.json")
   parser.add_argument("--plot", default="spae_experiment.png")
   args = parser.parse_args(argv)
   benchmark_common.require_positive(
-      parser, args, ("lm_steps", "steps", "batch_size", "eval_images", "classify_examples")
+      parser,
+      args,
+      ("lm_steps", "steps", "batch_size", "eval_images", "classify_examples", "context_depth"),
   )
   if min(args.shots) < 1:
     parser.error(f"--shots must be >= 1; got {args.shots}")

@@ -88,6 +88,16 @@ def test_causal_lm_examples_are_the_documents_and_eos():
     assert VOCAB.decode(example["targets"][:-1].tolist()) == doc
 
 
+def test_repeated_lm_examples_are_a_documents_first_span_twice_and_eos():
+  plain = validation_examples(pretraining.LM_TASK, {"targets": 256}, 20)
+  repeated = validation_examples(pretraining.REPEATED_LM_TASK, {"targets": 42}, 20)
+  for example, whole in zip(repeated, plain, strict=True):
+    targets = example["targets"].tolist()
+    assert len(targets) == 41 and targets[-1] == EOS
+    span = whole["targets"][:-1].tolist()[:20]  # (42 - EOS) // 2 tokens of the document
+    assert targets[:-1] == span + span
+
+
 def rebuilt(inputs: np.ndarray, targets: np.ndarray) -> list[int]:
   """The source tokens of a span-corrupted pair: each sentinel in the inputs replaced by what
   follows the same sentinel in the targets."""
