@@ -1,10 +1,12 @@
-"""Repeated spans: the catalog text with each row's span written twice.
+"""Repeated spans: catalog text whose rows repeat a segment of themselves.
 
-An LM learns to copy from its context (induction: after "... A B ... A", predict B) within a
-few hundred steps on such rows, because the second copy is nearly free to predict once it
-does; on plain text a tiny LM takes far longer. In-context use of a frozen LM (SPAE's few-shot
-classification, model_zoo/spae/in_context.py) rests on that skill, so a tiny LM trained on
-these rows can stand in for a large one in tests and CPU experiments.
+Each row is the start of a document followed by a copy of one of its segments, of random
+length and from a random place, so predicting the copy means finding where the current token
+appeared before and continuing from there (induction: after "... A B ... A", predict B), not
+looking a fixed distance back. A tiny LM learns that skill within a few hundred steps on these
+rows, while on plain text it takes far longer. In-context use of a frozen LM (SPAE's few-shot
+classification, model_zoo/spae/in_context.py) rests on it, so a tiny LM trained here can
+stand in for a large one in tests and CPU experiments.
 """
 
 from typing import Mapping
@@ -14,18 +16,28 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 import tensorflow as tf
 
+MIN_SEGMENT = 4  # tokens: shorter copies teach little beyond bigrams
 
-@seqio.map_over_dataset
-def _repeat(example: Mapping[str, tf.Tensor], half: int) -> dict[str, tf.Tensor]:
-  span = example["targets"][:half]
-  return {**example, "targets": tf.concat([span, span], axis=0)}
+
+@seqio.map_over_dataset(num_seeds=1)
+def _repeat(example: Mapping[str, tf.Tensor], seed: tf.Tensor, half: int) -> dict[str, tf.Tensor]:
+  start = example["targets"][:half]
+  n = tf.shape(start)[0]
+  length_seed, place_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  length = tf.random.stateless_uniform(
+      [], length_seed, minval=tf.minimum(MIN_SEGMENT, n), maxval=n + 1, dtype=tf.int32
+  )
+  place = tf.random.stateless_uniform(
+      [], place_seed, minval=0, maxval=n - length + 1, dtype=tf.int32
+  )
+  return {**example, "targets": tf.concat([start, start[place : place + length]], axis=0)}
 
 
 def repeat_span(
     dataset: tf.data.Dataset, sequence_length: Mapping[str, int], output_features
 ) -> tf.data.Dataset:
-  """Each row's targets become their first half-length span twice (room left for EOS), so
-  the row fits TASK_FEATURE_LENGTHS["targets"] whole."""
+  """Each row's targets become their first half-length tokens, then a copy of a random
+  segment of them (room left for EOS), so the row fits TASK_FEATURE_LENGTHS["targets"]."""
   length = sequence_length["targets"]
   room = length - 1 if output_features["targets"].add_eos else length
   return _repeat(dataset, half=room // 2)
