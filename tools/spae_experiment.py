@@ -3,7 +3,7 @@ handwritten digits as words of its own vocabulary.
 
   python -m tools.spae_experiment [--lm_dir DIR | --lm_steps 800] [--steps 600] \
       [--batch_size 32] [--eval_images 256] [--classify_examples 200] [--shots 1 4] \
-      [--variants SPAE ...] [--lm_binding B ...] [--spae_binding B ...] [--context_depth 2] \
+      [--variants SPAE ...] [--lm_binding B ...] [--spae_binding B ...] [--context_depth 1] \
       [--out_dir DIR] [--json_out FILE] [--plot FILE]
 
 1. The frozen LM: decoder_only_tiny, a causal LM on the catalog text (gin/mixtures/
@@ -13,7 +13,7 @@ handwritten digits as words of its own vocabulary.
 2. Two SPAE models, each trained through the train CLI (gin/models/spae.gin at CPU sizes,
    gin/runs/spae.gin, gin/mixtures/spae_digits.gin: scikit-learn's digits with their
    English names) with the LM's input embeddings as the frozen codebook:
-   * "SPAE": the semantic loss pulls pyramid layers 1-2 toward the pieces of the digit's
+   * "SPAE": the semantic loss pulls pyramid layer 1 toward the nearest piece of the digit's
      name;
    * "no semantic loss": the same with semantic_weight 0, streaming average quantization onto
      the LM's vocabulary with reconstruction alone (the baseline: a frozen-LM codebook whose
@@ -24,15 +24,13 @@ handwritten digits as words of its own vocabulary.
    * reconstruction MSE from every pyramid depth (1, 5, 21 and 85 tokens);
    * semantic hit: how often layer 1's one token is a piece of the digit's name;
    * few-shot classification through `python -m trainers.spae_lm`: K solved examples of
-     each of the 10 digits ("image tokens : name ;", layers 1-2), then the query; the LM's
+     each of the 10 digits ("image token : name ;", layer 1), then the query; the LM's
      answer is the name it finds most likely, and calibrated, the name the image makes most
      likely over the same prompt without an image; beside the majority class (chance);
    * generation: the LM writes the tokens of each digit name's image (PNG grids).
 
---lm_binding adds a binding to the LM's training (e.g. "TransformerConfig.emb_dim = 64", or
-"MIXTURE_OR_TASK_NAME = 'catalog_lm_repeated'": rows whose text recurs, from which a tiny
-LM learns to copy from its context in a few hundred steps); its TransformerConfig ones also
-go, under lm/, to the frozen LM that trainers.spae_lm reads. --spae_binding adds a binding
+--lm_binding adds a binding to the LM's training (e.g. "TransformerConfig.emb_dim = 64"); its
+TransformerConfig ones also go, under lm/, to the frozen LM that trainers.spae_lm reads. --spae_binding adds a binding
 to every SPAE run (e.g. "SpaeConfig.channels = 8"); --context_depth sets the pyramid layers
 of each image in the prompts. tests/tools/test_spae_experiment.py trains its tiny models so.
 
@@ -268,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       "--lm_binding", action="append", default=[], help="e.g. TransformerConfig.X = Y"
   )
   parser.add_argument("--spae_binding", action="append", default=[], help="e.g. SpaeConfig.X = Y")
-  parser.add_argument("--context_depth", type=int, default=2, help="pyramid layers per image")
+  parser.add_argument("--context_depth", type=int, default=1, help="pyramid layers per image")
   parser.add_argument("--out_dir", default=None, help="the runs' MODEL_DIRs go here")
   parser.add_argument("--json_out", default="spae_experiment.json")
   parser.add_argument("--plot", default="spae_experiment.png")

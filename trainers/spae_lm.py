@@ -16,8 +16,8 @@ other things. Each part runs when its setting is given:
 - `spae_lm.generate_words=['seven']`: few-shot generation: the same shots the other way
   round ("word : image tokens ;"), then "word :"; the LM writes image tokens (codebook ids
   only) that SPAE decodes, one PNG row per word (`num_samples` each).
-Images enter the prompt as their first `context_depth` pyramid layers (1 + 4 tokens by
-default). Writes OUTPUT_DIR/spae_lm.json (default MODEL_DIR/spae_lm/) and the PNGs there.
+Images enter the prompt as their first `context_depth` pyramid layers (by default layer 1
+alone, the one token the semantic loss makes a piece of the image's word). Writes OUTPUT_DIR/spae_lm.json (default MODEL_DIR/spae_lm/) and the PNGs there.
 """
 
 import dataclasses
@@ -49,7 +49,7 @@ class SpaeWithLm:
   lm: Any
   lm_params: Any
   encode_text: Callable[[str], list[int]]
-  context_depth: int = 2
+  context_depth: int = 1
   marker: str = ":"
   separator: str = ";"
 
@@ -179,7 +179,7 @@ def spae_lm(
     generate_words: Sequence[str] = (),
     shots_per_class: int = 1,
     shot_pool: int = 512,
-    context_depth: int = 2,
+    context_depth: int = 1,
     marker: str = ":",
     separator: str = ";",
     decoder: Any = None,

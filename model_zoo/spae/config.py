@@ -39,7 +39,7 @@ class SpaeConfig:
   commitment_weight: float = 0.25
   codebook_weight: float = 1.0
   semantic_weight: float = 0.1
-  semantic_layers: int = 2
+  semantic_layers: int = 1
   semantic_temperature: float = 1.0
   # Per position, the mean of -log p over the image's relevant codes (SPAE's; toward their
   # centroid), or with semantic_any, -log of their total p (toward the nearest of them).

@@ -1,8 +1,6 @@
 """Pre-training tasks over the catalog documents (text.py), in one vocabulary with Flan and MT.
 
 - `catalog_lm`: a causal LM ("targets" only; the `decoder` converter of a decoder-only LM).
-- `catalog_lm_repeated`: the same rows with each span written twice (repeated.py): an LM
-  that learns to copy from its context within a few hundred steps.
 - `catalog_ul2_{r,x_long,x_dense,s}` and the `catalog_ul2` mixture: UL2's mixture of
   denoisers over the same documents ("inputs" and "targets": a prefix LM or an
   encoder-decoder), as tasks/ul2 builds over Genesis.
@@ -18,33 +16,30 @@ from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio impor
 import seqio
 
 from tasks.parallel import corpus
-from tasks.pretraining import repeated, text, vocabulary
+from tasks.pretraining import text, vocabulary
 from tasks.ul2 import tasks as ul2_tasks
 
 LM_TASK = "catalog_lm"
-REPEATED_LM_TASK = "catalog_lm_repeated"
 UL2_MIXTURE = "catalog_ul2"
 
 
 def _register() -> None:
   vocab = vocabulary.pretraining_vocabulary()
   source = ul2_tasks.text_source(text.documents, corpus.SPLITS)
-  for name, extra in ((LM_TASK, []), (REPEATED_LM_TASK, [repeated.repeat_span])):
-    if name not in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.add(
-          name,
-          source=source,
-          preprocessors=[
-              functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
-              seqio.preprocessors.tokenize,
-              seqio.CacheDatasetPlaceholder(),
-              *extra,
-              seqio.preprocessors.append_eos_after_trim,
-          ],
-          output_features={"targets": seqio.Feature(vocab, add_eos=True)},
-          metric_fns=[],
-          shuffle_buffer_size=1024,
-      )
+  if LM_TASK not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(
+        LM_TASK,
+        source=source,
+        preprocessors=[
+            functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+            seqio.preprocessors.tokenize,
+            seqio.CacheDatasetPlaceholder(),
+            seqio.preprocessors.append_eos_after_trim,
+        ],
+        output_features={"targets": seqio.Feature(vocab, add_eos=True)},
+        metric_fns=[],
+        shuffle_buffer_size=1024,
+    )
   rates = ul2_tasks.add_denoising_tasks(
       UL2_MIXTURE,
       source,

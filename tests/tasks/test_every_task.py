@@ -38,12 +38,7 @@ SHAPES = {
 
 def shipped_tasks() -> list[str]:
   """The tasks of the shipped mixtures, plus those no mixture includes by default."""
-  names = {
-      quickstart.TASK_NAME,
-      langid.TASK_NAME,
-      pretraining.LM_TASK,
-      pretraining.REPEATED_LM_TASK,
-  }
+  names = {quickstart.TASK_NAME, langid.TASK_NAME, pretraining.LM_TASK}
   names |= {mt.mass_task_name(lang) for lang in corpus.LANGUAGES}
   for mixture in (
       ul2.MIXTURE_NAME,
@@ -71,7 +66,7 @@ def test_shipped_tasks_cover_every_family():
   names = shipped_tasks()
   languages = len(corpus.LANGUAGES)
   mt_tasks = 2 * (languages - 1) + languages  # both directions with English; MASS
-  assert len(names) == 1 + 1 + 2 + 4 + 4 + 8 + mt_tasks + len(flan.mixing_rates())
+  assert len(names) == 1 + 1 + 1 + 4 + 4 + 8 + mt_tasks + len(flan.mixing_rates())
   assert len(flan.mixing_rates()) >= 12
   assert len(sampled_tasks()) == len(names) - mt_tasks + 3 * len(SCRIPT_SAMPLE) - 2
 

@@ -88,22 +88,6 @@ def test_causal_lm_examples_are_the_documents_and_eos():
     assert VOCAB.decode(example["targets"][:-1].tolist()) == doc
 
 
-def test_repeated_lm_examples_copy_a_segment_of_their_start_from_varying_places():
-  plain = validation_examples(pretraining.LM_TASK, {"targets": 256}, 40)
-  repeated = validation_examples(pretraining.REPEATED_LM_TASK, {"targets": 42}, 40)
-  offsets = set()
-  for example, whole in zip(repeated, plain, strict=True):
-    targets = example["targets"].tolist()
-    assert targets[-1] == EOS and len(targets) <= 42
-    start = whole["targets"][:-1].tolist()[:20]  # (42 - EOS) // 2 tokens of the document
-    copy = targets[len(start) : -1]
-    assert targets[: len(start)] == start and min(4, len(start)) <= len(copy) <= len(start)
-    places = [p for p in range(len(start)) if start[p : p + len(copy)] == copy]
-    assert places, (start, copy)
-    offsets.add(len(start) - places[0])
-  assert len(offsets) > 5  # the copy's distance back varies: no fixed offset to learn
-
-
 def rebuilt(inputs: np.ndarray, targets: np.ndarray) -> list[int]:
   """The source tokens of a span-corrupted pair: each sentinel in the inputs replaced by what
   follows the same sentinel in the targets."""
