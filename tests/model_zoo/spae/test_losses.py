@@ -60,22 +60,10 @@ def test_squared_error_is_per_example():
   np.testing.assert_allclose(losses.squared_error(x, y), [0.0, 16.0 / 48])
 
 
-def test_semantic_loss_is_cross_entropy_over_negative_squared_distances():
+@pytest.mark.parametrize("any_relevant", [False, True])
+def test_semantic_loss_is_cross_entropy_over_negative_squared_distances(any_relevant):
+  """Per position: the mean of -log p over the relevant codes, or -log of their summed p."""
   rng = np.random.default_rng(2)
-  residuals = rng.normal(size=(2, 3, 4))
-  codes = rng.normal(size=(6, 4))
-  relevant = np.array([[0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], np.float32)
-  got = losses.semantic_loss(
-      jnp.asarray(residuals), jnp.asarray(codes), jnp.asarray(relevant), temperature=2.0
-  )
-  logits = -((residuals[:, :, None] - codes) ** 2).sum(-1) / 2.0
-  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  want0 = -np.mean([(log_probs[0, p, 1] + log_probs[0, p, 3]) / 2 for p in range(3)])
-  np.testing.assert_allclose(got, [want0, 0.0], rtol=1e-5)
-
-
-def test_semantic_loss_any_relevant_is_minus_log_their_total_probability():
-  rng = np.random.default_rng(4)
   residuals = rng.normal(size=(2, 3, 4))
   codes = rng.normal(size=(6, 4))
   relevant = np.array([[0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]], np.float32)
@@ -84,12 +72,17 @@ def test_semantic_loss_any_relevant_is_minus_log_their_total_probability():
       jnp.asarray(codes),
       jnp.asarray(relevant),
       temperature=0.5,
-      any_relevant=True,
+      any_relevant=any_relevant,
   )
   logits = -((residuals[:, :, None] - codes) ** 2).sum(-1) / 0.5
   probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-  want0 = -np.mean([np.log(probs[0, p, [1, 3, 4]].sum()) for p in range(3)])
-  np.testing.assert_allclose(got, [want0, 0.0], rtol=1e-5)
+  per_position = [
+      -np.log(probs[0, p, [1, 3, 4]].sum())
+      if any_relevant
+      else -np.log(probs[0, p, [1, 3, 4]]).mean()
+      for p in range(3)
+  ]
+  np.testing.assert_allclose(got, [np.mean(per_position), 0.0], rtol=1e-5)
 
 
 def test_relevance_marks_the_codes_of_the_word_pieces():
