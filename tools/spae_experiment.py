@@ -30,9 +30,10 @@ handwritten digits as words of its own vocabulary.
    * generation: the LM writes the tokens of each digit name's image (PNG grids).
 
 --lm_binding adds a binding to the LM's training (e.g. "TransformerConfig.emb_dim = 64"); its
-TransformerConfig ones also go, under lm/, to the frozen LM that trainers.spae_lm reads. --spae_binding adds a binding
-to every SPAE run (e.g. "SpaeConfig.channels = 8"); --context_depth sets the pyramid layers
-of each image in the prompts. tests/tools/test_spae_experiment.py trains its tiny models so.
+TransformerConfig ones also go, under lm/, to the frozen LM that trainers.spae_lm reads.
+--spae_binding adds a binding to every SPAE run (e.g. "SpaeConfig.channels = 8");
+--context_depth sets the pyramid layers of each image in the prompts.
+tests/tools/test_spae_experiment.py trains its tiny models so.
 
 SPAE's claims tested: its lexical tokens let a frozen LM understand images in context
 (classification far above chance, and above tokens without semantics), and every prefix of

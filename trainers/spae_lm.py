@@ -17,7 +17,8 @@ other things. Each part runs when its setting is given:
   round ("word : image tokens ;"), then "word :"; the LM writes image tokens (codebook ids
   only) that SPAE decodes, one PNG row per word (`num_samples` each).
 Images enter the prompt as their first `context_depth` pyramid layers (by default layer 1
-alone, the one token the semantic loss makes a piece of the image's word). Writes OUTPUT_DIR/spae_lm.json (default MODEL_DIR/spae_lm/) and the PNGs there.
+alone, the one token the semantic loss makes a piece of the image's word). Writes
+OUTPUT_DIR/spae_lm.json (default MODEL_DIR/spae_lm/) and the PNGs there.
 """
 
 import dataclasses
