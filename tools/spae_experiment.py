@@ -27,7 +27,9 @@ handwritten digits as words of its own vocabulary.
      each of the 10 digits ("image token : name ;", layer 1), then the query; the LM's
      answer is the name it finds most likely, and calibrated, the name the image makes most
      likely over the same prompt without an image; beside the majority class (chance);
-   * generation: the LM writes the tokens of each digit name's image (PNG grids).
+   * generation: the LM writes the tokens of each digit name's image (PNG grids);
+   * reconstructions of the first 8 test digits from every depth (<out_dir>/<model>/
+     reconstructions.png: a row per digit, the digit then depths 1-4).
 
 --lm_binding adds a binding to the LM's training (e.g. "TransformerConfig.emb_dim = 64"); its
 TransformerConfig ones also go, under lm/, to the frozen LM that trainers.spae_lm reads.
@@ -53,7 +55,7 @@ import jax
 import numpy as np
 
 from tools import benchmark_common, moe_experiment
-from trainers import spae_lm
+from trainers import image_files, spae_lm
 
 LM_GIN_FILES = (
     "gin/models/decoder_only_tiny.gin",
@@ -71,6 +73,7 @@ CPU_SIZES = ("SpaeConfig.channels = 16", "SpaeConfig.last_code_id = 4608")
 VARIANTS = {"SPAE": (), "no semantic loss": ("SpaeConfig.semantic_weight = 0.0",)}
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 EVAL_ROWS = 64
+GRID_IMAGES = 8  # test digits in each model's reconstruction grid
 _configured_model = benchmark_common.model_configurable("spae_experiment")
 
 
@@ -135,6 +138,15 @@ def image_scores(model, params, images: np.ndarray, words) -> dict[str, Any]:
   return {"mse_by_depth": per_depth.tolist(), "semantic_hit": float(np.mean(hits))}
 
 
+def reconstruction_grid(model, params, images: np.ndarray, path: str) -> None:
+  """A PNG of one row per image: the image, then its reconstruction from each pyramid
+  depth."""
+  outputs = np.asarray(jax.jit(model.reconstruct)(params, images))  # [depths, n, ...]
+  image_files.write_grid(
+      path, [[image, *depths] for image, depths in zip(images, outputs.swapaxes(0, 1))]
+  )
+
+
 def in_context(flags: Sequence[str], lm_dir: str, out_dir: str, shots: int, args) -> dict:
   """trainers.spae_lm's few-shot classification of test digits (and, with 1 shot, the
   generated images); its JSON."""
@@ -193,6 +205,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     flags = spae_flags(lm_dir, model_dir, bindings, args.steps)
     model, params = restored_spae(model_dir, bindings)
     scores = image_scores(model, params, images, words)
+    reconstruction_grid(
+        model, params, images[:GRID_IMAGES], os.path.join(model_dir, "reconstructions.png")
+    )
     scores["few_shot"] = {}
     for shots in args.shots:
       report = in_context(

@@ -31,6 +31,22 @@ def test_image_scores_average_over_every_image_and_count_layer_1_hits(monkeypatc
   assert scores["semantic_hit"] == pytest.approx(3 / 10)
 
 
+def test_reconstruction_grid_rows_are_each_image_then_its_depths(monkeypatch, tmp_path):
+  from PIL import Image
+
+  monkeypatch.setattr(experiment.jax, "jit", lambda f: f)
+  images = np.random.default_rng(0).uniform(0, 0.6, size=(2, 4, 4, 3)).astype(np.float32)
+  experiment.reconstruction_grid(ConstantModel(), None, images, str(tmp_path / "grid.png"))
+  grid = np.asarray(Image.open(tmp_path / "grid.png"))
+  side, gap = 4 * 4, 2  # write_grid enlarges 4 times, 2-pixel gaps
+  assert grid.shape == (2 * (side + gap) + gap, 4 * (side + gap) + gap, 3)
+  for row in range(2):
+    for column, offset in enumerate([0.0, 0.1, 0.2, 0.3]):  # the image, then depths 1-3
+      top, left = gap + row * (side + gap), gap + column * (side + gap)
+      want = np.round(np.clip(images[row] + offset, 0, 1) * 255)
+      np.testing.assert_allclose(grid[top : top + side : 4, left : left + side : 4], want, atol=1)
+
+
 @pytest.mark.slow
 def test_held_out_digits_are_the_test_split_with_their_names():
   from tasks.spae import image_dataset
@@ -124,3 +140,4 @@ def test_trained_tiny_spae_improves_with_depth_and_its_top_token_names_the_digit
     report = scores["few_shot"]["1"]
     assert report["examples"] == 10 and report["majority_class"] == pytest.approx(majority)
   assert (tmp_path / "runs" / "SPAE" / "spae_lm_1shot" / "generated.png").exists()
+  assert (tmp_path / "runs" / "no_semantic_loss" / "reconstructions.png").exists()
