@@ -1,8 +1,9 @@
 """Orbax checkpoints: atomic saves, keep-N, automatic resume, restore onto any mesh.
 
 Each step directory holds "state" (step, params, optimizer state, rng), "data" (the number
-of batches read, as JSON) and "data_iterator" (each process's input-pipeline state, see
-data_iterator_checkpoint.py), so a resumed run reads exactly the batches an uninterrupted
+of batches read, as JSON), "data_iterator" (each process's input-pipeline state, see
+data_iterator_checkpoint.py) and, for a run that keeps frozen parameters by reference to its
+initial checkpoint, "references" (where they live, see param_references.py), so a resumed run reads exactly the batches an uninterrupted
 run would, without reading the earlier ones again. Orbax writes a step into a temporary
 directory and renames it when complete, so a half-written step is never listed; a step that
 is listed but cannot be read (a damaged file) is skipped in favour of the previous one, and
@@ -30,7 +31,7 @@ import orbax.checkpoint as ocp
 
 from model_zoo.errors import ConfigError, UserError
 from model_zoo.moe import layer as moe_layer
-from trainers import data_iterator_checkpoint, train_state
+from trainers import data_iterator_checkpoint, param_references, train_state
 
 
 class CheckpointShapeError(ConfigError):
@@ -114,6 +115,7 @@ class Checkpointer:
               "state": ocp.StandardCheckpointHandler(),
               "data": ocp.JsonCheckpointHandler(),
               data_iterator_checkpoint.ITEM: data_iterator_checkpoint.DataIteratorHandler(),
+              param_references.ITEM: ocp.JsonCheckpointHandler(),
           },
       )
     except OSError as e:  # MODEL_DIR is a file, or not writable
@@ -123,6 +125,9 @@ class Checkpointer:
     # Steps newer than the one restore_latest() fell back to, found damaged; None when no
     # fallback restore happened since the last save (see _set_aside_damaged).
     self._damaged: Optional[list[int]] = None
+    # Parameters saved as references, not values (param_references.py): set by the run that
+    # read them from its initial checkpoint, or by restore_latest() from the step it read.
+    self.references: dict[str, param_references.Reference] = {}
 
   def _dir_error(self, action: str, error: OSError) -> CheckpointDirError:
     return CheckpointDirError(
@@ -148,10 +153,13 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return step
     last_good = self.manager.latest_step()
+    params = param_references.without(state.params, self.references)
     items = {
-        "state": ocp.args.StandardSave(_to_tree(state)),
+        "state": ocp.args.StandardSave(_to_tree(state.replace(params=params))),
         "data": ocp.args.JsonSave(data_position),
     }
+    if self.references:
+      items[param_references.ITEM] = ocp.args.JsonSave(param_references.to_json(self.references))
     if data_iterator is not None:
       items[data_iterator_checkpoint.ITEM] = data_iterator_checkpoint.DataIteratorSave(
           data_iterator
@@ -195,20 +203,26 @@ class Checkpointer:
     target = _to_tree(abstract_state)
     if params_only:
       target = {"step": target["step"], "params": target["params"]}
+    wanted = param_references.flat(target["params"])
     newest_first = sorted(self.manager.all_steps(), reverse=True)
     candidates = newest_first if only_step is None else [only_step]
     newest_error = ""
     damaged = []
     for step in candidates:
-      self._check_shapes(step, target)
+      references = self._saved_references(step)
+      own = {**target, "params": param_references.without(target["params"], references or {})}
+      if references is not None:  # else its shapes cannot be told: restored as damaged below
+        self._check_shapes(step, own, references, wanted)
       try:
+        if references is None:
+          raise ValueError("its list of parameters kept by reference cannot be read")
         if params_only:
-          restored = {"state": restore_subtree(self._state_dir(step), target), "data": {}}
+          restored = {"state": restore_subtree(self._state_dir(step), own), "data": {}}
         else:
           restored = self.manager.restore(
               step,
               args=ocp.args.Composite(
-                  state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+                  state=ocp.args.StandardRestore(own), data=ocp.args.JsonRestore()
               ),
           )
       except Exception as e:  # a damaged step: fall back to the previous one
@@ -233,9 +247,10 @@ class Checkpointer:
       tree = own_buffers(restored["state"])
       if only_step is None:  # a run that trains on from here sets the damaged steps aside
         self._damaged = damaged
+      self.references = references
       state = abstract_state.replace(
           step=tree["step"],
-          params=tree["params"],
+          params=param_references.with_values(tree["params"], read_references(references, wanted)),
           opt_state=tree.get("opt_state"),
           rng=tree.get("rng"),
       )
@@ -318,7 +333,31 @@ class Checkpointer:
   def _state_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step), "state")
 
-  def _check_shapes(self, step: int, target: dict) -> None:
+  def _saved_references(self, step: int) -> Optional[dict[str, param_references.Reference]]:
+    """What `step` keeps by reference; None when that list cannot be read (a damaged step)."""
+    try:
+      return param_references.saved(os.path.join(self.directory, str(step)))
+    except Exception:  # pylint: disable=broad-except  (restore_latest falls back past it)
+      return None
+
+  def _check_shapes(
+      self,
+      step: int,
+      target: dict,
+      references: dict[str, param_references.Reference],
+      model_params: dict[str, Any],
+  ) -> None:
+    """`target` holds what the step saved itself; `model_params` every parameter by path."""
+    for path, reference in references.items():
+      model = model_params.get(path)
+      if model is None or tuple(model.shape) != reference.shape:
+        model_shape = tuple(model.shape) if model is not None else "not in the model"
+        raise CheckpointShapeError(
+            f"MODEL_DIR {os.path.dirname(self.directory)} holds a checkpoint (step {step}) of "
+            f"a different model: {path}, kept by reference, has shape {reference.shape}, the "
+            f"model {model_shape}. Use a new --gin.MODEL_DIR, or the model config that wrote "
+            "this checkpoint."
+        )
     try:
       metadata = self.manager.item_metadata(step)["state"]
       saved = _shapes(metadata["params"])
@@ -381,6 +420,37 @@ def dense_into_moe_error(saved_paths: Iterable[str], model_params: Any) -> Optio
   )
 
 
+def read_params(state_dir: str, target: Any) -> dict:
+  """`target`'s parameters (abstract, with shardings) from the step whose state directory is
+  `state_dir`; those the step keeps by reference are read from their sources and checked."""
+  references = param_references.saved(os.path.dirname(state_dir))
+  wanted = param_references.flat(target)
+  references = {path: r for path, r in references.items() if path in wanted}
+  own = param_references.without(target, references)
+  params = restore_subtree(state_dir, {"params": own})["params"] if own else {}
+  return param_references.with_values(params, read_references(references, wanted))
+
+
+def read_references(
+    references: dict[str, param_references.Reference], wanted: dict[str, Any]
+) -> dict[str, jax.Array]:
+  """Each parameter kept by reference, read from its source onto `wanted`'s sharding and dtype,
+  and checked against its fingerprint."""
+  values = {}
+  for path, reference in references.items():
+    source = jax.ShapeDtypeStruct(reference.shape, reference.dtype, sharding=wanted[path].sharding)
+    try:
+      read = read_params(reference.state_dir, param_references.unflat({reference.source: source}))
+    except param_references.ReferencedCheckpointError:
+      raise
+    except Exception as e:  # gone, moved or damaged: the user's to put back
+      raise param_references.source_error(path, reference, e) from e
+    value = param_references.flat(read)[reference.source]
+    reference.check(path, value)
+    values[path] = own_buffers(value.astype(wanted[path].dtype))
+  return values
+
+
 def restore_subtree(state_dir: str, target: dict) -> dict:
   """Only `target`'s part (e.g. {"step", "params"}) of a saved state, placed as its leaves'
   shardings say; nothing else in the checkpoint is read."""
@@ -395,13 +465,17 @@ def restore_subtree(state_dir: str, target: dict) -> dict:
 
 
 def saved_params(state_dir: str) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shape and dtype of each saved parameter, by '/'-joined path, from the metadata alone."""
+  """Shape and dtype of each saved parameter (and each kept by reference), by '/'-joined path,
+  from the metadata alone."""
   metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree["params"]
   flat = jax.tree_util.tree_flatten_with_path(metadata, is_leaf=lambda x: hasattr(x, "shape"))[0]
-  return {
+  shapes = {
       "/".join(str(k.key) for k in path): jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)
       for path, m in flat
   }
+  for path, reference in param_references.saved(os.path.dirname(state_dir)).items():
+    shapes[path] = jax.ShapeDtypeStruct(reference.shape, reference.dtype)
+  return shapes
 
 
 def _named_shapes(tree: Any) -> dict[str, tuple]:

@@ -11,6 +11,10 @@ neither in the checkpoint nor covered by a rule is an error, as is a rule that m
 nothing or a shape that differs; the printed report says what was loaded, mapped,
 initialised fresh, and which checkpoint parameters were not used.
 
+Parameters matching a `by_reference` pattern (frozen ones the run never trains, e.g. SPAE's
+codebook, an LM's embedding table) are read from the checkpoint unchanged and never saved
+again: the run's checkpoints record where they live instead (param_references.py).
+
 Two MoE changes of shape are read through the same plan (model_zoo/moe/growth.py): with
 `new_experts` ("fresh" or "copy") a checkpoint with fewer experts per MoE layer fills the
 model's first experts and router columns (Lifelong-MoE's growth phase); with `upcycle` a
@@ -29,7 +33,7 @@ from flax import traverse_util
 
 from model_zoo.errors import ConfigError, MissingFileError
 from model_zoo.moe import growth
-from trainers import checkpoints
+from trainers import checkpoints, param_references
 
 Rule = tuple[str, Optional[str]]
 Source = tuple[str, Optional[growth.Transform]]  # checkpoint path, and how it is reshaped
@@ -45,6 +49,8 @@ class Report:
   ignored: list[str] = dataclasses.field(default_factory=list)  # in the checkpoint, unused
   # (model, checkpoint): read and reshaped (grown experts, upcycled FFNs)
   reshaped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  # model path -> where it lives: read as the checkpoint holds it, never saved by this run
+  references: dict[str, param_references.Reference] = dataclasses.field(default_factory=dict)
 
   def text(self, source: str) -> str:
     reshaped = f"{len(self.reshaped)} reshaped, " if self.reshaped else ""
@@ -57,6 +63,10 @@ class Report:
     lines += [f"  reshaped {target} <- {origin}" for target, origin in self.reshaped]
     lines += [f"  fresh   {path}" for path in self.fresh]
     lines += [f"  unused  {path}" for path in self.ignored]
+    lines += [
+        f"  by reference {path} (not saved again; read from {r.state_dir} at every restore)"
+        for path, r in self.references.items()
+    ]
     return "\n".join(lines)
 
 
@@ -71,6 +81,8 @@ class InitialCheckpoint:
   strict: bool = True
   new_experts: Optional[str] = None  # "fresh" | "copy": grow a checkpoint's experts
   upcycle: bool = False  # a dense checkpoint into a MoE model: experts copy the FFNs
+  # Regexes over '/'-joined model paths: frozen parameters kept by reference, not saved again.
+  by_reference: Sequence[str] = ()
 
   def state_dir(self) -> str:
     """The `state` directory of the chosen step."""
@@ -115,8 +127,8 @@ class InitialCheckpoint:
     target = {
         "params": traverse_util.unflatten_dict({tuple(o.split("/")): t for o, t in reads.items()})
     }
-    read = checkpoints.restore_subtree(state_dir, target)["params"] if reads else {}
-    read_flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(read).items()}
+    read = checkpoints.read_params(state_dir, target["params"]) if reads else {}
+    read_flat = param_references.flat(read)
     params = {}
     for key, fresh in traverse_util.flatten_dict(fresh_params).items():
       path = "/".join(key)
@@ -131,7 +143,41 @@ class InitialCheckpoint:
         # A buffer of its own per parameter and shard (checkpoints.own_buffers): the train
         # step donates them, and two parameters may be read from one array.
         params[key] = checkpoints.own_buffers(value)
+    report.references = self._references(
+        state_dir, sources, {"/".join(k): v for k, v in params.items()}
+    )
     return traverse_util.unflatten_dict(params), report
+
+  def _references(
+      self, state_dir: str, sources: dict[str, Source], params: dict[str, jax.Array]
+  ) -> dict[str, param_references.Reference]:
+    """Where each `by_reference` parameter lives: its place in the checkpoint, or, when the
+    checkpoint itself keeps it by reference, that reference's source."""
+    patterns = [re.compile(p) for p in self.by_reference]
+    matched = {p for p in params if any(r.fullmatch(p) for r in patterns)}
+    unmatched = [
+        p for p, r in zip(self.by_reference, patterns) if not any(map(r.fullmatch, params))
+    ]
+    if unmatched:
+      raise ConfigError(
+          f"InitialCheckpoint.by_reference patterns {unmatched} match no parameter of the "
+          f"model (e.g. {', '.join(sorted(params)[:3])}); fix the pattern (a regex over the "
+          "whole '/'-joined path)."
+      )
+    not_read = sorted(p for p in matched if p not in sources or sources[p][1] is not None)
+    if not_read:
+      raise ConfigError(
+          f"InitialCheckpoint.by_reference names {', '.join(not_read)}, which the run does not "
+          "read unchanged from INITIAL_CHECKPOINT_PATH (initialised fresh or reshaped): only a "
+          "parameter read as the checkpoint holds it can be kept by reference. Drop it from "
+          "by_reference."
+      )
+    inherited = param_references.saved(os.path.dirname(state_dir))
+    return {
+        path: inherited.get(sources[path][0])
+        or param_references.reference_to(state_dir, sources[path][0], params[path])
+        for path in sorted(matched)
+    }
 
   def _upcycle_interval(
       self, state_dir: str, saved: dict, abstract_params: Any, wanted: dict

@@ -28,6 +28,8 @@ from trainers import (
     cli,
     gin_utils,
     metrics_writer,
+    optimizers,
+    param_references,
     partitioning,
     preemption,
     run_checks,
@@ -73,15 +75,31 @@ def _restore_or_init(
     state = trainer.init_state(shapes, shardings)
     if initial is not None:
       params, report = initial.load(abstract.params, state.params)
+      _check_frozen(trainer, abstract.params, report.references)
       cli.say(report.text(initial.state_dir()))
       state = state.replace(params=params)
+      checkpointer.references = report.references
     return state, {"train_batches": 0}
   state, position = restored
+  _check_frozen(trainer, abstract.params, checkpointer.references)
   cli.say(
       f"Restored checkpoint at step {int(state.step)} from {checkpointer.directory}; resuming "
       f"(data position: {position['train_batches']} batches)."
   )
   return state, position
+
+
+def _check_frozen(trainer: Trainer, params, references) -> None:
+  """Parameters kept by reference are never saved, so the optimizer must not change them."""
+  trained = param_references.flat(optimizers.trained_mask(trainer.optimizer, params))
+  moving = sorted(path for path in references if trained[path])
+  if moving:
+    raise ConfigError(
+        f"{', '.join(moving)} is kept by reference to the initial checkpoint (InitialCheckpoint."
+        "by_reference), so never saved, but the optimizer trains it. Freeze it "
+        "(Trainer.optimizer = @trainable_only() with it in trainable_only.frozen_patterns), or "
+        "drop it from by_reference (and use a new MODEL_DIR)."
+    )
 
 
 def _train_batches(

@@ -41,7 +41,9 @@ def test_codebook_is_the_lm_table_and_gets_exactly_zero_updates(lm_dir, tmp_path
   )
   ckpt = checkpoints.Checkpointer(str(tmp_path / "spae"))
   try:
-    initial = InitialCheckpoint(path=lm_path, assignment_map=ASSIGNMENT_MAP)
+    initial = InitialCheckpoint(
+        path=lm_path, assignment_map=ASSIGNMENT_MAP, by_reference=["codebook/embedding"]
+    )
     state = train._restore_or_init(tr, ckpt, helpers.shapes_of(batch), initial)[0]
   finally:
     ckpt.close()
