@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional, Sequence
 from model_zoo import layer_spec
 from model_zoo.errors import ConfigError, UserError
 from model_zoo.moe.config import ROUTERS
-from tools import benchmark_common, moe_experiment
+from tools import benchmark_common, moe_experiment, run_logs
 
 Block = list[dict[str, Any]]
 Objective = Callable[[Block], dict[str, Any]]
@@ -372,14 +372,14 @@ def run_metrics(model_dir: str) -> dict[str, float]:
   """A run's final eval cross entropy (its score; the eval loss adds a z-loss regulariser), eval
   loss and median step time, leaving out the first log period (which holds the compilation)."""
   path = os.path.join(model_dir, "train_metrics.jsonl")
-  rows = moe_experiment.read_jsonl(path)
+  rows = run_logs.read_jsonl(path)
   if len(rows) < 2:
     raise UserError(
         f"{path} has {len(rows)} rows; the step time leaves out the first, so a run needs two or "
         "more log periods (--steps >= 2)."
     )
   path = os.path.join(model_dir, "eval_metrics.jsonl")
-  final = moe_experiment.read_jsonl(path)[-1]
+  final = run_logs.read_jsonl(path)[-1]
   return {
       "eval_loss": final["cross_entropy"],
       "eval_total_loss": final["loss"],

@@ -81,7 +81,7 @@ import numpy as np
 from model_zoo.errors import UserError
 from tasks.flan import instructions
 from tasks.pretraining import vocabulary
-from tools import benchmark_common, moe_experiment
+from tools import benchmark_common, moe_experiment, run_logs
 from tools import flan_experiment_tasks as fx
 from tools.flan_experiment_tasks import ABLATION_FAMILY, BASE, DEFAULT, FAMILIES, PARTS, UNIFORM
 
@@ -170,7 +170,7 @@ def evaluate(name: str, model_dir: str, steps: int) -> dict[str, float]:
   )
   if done.returncode:
     raise UserError(f"Evaluating {name} failed (exit {done.returncode}); its log is above.")
-  rows = moe_experiment.read_jsonl(os.path.join(model_dir, "eval_metrics.jsonl"))
+  rows = run_logs.read_jsonl(os.path.join(model_dir, "eval_metrics.jsonl"))
   return max(rows, key=lambda row: row["step"])
 
 

@@ -22,7 +22,6 @@ and its ratio to dense, total and activated parameters.
 """
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -34,7 +33,7 @@ import jax
 import numpy as np
 
 from model_zoo.errors import UserError
-from tools import benchmark_common, benchmark_moe, benchmark_train
+from tools import benchmark_common, benchmark_moe, benchmark_train, run_logs
 
 GIN_FILES = (
     "gin/models/glam_tiny.gin",
@@ -47,29 +46,21 @@ TITLE = "Dense vs GLaM at equal activated FLOPs per token (ASR LM text)"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gin paths' base
 
 
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def curves(model_dir: str) -> dict[str, list[float]]:
   """Eval loss by step and by training seconds (see the module docstring) from a MODEL_DIR."""
-  train_rows = read_jsonl(os.path.join(model_dir, "train_metrics.jsonl"))
-  seconds_at, elapsed, previous = {}, 0.0, 0
-  for row in train_rows:
-    elapsed += (row["step"] - previous) * row["step_time_s"]
-    seconds_at[row["step"]] = elapsed
-    previous = row["step"]
-  evals = [r for r in read_jsonl(os.path.join(model_dir, "eval_metrics.jsonl")) if "loss" in r]
-  missing = [r["step"] for r in evals if r["step"] not in seconds_at]
+  run = run_logs.read_run(model_dir)
+  logged = {row["step"] for row in run.train}
+  evals = [r for r in run.eval if "loss" in r]
+  missing = [r["step"] for r in evals if r["step"] not in logged]
   if missing:
     raise UserError(
         f"{model_dir}: eval steps {missing} have no training log row; the experiment needs "
         "EVAL_PERIOD to be a multiple of the log period."
     )
+  steps = [r["step"] for r in evals]
   return {
-      "step": [r["step"] for r in evals],
-      "train_seconds": [seconds_at[r["step"]] for r in evals],
+      "step": steps,
+      "train_seconds": run.seconds_at(steps),
       "eval_loss": [r["loss"] for r in evals],
   }
 

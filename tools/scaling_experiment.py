@@ -58,7 +58,7 @@ import gin
 import numpy as np
 
 from model_zoo.errors import ConfigError
-from tools import benchmark_common, model_sizes, moe_experiment, scaling_laws
+from tools import benchmark_common, model_sizes, moe_experiment, run_logs, scaling_laws
 
 GIN_FILES = ("gin/models/decoder_only.gin", "gin/runs/pretrain.gin", "gin/runs/short_run.gin")
 DEFAULT_MIXTURE_GIN = "gin/mixtures/catalog_lm.gin"
@@ -111,7 +111,7 @@ def budget_sizes(
 
 def trained_tokens(model_dir: str, steps: int, tokens_per_step: int) -> tuple[int, bool]:
   """(tokens, actual?): the logged target tokens summed over steps, else steps x per step."""
-  rows = moe_experiment.read_jsonl(os.path.join(model_dir, "train_metrics.jsonl"))
+  rows = run_logs.read_jsonl(os.path.join(model_dir, "train_metrics.jsonl"))
   if not rows or any("target_tokens" not in r for r in rows):
     return steps * tokens_per_step, False
   total, previous = 0.0, 0
