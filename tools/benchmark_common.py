@@ -172,7 +172,7 @@ def newest_params(model, model_dir: str, batch: Optional[dict] = None):
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
   state_dir = InitialCheckpoint(model_dir).state_dir()
-  return checkpoints.restore_subtree(state_dir, {"params": target})["params"]
+  return checkpoints.read_params(state_dir, target)
 
 
 def peak_memory() -> tuple[Optional[int], str]:

@@ -453,8 +453,9 @@ def read_references(
 
 def restore_subtree(state_dir: str, target: dict) -> dict:
   """Only `target`'s part (e.g. {"step", "params"}) of a saved state, placed as its leaves'
-  shardings say; nothing else in the checkpoint is read."""
-  return ocp.PyTreeCheckpointer().restore(
+  shardings say; nothing else in the checkpoint is read. A part the checkpoint lacks is an
+  error (Orbax would hand back its placeholder)."""
+  restored = ocp.PyTreeCheckpointer().restore(
       state_dir,
       args=ocp.args.PyTreeRestore(
           item=target,
@@ -462,6 +463,11 @@ def restore_subtree(state_dir: str, target: dict) -> dict:
           partial_restore=True,
       ),
   )
+  flat = jax.tree_util.tree_flatten_with_path(restored)[0]
+  missing = [jax.tree_util.keystr(p) for p, x in flat if isinstance(x, jax.ShapeDtypeStruct)]
+  if missing:
+    raise ValueError(f"{state_dir} holds no {', '.join(missing[:3])}")
+  return restored
 
 
 def saved_params(state_dir: str) -> dict[str, jax.ShapeDtypeStruct]:

@@ -15,6 +15,7 @@ import pytest
 from model_zoo.errors import ConfigError
 from tests.trainers import helpers
 from trainers import checkpoints, optimizers, param_references, restore, train
+from tools import benchmark_common
 from trainers.initial_checkpoint import InitialCheckpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -87,6 +88,8 @@ def test_kept_by_reference_it_is_not_saved_and_comes_back_bit_for_bit(lm, tmp_pa
   model = helpers.tiny_model()
   step, params = restore.restore_params(model, run)  # eval and inference read it too
   assert step == 2
+  np.testing.assert_array_equal(jax.device_get(params)["token_embedder"]["embedding"], table)
+  params = benchmark_common.newest_params(model, run)  # and the tools
   np.testing.assert_array_equal(jax.device_get(params)["token_embedder"]["embedding"], table)
 
 
