@@ -34,6 +34,11 @@ TEST = [
     "pytest>=8",
     "scikit-image>=0.24",  # SSIM, the reference of SPAE's structural loss
 ]
+# Offline preprocessing (python -m trainers.cache_tasks): SeqIO's cache job on Apache Beam.
+# Not in [test]: Beam needs protobuf < 7, and sentencepiece 0.2.3 (whose vocabularies the
+# README's figures come from) protobuf 7; install [beam] in an environment of its own, with
+# sentencepiece < 0.2.3 (which retrains the cached vocabularies once).
+BEAM = ["apache-beam[tfrecord]>=2.60,<3", "sentencepiece>=0.2,<0.2.3"]
 # Plots of the experiments under tools/ (e.g. tools/moe_experiment.py).
 EXPERIMENTS = ["matplotlib>=3.8"]
 # The TensorBoard viewer for the event files runs write (tensorboardX writes them; nothing
@@ -53,6 +58,7 @@ setuptools.setup(
         "tasks": TASKS,
         "langid_peers": LANGID_PEERS,
         "experiments": EXPERIMENTS,
+        "beam": TASKS + BEAM,
         "test": TASKS + LANGID_PEERS + EXPERIMENTS + TEST,
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
         "tensorboard": TENSORBOARD,

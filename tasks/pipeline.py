@@ -21,6 +21,7 @@ import seqio
 import tensorflow as tf
 
 from model_zoo.errors import ConfigError
+from tasks import cached
 from tasks import quickstart  # noqa: F401  (registers the shipped task)
 from tasks.asr import feature_converter as asr
 from tasks.controlled import feature_converter as controlled
@@ -291,6 +292,7 @@ def get_batches(
     num_shards: int = 1,
     start_batch: int = 0,
     module: str | None = None,
+    cache_dir: str | None = None,
 ) -> Batches:
   """This process's share of the global batches, from `start_batch` on, as a re-iterable.
 
@@ -301,6 +303,8 @@ def get_batches(
   (`SavableBatchIterator`), or, from a checkpoint without one, skips `start_batch` batches,
   and sees exactly the batches an uninterrupted one would. `num_epochs=None` repeats forever.
   The first batch is built before returning, so an empty split fails here, not later.
+  With `cache_dir` (where `python -m trainers.cache_tasks` wrote the tasks), each task's
+  preprocessing up to its CacheDatasetPlaceholder is read from there (tasks/cache_job.py).
   """
   _check_converter(feature_converter)
   if batch_size <= 0 or batch_size % num_shards:
@@ -321,6 +325,8 @@ def get_batches(
     raise DataError(
         f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}"
     )
+  if cache_dir is not None:
+    cached.check_cached(mixture_or_task_name, tasks_of(provider), cache_dir)
   local_batch = batch_size // num_shards
   ds = seqio.get_dataset(
       provider,
@@ -331,6 +337,7 @@ def get_batches(
       seed=seed,
       num_epochs=num_epochs,
       shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
+      use_cached=cache_dir is not None,
       verbose=False,
   )
   return Batches(

@@ -41,7 +41,16 @@ def batches(cfg: DatasetConfig, converter: Converter, start_batch: int = 0) -> I
       num_shards=jax.process_count(),
       start_batch=start_batch,
       module=cfg.module,
+      cache_dir=cfg.cache_dir,
   )
+
+
+def cache_tasks(cfg: DatasetConfig, **options) -> dict[str, str]:
+  """Caches `cfg`'s tasks into cfg.cache_dir on Apache Beam (tasks/cache_job.py, whose
+  `cache` takes `options`); each task's directory there."""
+  from tasks import cache_job  # pylint: disable=g-import-not-at-top  (Apache Beam)
+
+  return cache_job.cache(cfg.mixture_or_task_name, cfg.cache_dir, module=cfg.module, **options)
 
 
 def global_batch_shapes(cfg: DatasetConfig, converter: Converter) -> dict[str, tuple[int, ...]]:

@@ -24,3 +24,6 @@ class DatasetConfig:
   pack: bool = True
   num_epochs: Optional[int] = None  # None repeats forever (training); 1 for evaluation
   module: Optional[str] = None
+  # Where `python -m trainers.cache_tasks` (run with the same flags) wrote the tasks: their
+  # preprocessing up to the CacheDatasetPlaceholder is read from there. None: on the fly.
+  cache_dir: Optional[str] = None

@@ -110,6 +110,12 @@ _RUN_CONFIGS = {
         "MODEL_DIR (holding the checkpoints), and the run's MIXTURE_OR_TASK_NAME, "
         "TASK_FEATURE_LENGTHS, BATCH_SIZE; optional: EVAL_STEPS",
     ),
+    "cache_tasks": (
+        "the run's own config (e.g. gin/runs/quickstart.gin), as for training",
+        "DatasetConfig.cache_dir (where to write), and the run's MIXTURE_OR_TASK_NAME, "
+        "MIXTURE_OR_TASK_MODULE; optional: cache_tasks.pipeline_options (the Beam runner), "
+        "cache_tasks.min_shards, cache_tasks.overwrite",
+    ),
     "infer": (
         "the run's own config (e.g. gin/runs/quickstart.gin) plus gin/runs/infer.gin",
         "MODEL_DIR (holding the checkpoints), and the run's MIXTURE_OR_TASK_NAME, "

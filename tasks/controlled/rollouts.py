@@ -168,6 +168,8 @@ def register_rollout_task(
           splits=("train",),
           num_input_examples={"train": len(rows)},
       ),
+      # No CacheDatasetPlaceholder: the task is re-registered from its file at each run, so
+      # an offline cache kept under its name would go stale when the file changes.
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features={
           "inputs": seqio.Feature(vocabulary, add_eos=False),

@@ -123,6 +123,8 @@ def _add_task(
           functools.partial(render, instruction=instruction, variant=variant),
           seqio.preprocessors.tokenize,
           functools.partial(drop_longer_than, limits=LENGTH_LIMITS[variant.kind]),
+          # A cache job renders each prompt once, with its own seed (tasks/cache_job.py).
+          seqio.CacheDatasetPlaceholder(),
           seqio.preprocessors.append_eos_after_trim,
       ],
       # No EOS after the inputs: in a prefix LM it would sit mid-sequence, and an encoder

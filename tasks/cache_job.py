@@ -1,0 +1,78 @@
+"""Offline preprocessing on Apache Beam, as SeqIO's cache_tasks_main: the job that
+`python -m trainers.cache_tasks` runs.
+
+Each task of a mixture is preprocessed up to its `seqio.CacheDatasetPlaceholder` once, over
+every split, and written as TFRecords (with SeqIO's info and stats) under
+`<cache_dir>/<task's directory>`; a run whose `DatasetConfig.cache_dir` is that directory
+reads them (SeqIO's `use_cached`) and runs only the steps after the placeholder. The job is
+SeqIO's own pipeline (`seqio.scripts.cache_tasks_main.run_pipeline`) on the Beam runner
+`pipeline_options` name: the DirectRunner on this machine, or Dataflow, Flink or Spark with
+their options. A task is written whole or not at all (SeqIO writes its COMPLETED marker
+last, and only a task with the marker counts as cached); a task already cached there is
+kept unless `overwrite`.
+
+What comes before the placeholder is run once, so it must be deterministic, or random
+through SeqIO's seeds (`seqio.map_over_dataset(num_seeds=...)`): the cache job seeds each
+task and source shard of its own, so a cached task holds one draw of it (e.g. one rendering
+of each Flan prompt) for every epoch, where the uncached task draws again with each run's
+seed. What must vary from epoch to epoch goes after the placeholder.
+"""
+
+import re
+from typing import Optional, Sequence
+
+from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
+
+import seqio
+
+from model_zoo.errors import UserError
+from tasks import cached, pipeline
+
+
+def _seqio_script_flags(min_shards: int, base_seed: Optional[int]):
+  """SeqIO's script reads some settings from absl flags: parsed (defaults) and set here."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from seqio.scripts import cache_tasks_main  # pylint: disable=import-outside-toplevel
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["cache_tasks"], known_only=True)
+  flags.FLAGS.min_shards = min_shards
+  flags.FLAGS.base_seed = base_seed
+  return cache_tasks_main
+
+
+def cache(
+    mixture_or_task_name: str,
+    cache_dir: str,
+    *,
+    module: Optional[str] = None,
+    pipeline_options: Sequence[str] = ("--runner=DirectRunner",),
+    min_shards: int = 1,
+    base_seed: Optional[int] = None,
+    overwrite: bool = False,
+) -> dict[str, str]:
+  """Caches every task of `mixture_or_task_name` into `cache_dir`; returns each task's
+  directory there. Tasks already cached there are kept unless `overwrite`."""
+  provider = pipeline.get_task_or_mixture(mixture_or_task_name, module=module)
+  tasks = pipeline.tasks_of(provider)
+  cached.check_cacheable(mixture_or_task_name, tasks)
+  try:
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel  (the [beam] extra)
+  except ImportError as e:
+    raise UserError(f"Caching tasks needs Apache Beam ({e}): pip install -e '.[beam]'.") from e
+
+  script = _seqio_script_flags(min_shards, base_seed)
+  seqio.add_global_cache_dirs([cache_dir])
+  options = beam.options.pipeline_options.PipelineOptions(list(pipeline_options))
+  with beam.Pipeline(options=options) as job:
+    script.run_pipeline(
+        job,
+        [re.escape(t.name) for t in tasks],
+        cache_dir,
+        modules_to_import=[module] if module else [],
+        overwrite=overwrite,
+    )
+  missing = [t.name for t in tasks if t.cache_dir is None]
+  if missing:
+    raise RuntimeError(f"The cache job finished but left {missing} without a COMPLETED marker.")
+  return {t.name: t.cache_dir for t in tasks}
