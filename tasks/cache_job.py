@@ -18,7 +18,10 @@ of each Flan prompt) for every epoch, where the uncached task draws again with e
 seed. What must vary from epoch to epoch goes after the placeholder.
 """
 
+import json
 import re
+import subprocess
+import sys
 from typing import Optional, Sequence
 
 from tasks import tfenv  # noqa: F401  (configures TensorFlow before seqio imports it)
@@ -64,15 +67,61 @@ def cache(
   script = _seqio_script_flags(min_shards, base_seed)
   seqio.add_global_cache_dirs([cache_dir])
   options = beam.options.pipeline_options.PipelineOptions(list(pipeline_options))
+  modules = worker_modules(module)
+  if not _runs_in_this_process(options):
+    check_workers_register(mixture_or_task_name, [t.name for t in tasks], modules)
   with beam.Pipeline(options=options) as job:
     script.run_pipeline(
         job,
         [re.escape(t.name) for t in tasks],
         cache_dir,
-        modules_to_import=[module] if module else [],
+        modules_to_import=modules,
         overwrite=overwrite,
     )
   missing = [t.name for t in tasks if t.cache_dir is None]
   if missing:
     raise RuntimeError(f"The cache job finished but left {missing} without a COMPLETED marker.")
   return {t.name: t.cache_dir for t in tasks}
+
+
+def worker_modules(module: Optional[str]) -> list[str]:
+  """What each Beam worker imports so that the tasks are registered there too: the podzoo task
+  modules this process imported (the gin files import the built-in ones), then the user's."""
+  imported = [name for name in list(sys.modules) if name.split(".")[0] == "tasks"]
+  return imported + ([module] if module else [])
+
+
+def _runs_in_this_process(options) -> bool:
+  """The DirectRunner runs the job in this process, where the tasks are registered, unless its
+  running mode starts worker processes."""
+  from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
+
+  runner = options.view_as(pipeline_options.StandardOptions).runner
+  mode = options.view_as(pipeline_options.DirectOptions).direct_running_mode
+  return runner in (None, "DirectRunner", "direct") and mode != "multi_processing"
+
+
+def check_workers_register(name: str, task_names: Sequence[str], modules: Sequence[str]) -> None:
+  """A CacheError naming the tasks that importing `modules` in a fresh process (as a Beam
+  worker does) leaves unregistered: a worker would fail on them minutes into the job."""
+  code = (
+      "import importlib, json, sys; import seqio; "
+      "[importlib.import_module(m) for m in sys.argv[2:]]; "
+      "known = set(seqio.TaskRegistry.names()); "
+      "print(json.dumps([t for t in json.loads(sys.argv[1]) if t not in known]))"
+  )
+  done = subprocess.run(
+      [sys.executable, "-c", code, json.dumps(list(task_names)), *modules],
+      capture_output=True,
+      text=True,
+      check=True,
+  )
+  missing = json.loads(done.stdout.strip().splitlines()[-1])
+  if missing:
+    raise cached.CacheError(
+        f"{name!r}: the Beam workers would not know {len(missing)} of its tasks "
+        f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): importing "
+        f"{list(modules)} does not register them, because something else (e.g. a function "
+        "call) did in this process. Register them when a module is imported and pass it as "
+        "MIXTURE_OR_TASK_MODULE, or run the DirectRunner in this process."
+    )

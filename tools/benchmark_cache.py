@@ -1,10 +1,10 @@
 """Benchmark: the MT mixture's input pipeline with and without the offline cache.
 
   python -m tools.benchmark_cache [--min_messages 5000] [--steps 40] [--batch_size 32] \
-      [--repeats 3] [--out_dir DIR] [--json_out benchmark_cache.json]
+      [--repeats 3] [--workers 2] [--out_dir DIR] [--json_out benchmark_cache.json]
 
 1. `python -m trainers.cache_tasks` caches the mixture's tasks (gin/mixtures/mt.gin with
-   mt_mixture.min_messages; the DirectRunner), timed.
+   mt_mixture.min_messages; the DirectRunner with --workers worker processes), timed.
 2. Each mode (on the fly, cached) in a fresh process, --repeats times, alternating: the
    seconds to the first batch of the mixture's training data (tasks/pipeline.get_batches:
    every task's pipeline built, vocabularies loaded, the first rows preprocessed) and the
@@ -55,6 +55,17 @@ def run_flags(args: argparse.Namespace, model_dir: str, cache_dir: Optional[str]
   return [f"--gin_file={f}" for f in GIN_FILES] + [f"--gin.{b}" for b in bindings]
 
 
+def pipeline_options(workers: int) -> list[str]:
+  """The DirectRunner with `workers` processes (in this process when 1)."""
+  if workers == 1:
+    return ["--runner=DirectRunner"]
+  return [
+      "--runner=DirectRunner",
+      f"--direct_num_workers={workers}",
+      "--direct_running_mode=multi_processing",
+  ]
+
+
 def first_batch(min_messages: int, batch_size: int, cache_dir: Optional[str]) -> dict[str, float]:
   """In this process: seconds to the mixture's first training batch, then batches/s."""
   start = time.perf_counter()
@@ -101,12 +112,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   cache_dir = os.path.join(out_dir, "cache")
   start = time.perf_counter()
   subprocess.run(
-      [sys.executable, "-m", "trainers.cache_tasks", *run_flags(args, out_dir, cache_dir)],
+      [
+          sys.executable,
+          "-m",
+          "trainers.cache_tasks",
+          *run_flags(args, out_dir, cache_dir),
+          f"--gin.cache_tasks.pipeline_options={pipeline_options(args.workers)}",
+      ],
       cwd=moe_experiment.REPO_ROOT,
       check=True,
   )
   results: dict[str, Any] = {
-      "settings": {k: getattr(args, k) for k in ("min_messages", "steps", "batch_size", "repeats")},
+      "settings": {
+          k: getattr(args, k) for k in ("min_messages", "steps", "batch_size", "repeats", "workers")
+      },
       "cache_job_s": time.perf_counter() - start,
       "tasks": len(os.listdir(cache_dir)),
       "modes": {mode: {"probes": []} for mode in MODES},
@@ -134,7 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def format_table(r: dict[str, Any]) -> str:
   lines = [
       f"MT mixture (min_messages={r['settings']['min_messages']}: {r['tasks']} tasks), batch "
-      f"{r['settings']['batch_size']}; cache job {r['cache_job_s']:.0f} s; medians of "
+      f"{r['settings']['batch_size']}; cache job {r['cache_job_s']:.0f} s "
+      f"({r['settings']['workers']} workers); medians of "
       f"{r['settings']['repeats']} fresh processes",
       "input | first batch (s) | batches/s after | train input wait | step time (s)",
   ]
@@ -152,11 +172,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--workers", type=int, default=2)
   parser.add_argument("--out_dir", default=None)
   parser.add_argument("--json_out", default="benchmark_cache.json")
   args = parser.parse_args(argv)
   benchmark_common.require_positive(
-      parser, args, ("min_messages", "steps", "batch_size", "repeats")
+      parser, args, ("min_messages", "steps", "batch_size", "repeats", "workers")
   )
   if args.steps % 2:
     parser.error(f"--steps={args.steps} must be even (two log periods; the first compiles)")

@@ -72,6 +72,16 @@ def cache_dir(tmp_path_factory):
   return directory
 
 
+def test_beam_workers_import_what_registers_the_tasks_and_others_are_named_first():
+  """A worker process imports worker_modules(): a shipped task's module registers it there; a
+  task that a function call registered in this process is named before the job starts."""
+  _register_user_task()
+  modules = cache_job.worker_modules("json")
+  assert "tasks.quickstart" in modules and modules[-1] == "json"
+  with pytest.raises(cached.CacheError, match=rf"would not know 1 of its tasks \({USER_TASK}\)"):
+    cache_job.check_workers_register("mix", [quickstart.TASK_NAME, USER_TASK], modules)
+
+
 @NEEDS_BEAM
 @pytest.mark.parametrize("task_name", [quickstart.TASK_NAME, USER_TASK])
 def test_a_cached_task_reads_the_examples_it_reads_on_the_fly(cache_dir, task_name):

@@ -8,7 +8,7 @@ from tools import benchmark_cache
 
 
 def args(**overrides):
-  settings = dict(min_messages=5000, steps=40, batch_size=32, repeats=3)
+  settings = dict(min_messages=5000, steps=40, batch_size=32, repeats=3, workers=2)
   return argparse.Namespace(**{**settings, **overrides})
 
 
@@ -33,7 +33,7 @@ def test_table_holds_each_modes_medians():
       "modes": {"on the fly": mode(27.3, 4.0, 0.12), "cached": mode(6.1, 30.0, 0.004)},
   }
   table = benchmark_cache.format_table(results)
-  assert "54 tasks" in table and "cache job 95 s" in table
+  assert "54 tasks" in table and "cache job 95 s (2 workers)" in table
   assert "on the fly | 27.3 | 4.0 | 12.0% | 0.250" in table
   assert "cached | 6.1 | 30.0 | 0.4% | 0.250" in table
 
@@ -42,3 +42,9 @@ def test_odd_steps_are_refused(capsys):
   with pytest.raises(SystemExit) as e:
     benchmark_cache.main(["--steps=41"])
   assert e.value.code == 2 and "must be even" in capsys.readouterr().err
+
+
+def test_workers_run_in_processes_of_their_own_but_one_runs_in_this_one():
+  assert benchmark_cache.pipeline_options(1) == ["--runner=DirectRunner"]
+  assert "--direct_num_workers=3" in benchmark_cache.pipeline_options(3)
+  assert "--direct_running_mode=multi_processing" in benchmark_cache.pipeline_options(3)

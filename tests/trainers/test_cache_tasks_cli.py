@@ -38,9 +38,21 @@ def test_a_runs_flags_cache_its_data_and_the_run_trains_from_it(tmp_path, capfd)
       [sys.executable, "-m", "trainers.train", *flags], capture_output=True, text=True
   )
   assert done.returncode == 1 and "does not hold 1 of the 1 tasks" in done.stderr, done.stderr
-  # As a user runs it: its own process, which has imported nothing the run configs bind.
+  # As a user runs it: its own process, which has imported nothing the run configs bind; Beam
+  # worker processes of their own, which must register the task too.
+  workers = (
+      "['--runner=DirectRunner','--direct_num_workers=2','--direct_running_mode=multi_processing']"
+  )
   done = subprocess.run(
-      [sys.executable, "-m", "trainers.cache_tasks", *flags], capture_output=True, text=True
+      [
+          sys.executable,
+          "-m",
+          "trainers.cache_tasks",
+          *flags,
+          f"--gin.cache_tasks.pipeline_options={workers}",
+      ],
+      capture_output=True,
+      text=True,
   )
   assert done.returncode == 0, done.stderr[-3000:]
   assert f"Cached 1 task(s) of '{quickstart.TASK_NAME}'" in done.stdout, done.stdout
