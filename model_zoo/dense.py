@@ -191,6 +191,34 @@ class _LogitsHead(nn.Module):
     return logits.astype(jnp.float32)
 
 
+def decoder_self_attention(
+    cfg: TransformerConfig,
+    input_tokens: types.Array,
+    target_tokens: types.Array,
+    segment_ids: Optional[types.Array] = None,
+    causal_attention: Optional[types.Array] = None,
+    decode: bool = False,
+) -> tuple[Optional[types.Array], Optional[attention.Segments]]:
+  """A decoder's self-attention (mask, segments) for its batch: the fused kernels take
+  segments, the others a mask; a cache being decoded into attends causally (no mask)."""
+  if cfg.attention_impl == "pallas" and causal_attention is not None and not decode:
+    raise ConfigError(
+        "TransformerConfig.attention_impl='pallas' is causal only; a prefix-LM batch "
+        "(decoder_causal_attention) needs attention_impl 'cudnn', 'xla' or 'einsum'."
+    )
+  fused = cfg.attention_impl in attention.FUSED_IMPLS and cfg.position_encoding == "rope"
+  if not decode and fused and causal_attention is None:
+    return None, attention.decoder_segments(target_tokens, segment_ids)
+  if not decode:
+    return masks.decoder_self_attention_mask(target_tokens, segment_ids, causal_attention), None
+  if causal_attention is not None:  # prefilling a prefix-LM prompt into the cache
+    return (
+        masks.decoder_self_attention_mask(jnp.ones_like(input_tokens), None, causal_attention),
+        None,
+    )
+  return None, None  # the cache attends causally
+
+
 @gin.configurable
 class DecoderOnlyLM(nn.Module):
   """Decoder-only LM over SeqIO's decoder / prefix-LM batches; returns fp32 logits."""
@@ -212,25 +240,14 @@ class DecoderOnlyLM(nn.Module):
   ) -> types.Array:
     cfg = self.config
     embed = _embed(cfg, "token_embedder")
-    segments = None
-    if cfg.attention_impl == "pallas" and decoder_causal_attention is not None and not decode:
-      raise ConfigError(
-          "TransformerConfig.attention_impl='pallas' is causal only; a prefix-LM batch "
-          "(decoder_causal_attention) needs attention_impl 'cudnn', 'xla' or 'einsum'."
-      )
-    fused = cfg.attention_impl in attention.FUSED_IMPLS and cfg.position_encoding == "rope"
-    if not decode and fused and decoder_causal_attention is None:
-      segments, mask = attention.decoder_segments(decoder_target_tokens, decoder_segment_ids), None
-    elif not decode:
-      mask = masks.decoder_self_attention_mask(
-          decoder_target_tokens, decoder_segment_ids, decoder_causal_attention
-      )
-    elif decoder_causal_attention is not None:  # prefilling a prefix-LM prompt into the cache
-      mask = masks.decoder_self_attention_mask(
-          jnp.ones_like(decoder_input_tokens), None, decoder_causal_attention
-      )
-    else:  # the cache attends causally
-      mask = None
+    mask, segments = decoder_self_attention(
+        cfg,
+        decoder_input_tokens,
+        decoder_target_tokens,
+        decoder_segment_ids,
+        decoder_causal_attention,
+        decode,
+    )
     x = nn.Dropout(cfg.dropout_rate)(embed(decoder_input_tokens), deterministic=deterministic)
     x = LayerStack(cfg, cfg.num_layers, name="decoder")(
         x,
