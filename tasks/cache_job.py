@@ -53,9 +53,13 @@ def cache(
     min_shards: int = 1,
     base_seed: Optional[int] = None,
     overwrite: bool = False,
+    tasks_per_job: int = 0,
 ) -> dict[str, str]:
   """Caches every task of `mixture_or_task_name` into `cache_dir`; returns each task's
-  directory there. Tasks already cached there are kept unless `overwrite`."""
+  directory there. Tasks already cached there are kept unless `overwrite`, so a job cut
+  short resumes where it stopped. `tasks_per_job` > 0 runs one Beam job per that many
+  tasks: the DirectRunner holds a job's data in memory (54 MT tasks in one job needed over
+  9 GB in a worker), a cluster runner does not need it (0: one job)."""
   provider = pipeline.get_task_or_mixture(mixture_or_task_name, module=module)
   tasks = pipeline.tasks_of(provider)
   cached.check_cacheable(mixture_or_task_name, tasks)
@@ -70,18 +74,27 @@ def cache(
   modules = worker_modules(module)
   if not _runs_in_this_process(options):
     check_workers_register(mixture_or_task_name, [t.name for t in tasks], modules)
-  with beam.Pipeline(options=options) as job:
-    script.run_pipeline(
-        job,
-        [re.escape(t.name) for t in tasks],
-        cache_dir,
-        modules_to_import=modules,
-        overwrite=overwrite,
-    )
+  for names in job_chunks([t.name for t in tasks], tasks_per_job):
+    with beam.Pipeline(options=options) as job:
+      script.run_pipeline(
+          job,
+          [re.escape(name) for name in names],
+          cache_dir,
+          modules_to_import=modules,
+          overwrite=overwrite,
+      )
   missing = [t.name for t in tasks if t.cache_dir is None]
   if missing:
     raise RuntimeError(f"The cache job finished but left {missing} without a COMPLETED marker.")
   return {t.name: t.cache_dir for t in tasks}
+
+
+def job_chunks(names: Sequence[str], tasks_per_job: int) -> list[list[str]]:
+  """The task names of each Beam job, in order: `tasks_per_job` a job (all when 0)."""
+  if tasks_per_job < 0:
+    raise cached.CacheError(f"cache_tasks.tasks_per_job={tasks_per_job} must be >= 0 (0: one job)")
+  size = tasks_per_job or len(names)
+  return [list(names[i : i + size]) for i in range(0, len(names), size)]
 
 
 def worker_modules(module: Optional[str]) -> list[str]:

@@ -1,10 +1,12 @@
 """Benchmark: the MT mixture's input pipeline with and without the offline cache.
 
   python -m tools.benchmark_cache [--min_messages 5000] [--steps 40] [--batch_size 32] \
-      [--repeats 3] [--workers 2] [--out_dir DIR] [--json_out benchmark_cache.json]
+      [--repeats 3] [--workers 2] [--tasks_per_job 6] [--out_dir DIR] \
+      [--json_out benchmark_cache.json]
 
 1. `python -m trainers.cache_tasks` caches the mixture's tasks (gin/mixtures/mt.gin with
-   mt_mixture.min_messages; the DirectRunner with --workers worker processes), timed.
+   mt_mixture.min_messages; the DirectRunner with --workers worker processes, a job per
+   --tasks_per_job tasks), timed.
 2. Each mode (on the fly, cached) in a fresh process, --repeats times, alternating: the
    seconds to the first batch of the mixture's training data (tasks/pipeline.get_batches:
    every task's pipeline built, vocabularies loaded, the first rows preprocessed) and the
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           "trainers.cache_tasks",
           *run_flags(args, out_dir, cache_dir),
           f"--gin.cache_tasks.pipeline_options={pipeline_options(args.workers)}",
+          f"--gin.cache_tasks.tasks_per_job={args.tasks_per_job}",
       ],
       cwd=moe_experiment.REPO_ROOT,
       check=True,
@@ -173,6 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--workers", type=int, default=2)
+  parser.add_argument("--tasks_per_job", type=int, default=6, help="0: one Beam job")
   parser.add_argument("--out_dir", default=None)
   parser.add_argument("--json_out", default="benchmark_cache.json")
   args = parser.parse_args(argv)

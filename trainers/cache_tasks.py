@@ -10,10 +10,13 @@ MIXTURE_OR_TASK_MODULE); every split of each is cached, each task up to its
 seqio.CacheDatasetPlaceholder (tasks/cache_job.py says what that means for random
 preprocessing). `cache_tasks.pipeline_options` choose the Beam runner and its options
 (default: the DirectRunner, in this process), e.g.
---gin.cache_tasks.pipeline_options="['--runner=DataflowRunner', '--project=...']" (a
-remote runner's workers import MIXTURE_OR_TASK_MODULE to find the tasks).
+--gin.cache_tasks.pipeline_options="['--runner=DataflowRunner', '--project=...']" (workers
+in processes of their own import MIXTURE_OR_TASK_MODULE and the podzoo task modules to find
+the tasks; a task they would not find is named before the job starts).
 `cache_tasks.min_shards` sets the files per split (more lets a run spread them over its
-processes), `cache_tasks.overwrite` rewrites tasks already cached there.
+processes), `cache_tasks.overwrite` rewrites tasks already cached there (the others are kept,
+so a job cut short resumes), and `cache_tasks.tasks_per_job` runs a Beam job per that many
+tasks (the DirectRunner holds a job's data in memory).
 """
 
 from typing import Optional, Sequence
@@ -33,6 +36,7 @@ def cache_tasks(
     min_shards: int = 1,
     base_seed: Optional[int] = None,
     overwrite: bool = False,
+    tasks_per_job: int = 0,
 ) -> dict[str, str]:
   """Caches `dataset_cfg`'s tasks into its cache_dir; returns each task's directory there."""
   if not dataset_cfg.cache_dir:
@@ -50,6 +54,7 @@ def cache_tasks(
       min_shards=min_shards,
       base_seed=base_seed,
       overwrite=overwrite,
+      tasks_per_job=tasks_per_job,
   )
   cli.say(
       f"Cached {len(written)} task(s) of {dataset_cfg.mixture_or_task_name!r} in "

@@ -114,7 +114,7 @@ _RUN_CONFIGS = {
         "the run's own config (e.g. gin/runs/quickstart.gin), as for training",
         "DatasetConfig.cache_dir (where to write), and the run's MIXTURE_OR_TASK_NAME, "
         "MIXTURE_OR_TASK_MODULE; optional: cache_tasks.pipeline_options (the Beam runner), "
-        "cache_tasks.min_shards, cache_tasks.overwrite",
+        "cache_tasks.min_shards, cache_tasks.overwrite, cache_tasks.tasks_per_job",
     ),
     "infer": (
         "the run's own config (e.g. gin/runs/quickstart.gin) plus gin/runs/infer.gin",

@@ -72,6 +72,14 @@ def cache_dir(tmp_path_factory):
   return directory
 
 
+def test_jobs_take_tasks_per_job_tasks_in_order_or_all_at_once():
+  names = ["a", "b", "c", "d", "e"]
+  assert cache_job.job_chunks(names, 2) == [["a", "b"], ["c", "d"], ["e"]]
+  assert cache_job.job_chunks(names, 0) == [names]
+  with pytest.raises(cached.CacheError, match="tasks_per_job=-1 must be >= 0"):
+    cache_job.job_chunks(names, -1)
+
+
 def test_beam_workers_import_what_registers_the_tasks_and_others_are_named_first():
   """A worker process imports worker_modules(): a shipped task's module registers it there; a
   task that a function call registered in this process is named before the job starts."""

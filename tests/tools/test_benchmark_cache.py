@@ -8,7 +8,7 @@ from tools import benchmark_cache
 
 
 def args(**overrides):
-  settings = dict(min_messages=5000, steps=40, batch_size=32, repeats=3, workers=2)
+  settings = dict(min_messages=5000, steps=40, batch_size=32, repeats=3, workers=2, tasks_per_job=6)
   return argparse.Namespace(**{**settings, **overrides})
 
 
