@@ -30,9 +30,12 @@ TASKS = [
 ]
 # Language identifiers that podzoo's LangID is compared with (tools/langid_compare.py).
 LANGID_PEERS = ["langid>=1.1.6", "lingua-language-detector>=2.1,<3", "pycld2>=0.42"]
+# The multi-model server (trainers/serving): the Starlette ASGI app, run by uvicorn.
+SERVE = ["starlette>=1.0,<2", "uvicorn>=0.30,<1"]
 TEST = [
     "pytest>=8",
     "scikit-image>=0.24",  # SSIM, the reference of SPAE's structural loss
+    "httpx>=0.27,<1",  # the serving tests' HTTP client
 ]
 # Offline preprocessing (python -m trainers.cache_tasks): SeqIO's cache job on Apache Beam.
 # Not in [test]: Beam needs protobuf < 7, and sentencepiece 0.2.3 (whose vocabularies the
@@ -59,7 +62,8 @@ setuptools.setup(
         "langid_peers": LANGID_PEERS,
         "experiments": EXPERIMENTS,
         "beam": TASKS + BEAM,
-        "test": TASKS + LANGID_PEERS + EXPERIMENTS + TEST,
+        "serve": SERVE,
+        "test": TASKS + LANGID_PEERS + EXPERIMENTS + SERVE + TEST,
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
         "tensorboard": TENSORBOARD,
     },

@@ -94,13 +94,13 @@ class StagedModel:
       input_tokens: np.ndarray,
       target_tokens: np.ndarray,
       weights: Optional[np.ndarray] = None,
-  ) -> np.ndarray:
+  ) -> jax.Array:
     """Per-row log-likelihood of the targets, as Model.score_batch: sum_t w_t log p(target_t),
     the weights defaulting to the non-padding targets."""
     logits = self.logits(input_tokens, target_tokens)
     weights = (target_tokens > 0) if weights is None else weights
     per_token = losses.target_log_probs(logits, jnp.asarray(target_tokens))
-    return np.asarray(jnp.sum(per_token * jnp.asarray(weights, jnp.float32), axis=-1))
+    return jnp.sum(per_token * jnp.asarray(weights, jnp.float32), axis=-1)
 
   def memory_per_device(self) -> dict[jax.Device, int]:
     """Bytes of parameters each device of the group holds (its shards)."""

@@ -1,0 +1,246 @@
+"""The serving HTTP API over real tiny models on 8 fake CPU devices: concurrent requests get
+what offline decoding and scoring give, and every mistake or overload gets its documented
+status, as JSON, without internals."""
+
+import asyncio
+import json
+
+import httpx
+import jax
+import numpy as np
+import pytest
+import seqio
+
+from model_zoo import dense, models
+from model_zoo.decoding.sampling import greedy
+from tests.tiny import tiny_config
+from trainers import text_prediction
+from trainers.infer_examples import Codec
+from trainers.serving import engine as engine_lib
+from trainers.serving.http_app import create_app
+from trainers.serving.profiles import ConfigProfile, ModelProfile, ParallelConfig
+from trainers.serving.replica import ServedModel
+from trainers.serving.simulator import Group, Placement
+
+VOCAB = seqio.ByteVocabulary()
+CODEC = Codec(VOCAB, VOCAB, prompt_eos=False, target_eos=True)
+LENGTH = 16
+TOKEN = "s3cret-token"
+
+
+def served(name: str, seed: int, slo_s=None) -> ServedModel:
+  model = models.DecoderOnlyModel(dense.DecoderOnlyLM(tiny_config(vocab_size=264, num_layers=4)))
+  tokens = np.ones((1, LENGTH), np.int32)
+  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
+  params = model.init(jax.random.PRNGKey(seed), batch)
+  return ServedModel(name, model, params, CODEC, LENGTH, slo_s)
+
+
+@pytest.fixture(scope="module")
+def models_ab():
+  return [served("a", 0), served("b", 1)]
+
+
+# "a" on a tensor-sharded one-stage group and in two pipeline stages; "b" beside it.
+PLACEMENT = Placement(
+    (Group(ParallelConfig(1, 2), ("a", "b")), Group(ParallelConfig(2, 1), ("a",)))
+)
+
+
+@pytest.fixture
+def engine(models_ab):
+  engine = engine_lib.Engine(models_ab, PLACEMENT, jax.devices(), max_batch=4, max_queue=8)
+  yield engine
+  engine.close()
+
+
+def client(app) -> httpx.AsyncClient:
+  return httpx.AsyncClient(
+      transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test"
+  )
+
+
+def offline_generate(m: ServedModel, prompts):
+  batch = m.model.prompt_batch([CODEC.encode_prompt(p) for p in prompts], len(prompts), LENGTH)
+  tokens, scores = m.model.predict_batch(m.params, batch, decoder=greedy())
+  texts = [text_prediction.decode_tokens(VOCAB, row, m.model.eos_id) for row in np.asarray(tokens)]
+  return texts, np.asarray(scores)
+
+
+def offline_score(m: ServedModel, prompts, targets):
+  batch = m.model.scoring_batch(
+      [CODEC.encode_prompt(p) for p in prompts],
+      [CODEC.encode_target(t) for t in targets],
+      len(prompts),
+      LENGTH,
+  )
+  return np.asarray(m.model.score_batch(m.params, batch))
+
+
+def test_concurrent_requests_get_what_offline_decoding_and_scoring_give(engine, models_ab):
+  prompts = ["hello", "ab", "zoo pod", "x"]
+  targets = ["world", "cd", "!", "yz"]
+
+  async def send():
+    async with client(create_app(engine)) as c:
+      calls = []
+      for i, prompt in enumerate(prompts):
+        for name in ("a", "b"):
+          calls.append(c.post("/v1/generate", json={"model": name, "prompts": [prompt]}))
+        calls.append(
+            c.post("/v1/score", json={"model": "a", "prompts": [prompt], "targets": [targets[i]]})
+        )
+      return await asyncio.gather(*calls)
+
+  responses = asyncio.run(send())
+  assert [r.status_code for r in responses] == [200] * len(responses)
+  by_model = {"a": models_ab[0], "b": models_ab[1]}
+  for i, prompt in enumerate(prompts):
+    for j, name in enumerate(("a", "b")):
+      texts, scores = offline_generate(by_model[name], [prompt])
+      output = responses[3 * i + j].json()["outputs"][0]
+      assert output["output"] == texts[0]
+      assert output["score"] == pytest.approx(float(scores[0]), abs=1e-4)
+    expected = offline_score(by_model["a"], [prompt], [targets[i]])
+    assert responses[3 * i + 2].json()["scores"] == pytest.approx(expected.tolist(), abs=1e-4)
+  assert engine.metrics()["requests"][("a", "score", "ok")] == len(prompts)
+
+
+def request(app, method, path, **kw):
+  async def send():
+    async with client(app) as c:
+      return await c.request(method, path, **kw)
+
+  return asyncio.run(send())
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"prompts": ["x"]}, 400, "needs 'model'"),
+        ({"model": "a", "prompts": "x"}, 400, "'prompts' must be a list of strings"),
+        ({"model": "a", "prompts": [3]}, 400, "'prompts' must be a list of strings"),
+        ({"model": "a", "prompts": []}, 400, "1 to 4 items"),
+        ({"model": "a", "prompts": ["y" * 40]}, 400, "has 40 tokens; model 'a' takes at most 15"),
+        ({"model": "a", "prompts": ["x"], "max_decode_length": 0}, 400, "max_decode_length"),
+        ({"model": "a", "prompts": ["x"], "decoder": {"top_p": 2}}, 400, "top_p"),
+        ({"model": "a", "prompts": ["x"], "decoder": {"beam": 4}}, 400, "unknown ['beam']"),
+        ({"model": "zz", "prompts": ["x"]}, 404, "serves ['a', 'b']"),
+    ],
+)
+def test_bad_generate_requests_get_their_status_naming_the_field(engine, body, status, words):
+  response = request(create_app(engine), "POST", "/v1/generate", json=body)
+  assert response.status_code == status
+  assert words in response.json()["error"]["message"]
+
+
+def test_bodies_that_are_not_json_or_too_large_are_refused(engine):
+  app = create_app(engine, max_body_bytes=100)
+  response = request(app, "POST", "/v1/score", content=b"{not json")
+  assert response.status_code == 400 and "JSON object" in response.json()["error"]["message"]
+  big = json.dumps({"model": "a", "prompts": ["x" * 200], "targets": ["y"]})
+  assert request(app, "POST", "/v1/score", content=big).status_code == 413
+  response = request(app, "GET", "/v2/nothing")
+  assert response.status_code == 404 and response.json()["error"]["type"] == "HTTPError"
+
+
+def test_a_token_is_needed_everywhere_but_health_and_compared_whole(engine):
+  app = create_app(engine, token=TOKEN)
+  body = {"model": "a", "prompts": ["x"], "targets": ["y"]}
+  assert request(app, "GET", "/healthz").json() == {"status": "ok"}
+  for headers in ({}, {"Authorization": f"Bearer {TOKEN[:-1]}"}, {"Authorization": TOKEN}):
+    assert request(app, "POST", "/v1/score", json=body, headers=headers).status_code == 401
+    assert request(app, "GET", "/metrics", headers=headers).status_code == 401
+  ok = request(app, "POST", "/v1/score", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+  assert ok.status_code == 200 and len(ok.json()["scores"]) == 1
+
+
+def test_full_queues_answer_429_with_retry_after(models_ab):
+  engine = engine_lib.Engine(
+      models_ab[1:], Placement((Group(ParallelConfig(1, 1), ("b",)),)), jax.devices(), max_queue=1
+  )
+  group = engine.groups[0]
+  group.in_flight.acquire()  # the worker takes a batch, then waits for a free slot
+  try:
+    first = engine.score("b", ["x"], ["y"])
+    while group.queue:  # until the worker holds it
+      pass
+    second = engine.score("b", ["x"], ["y"])
+    response = request(
+        create_app(engine),
+        "POST",
+        "/v1/score",
+        json={"model": "b", "prompts": ["x"], "targets": ["y"]},
+    )
+    assert response.status_code == 429 and response.headers["retry-after"] == "1"
+  finally:
+    group.in_flight.release()
+  assert len(first.result(60)) == 1 and len(second.result(60)) == 1
+  engine.close()
+
+
+def test_a_request_that_would_miss_its_slo_is_dropped_with_503(models_ab):
+  late = served("late", 0, slo_s=0.5)
+  one = ParallelConfig(1, 1)
+  # The profile says a batch takes 2 s here: no request can make a 0.5 s SLO.
+  profile = ModelProfile("late", {one: ConfigProfile(one, {1: (2.0,)}, 1)})
+  engine = engine_lib.Engine(
+      [late], Placement((Group(one, ("late",)),)), jax.devices(), profiles={"late": profile}
+  )
+  response = request(
+      create_app(engine), "POST", "/v1/generate", json={"model": "late", "prompts": ["x"]}
+  )
+  assert response.status_code == 503 and "SLO of 0.5 s" in response.json()["error"]["message"]
+  assert "retry-after" in response.headers
+  assert engine.metrics()["requests"][("late", "generate", "dropped")] == 1
+  engine.close()
+
+
+def test_a_bug_answers_500_without_its_details(engine, monkeypatch):
+  def broken(rows):
+    raise RuntimeError("secret internals at /srv/x.py")
+
+  for group in engine.groups:
+    monkeypatch.setattr(group.replicas["a"], "score", broken)
+  response = request(
+      create_app(engine),
+      "POST",
+      "/v1/score",
+      json={"model": "a", "prompts": ["x"], "targets": ["y"]},
+  )
+  assert response.status_code == 500 and "secret" not in response.text
+  # The server keeps serving.
+  ok = request(create_app(engine), "POST", "/v1/generate", json={"model": "b", "prompts": ["x"]})
+  assert ok.status_code == 200
+
+
+def test_closing_answers_every_accepted_request_then_refuses_new_ones(engine):
+  futures = [engine.score("a", ["abc"], ["d"]) for _ in range(6)]
+  futures += [engine.generate("b", ["abc"], greedy()) for _ in range(3)]
+  engine.close()
+  assert all(len(f.result(0)) == 1 for f in futures)
+  response = request(
+      create_app(engine), "POST", "/v1/generate", json={"model": "b", "prompts": ["x"]}
+  )
+  assert response.status_code == 503 and "shutting down" in response.json()["error"]["message"]
+  assert request(create_app(engine), "GET", "/healthz").json() == {"status": "shutting down"}
+
+
+def test_metrics_count_requests_by_outcome(engine):
+  app = create_app(engine)
+  request(app, "POST", "/v1/score", json={"model": "a", "prompts": ["x"], "targets": ["y"]})
+  text = request(app, "GET", "/metrics").text
+  assert 'podzoo_requests_total{model="a",kind="score",outcome="ok"} 1' in text
+  assert 'podzoo_queue_length{group="1"} 0' in text
+  assert 'podzoo_request_latency_seconds{model="a",quantile="0.99"}' in text
+
+
+def test_a_pipelined_only_model_cannot_generate_and_says_where_to_place_it(models_ab):
+  engine = engine_lib.Engine(
+      models_ab[:1], Placement((Group(ParallelConfig(2, 1), ("a",)),)), jax.devices()
+  )
+  response = request(
+      create_app(engine), "POST", "/v1/generate", json={"model": "a", "prompts": ["x"]}
+  )
+  assert response.status_code == 400 and "one-stage group" in response.json()["error"]["message"]
+  engine.close()
