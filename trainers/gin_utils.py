@@ -116,6 +116,12 @@ _RUN_CONFIGS = {
         "MIXTURE_OR_TASK_MODULE; optional: cache_tasks.pipeline_options (the Beam runner), "
         "cache_tasks.min_shards, cache_tasks.overwrite, cache_tasks.tasks_per_job",
     ),
+    "serve": (
+        "gin/runs/serve.gin",
+        "SERVED_MODELS ({name: MODEL_DIR of a finished run}); optional: serve.placement "
+        "('1x2:a,b 2x1:a': STAGESxTENSOR groups and their models), serve.host, serve.port, "
+        "serve.slo_s, serve.profile_file, serve.max_batch, serve.max_queue",
+    ),
     "infer": (
         "the run's own config (e.g. gin/runs/quickstart.gin) plus gin/runs/infer.gin",
         "MODEL_DIR (holding the checkpoints), and the run's MIXTURE_OR_TASK_NAME, "

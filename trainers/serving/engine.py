@@ -315,15 +315,15 @@ class Engine:
       self.latencies[job.model].append(time.monotonic() - job.arrival)
     job.future.set_result(result)
 
-  def close(self, timeout_s: float = 30.0) -> None:
+  def close(self, timeout_s: float = 30.0) -> int:
     """Takes no new request, answers every queued one (or, past `timeout_s`, tells it the
-    server is shutting down), then stops the threads."""
+    server is shutting down), then stops the threads; how many it could not serve."""
     self.closing = True
     for group in self.groups:
       with group.lock:
         group.stopping = True
         group.lock.notify_all()
-    deadline = time.monotonic() + timeout_s
+    deadline, unserved = time.monotonic() + timeout_s, 0
     for group in self.groups:
       group.worker.join(max(0.0, deadline - time.monotonic()))
     for group in self.groups:
@@ -331,8 +331,10 @@ class Engine:
         left, group.queue = list(group.queue), collections.deque()
       for job in left:
         self.finish(job, Unavailable("the server shut down before serving it", None))
+      unserved += len(left)
     for group in self.groups:
       group.collector.join(max(0.0, deadline - time.monotonic()))
+    return unserved
 
   # --- metrics -------------------------------------------------------------------------------
   def metrics(self) -> dict[str, Any]:

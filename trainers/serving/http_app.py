@@ -19,7 +19,7 @@ import asyncio
 import hmac
 import json
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -91,8 +91,14 @@ def _decoder(body: dict) -> Sampling:
     raise BadRequest(f"'decoder': {e}") from e
 
 
-def create_app(engine: Engine, token: Optional[str] = None, max_body_bytes: int = MAX_BODY_BYTES):
-  """The Starlette app over `engine`; with `token`, requests must carry it (Bearer)."""
+def create_app(
+    engine: Engine,
+    token: Optional[str] = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    lifespan: Optional[Callable] = None,
+):
+  """The Starlette app over `engine`; with `token`, requests must carry it (Bearer).
+  `lifespan`: Starlette's, e.g. to close the engine when the server stops."""
   expected = f"Bearer {token}".encode() if token else None
 
   def authorize(request: Request) -> None:
@@ -179,6 +185,7 @@ def create_app(engine: Engine, token: Optional[str] = None, max_body_bytes: int 
           HTTPException: _http_error,
           Exception: _internal_error,
       },
+      lifespan=lifespan,
   )
 
 
