@@ -24,7 +24,7 @@ from trainers.serving.simulator import Group, Placement
 
 VOCAB = seqio.ByteVocabulary()
 CODEC = Codec(VOCAB, VOCAB, prompt_eos=False, target_eos=True)
-LENGTH = 16
+LENGTH = 24
 TOKEN = "s3cret-token"
 
 
@@ -121,7 +121,7 @@ def request(app, method, path, **kw):
         ({"model": "a", "prompts": "x"}, 400, "'prompts' must be a list of strings"),
         ({"model": "a", "prompts": [3]}, 400, "'prompts' must be a list of strings"),
         ({"model": "a", "prompts": []}, 400, "1 to 4 items"),
-        ({"model": "a", "prompts": ["y" * 40]}, 400, "has 40 tokens; model 'a' takes at most 15"),
+        ({"model": "a", "prompts": ["y" * 40]}, 400, "has 40 tokens; model 'a' takes at most 23"),
         ({"model": "a", "prompts": ["x"], "max_decode_length": 0}, 400, "max_decode_length"),
         ({"model": "a", "prompts": ["x"], "decoder": {"top_p": 2}}, 400, "top_p"),
         ({"model": "a", "prompts": ["x"], "decoder": {"beam": 4}}, 400, "unknown ['beam']"),
