@@ -83,6 +83,9 @@ def serve(
   )
   import uvicorn  # pylint: disable=g-import-not-at-top  (the [serve] extra)
 
+  cli.say(f"Compiling {names} for batches of up to {max_batch} rows ...")
+  engine.warm_up()
+
   @contextlib.asynccontextmanager
   async def lifespan(app):
     del app

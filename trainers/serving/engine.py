@@ -31,6 +31,7 @@ from model_zoo.errors import ConfigError
 from trainers import text_prediction
 from trainers.serving.errors import BadRequest, Overloaded, Unavailable, UnknownModel
 from trainers.serving.profiles import ModelProfile
+from trainers.serving import replica as replica_lib
 from trainers.serving.replica import Replica, ServedModel
 from trainers.serving.simulator import Placement
 
@@ -192,6 +193,18 @@ class Engine:
       start += group.config.devices
       replicas = {m: Replica(self.models[m], group.config, mine) for m in group.models}
       self.groups.append(_Group(self, index, replicas))
+
+  def warm_up(self, generate: bool = True) -> None:
+    """Compiles every replica's programs for each batch size up to max_batch (scoring, and
+    greedy generation where it can), so that no request waits for a compilation."""
+    sizes = sorted({replica_lib.padded_rows(n) for n in range(1, self.max_batch + 1)})
+    for group in self.groups:
+      for replica in group.replicas.values():
+        for rows in sizes:
+          jax.block_until_ready(replica.score([([1], [1])] * rows))
+          if generate and replica.generates:
+            rng = jax.random.PRNGKey(0)
+            jax.block_until_ready(replica.generate([[1]] * rows, Sampling(temperature=0.0), rng))
 
   def _check_placement(self, placement: Placement, devices: Sequence[jax.Device]) -> None:
     if placement.devices > len(devices):

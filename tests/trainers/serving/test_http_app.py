@@ -244,3 +244,13 @@ def test_a_pipelined_only_model_cannot_generate_and_says_where_to_place_it(model
   )
   assert response.status_code == 400 and "one-stage group" in response.json()["error"]["message"]
   engine.close()
+
+
+def test_warm_up_compiles_greedy_generation_where_a_replica_generates(models_ab):
+  placement = Placement((Group(ParallelConfig(1, 1), ("a",)), Group(ParallelConfig(2, 1), ("a",))))
+  engine = engine_lib.Engine(models_ab[:1], placement, jax.devices(), max_batch=1)
+  engine.warm_up()
+  one_stage, two_stages = engine.groups[0].replicas["a"], engine.groups[1].replicas["a"]
+  assert list(one_stage._predict) == [greedy()]  # pylint: disable=protected-access
+  assert not two_stages._predict  # pylint: disable=protected-access
+  engine.close()
