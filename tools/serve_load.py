@@ -15,11 +15,14 @@ environment variable --token_env names.
 import argparse
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import os
+import socket
 import sys
+import threading
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import httpx
 
@@ -36,6 +39,29 @@ class Answer:
   sent_s: float  # since the replay started
   status: Optional[int]  # None: lost (no HTTP answer)
   latency_s: float
+
+
+@contextlib.contextmanager
+def local_server(app) -> Iterator[str]:
+  """Runs the ASGI `app` on uvicorn, in a thread of this process, on a free port of the
+  loopback interface; yields its URL, and stops it on exit."""
+  import uvicorn  # pylint: disable=g-import-not-at-top  (the [serve] extra)
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+  thread = threading.Thread(target=server.run, daemon=True)
+  thread.start()
+  try:
+    while not server.started:
+      if not thread.is_alive():
+        raise RuntimeError(f"the server did not start on port {port}")
+      time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+  finally:
+    server.should_exit = True
+    thread.join(60)
 
 
 def body(kind: str, model: str, i: int) -> dict[str, Any]:

@@ -22,10 +22,7 @@ Prints a table, writes the JSON and a PNG.
 import argparse
 import asyncio
 import dataclasses
-import socket
 import sys
-import threading
-import time
 from typing import Any, Optional, Sequence
 
 import jax
@@ -72,12 +69,6 @@ def build_models(args: argparse.Namespace) -> list[Any]:
   ]
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def measure(served, chosen, profiles, trace, slo_s: dict[str, float]) -> dict[str, Any]:
   """Serves `chosen` for real and replays `trace`; the attainment and latencies seen."""
   engine = engine_lib.Engine(
@@ -88,22 +79,11 @@ def measure(served, chosen, profiles, trace, slo_s: dict[str, float]) -> dict[st
       max_queue=64,
       profiles=profiles,
   )
-  import uvicorn  # pylint: disable=g-import-not-at-top
-
   engine.warm_up(generate=False)  # every replica compiled before the clock starts
-  port = free_port()
-  server = uvicorn.Server(
-      uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
-  )
-  thread = threading.Thread(target=server.run, daemon=True)
-  thread.start()
   try:
-    while not server.started:
-      time.sleep(0.05)
-    answers = asyncio.run(serve_load.replay(f"http://127.0.0.1:{port}", trace, "score"))
+    with serve_load.local_server(create_app(engine)) as url:
+      answers = asyncio.run(serve_load.replay(url, trace, "score"))
   finally:
-    server.should_exit = True
-    thread.join(60)
     engine.close()
   in_slo = [a.status == 200 and a.latency_s <= slo_s[a.model] for a in answers]
   return {"attainment": float(np.mean(in_slo)), **serve_load.summarize(answers)["all"]}

@@ -3,14 +3,10 @@ real server on the loopback interface (tiny models on fake CPU devices): every r
 answered, none lost."""
 
 import asyncio
-import socket
-import threading
-import time
 
 import jax
 import numpy as np
 import pytest
-import uvicorn
 
 from tests.trainers.serving.test_http_app import served
 from tools import serve_load
@@ -48,34 +44,19 @@ def test_no_options_is_refused(capsys):
   assert e.value.code == 2 and "--models" in capsys.readouterr().err
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_a_bursty_replay_against_a_real_server_loses_nothing():
   models = [served("a", 0), served("b", 1)]
   placement = Placement(
       (Group(ParallelConfig(1, 2), ("a", "b")), Group(ParallelConfig(1, 1), ("a",)))
   )
   engine = engine_lib.Engine(models, placement, jax.devices(), max_batch=4, max_queue=4)
-  port = free_port()
-  server = uvicorn.Server(
-      uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning")
+  trace = workload.gamma_trace(
+      {"a": workload.GammaProcess(6.0, 3.0), "b": workload.GammaProcess(3.0, 3.0)}, 4.0, seed=2
   )
-  thread = threading.Thread(target=server.run, daemon=True)
-  thread.start()
   try:
-    while not server.started:
-      time.sleep(0.05)
-    trace = workload.gamma_trace(
-        {"a": workload.GammaProcess(6.0, 3.0), "b": workload.GammaProcess(3.0, 3.0)}, 4.0, seed=2
-    )
-    answers = asyncio.run(serve_load.replay(f"http://127.0.0.1:{port}", trace))
+    with serve_load.local_server(create_app(engine)) as url:
+      answers = asyncio.run(serve_load.replay(url, trace))
   finally:
-    server.should_exit = True
-    thread.join(30)
     engine.close()
   summary = serve_load.summarize(answers)
   assert summary["all"]["sent"] == len(trace) > 20
