@@ -10,7 +10,7 @@ import gin
 import jax
 
 from model_zoo.errors import ConfigError, MissingFileError
-from trainers import restore
+from trainers import cli, restore
 from trainers import train  # noqa: F401  (registers train(), which run configs bind)
 from trainers.dataset_config import DatasetConfig
 from trainers.infer_examples import Codec
@@ -37,6 +37,7 @@ def load(name: str, model_dir: str, slo_s: Optional[float] = None) -> ServedMode
         f"serve.models[{name!r}] = {model_dir!r} holds no config.gin: give the MODEL_DIR of a "
         "run that trained (it writes its operative config there)"
     )
+  cli.import_configurables()  # the model configurables a run config binds
   with gin.unlock_config():
     gin.clear_config()
     try:
