@@ -4,7 +4,9 @@
   GET  /v1/models    the served models, their row length, SLO and where they are placed
   POST /v1/generate  {"model", "prompts": [text], "max_decode_length"?, "decoder"?:
                       {"temperature", "top_k", "top_p"} (default greedy)}
-                     -> {"model", "outputs": [{"output", "score"}]}
+                     -> {"model", "outputs": [{"output", "score"}]} (each output at most
+                     max_decode_length tokens; the model decodes up to its row length and
+                     the score is of the whole decode)
   POST /v1/score     {"model", "prompts": [text], "targets": [text]}
                      -> {"model", "scores": [log p(target | prompt)]}
   GET  /metrics      Prometheus text: requests by model, kind and outcome; queue lengths;

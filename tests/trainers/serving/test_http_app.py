@@ -254,3 +254,13 @@ def test_warm_up_compiles_greedy_generation_where_a_replica_generates(models_ab)
   assert list(one_stage._predict) == [greedy()]  # pylint: disable=protected-access
   assert not two_stages._predict  # pylint: disable=protected-access
   engine.close()
+
+
+def test_max_decode_length_cuts_each_output(engine):
+  app = create_app(engine)
+  full = request(app, "POST", "/v1/generate", json={"model": "b", "prompts": ["hello"]})
+  cut = request(
+      app, "POST", "/v1/generate", json={"model": "b", "prompts": ["hello"], "max_decode_length": 2}
+  )
+  full, cut = full.json()["outputs"][0]["output"], cut.json()["outputs"][0]["output"]
+  assert len(VOCAB.encode(full)) > 2 and full.startswith(cut) and len(VOCAB.encode(cut)) <= 2
