@@ -4,6 +4,7 @@ status, as JSON, without internals."""
 
 import asyncio
 import json
+import time
 
 import httpx
 import jax
@@ -264,3 +265,35 @@ def test_max_decode_length_cuts_each_output(engine):
   )
   full, cut = full.json()["outputs"][0]["output"], cut.json()["outputs"][0]["output"]
   assert len(VOCAB.encode(full)) > 2 and full.startswith(cut) and len(VOCAB.encode(cut)) <= 2
+
+
+def test_a_request_goes_to_the_group_with_the_shortest_queue(models_ab, monkeypatch):
+  one = ParallelConfig(1, 1)
+  engine = engine_lib.Engine(
+      models_ab[1:], Placement((Group(one, ("b",)), Group(one, ("b",)))), jax.devices()
+  )
+  served_by = []
+  for group in engine.groups:
+    replica = group.replicas["b"]
+    monkeypatch.setattr(
+        replica,
+        "score",
+        lambda rows, i=group.index, f=replica.score: served_by.append(i) or f(rows),
+    )
+    group.in_flight.acquire()  # each worker takes one batch, then waits
+
+  def submit_and_wait_taken(group):
+    future = engine.score("b", ["x"], ["y"])
+    while engine.groups[group].queue:
+      time.sleep(0.01)
+    return future
+
+  futures = [submit_and_wait_taken(0)]  # both queues empty: the first group; its worker takes it
+  futures.append(engine.score("b", ["x"], ["y"]))  # again both empty (taken): queued in group 0
+  futures.append(submit_and_wait_taken(1))  # group 0's queue holds one: group 1
+  futures.append(engine.score("b", ["x"], ["y"]))  # queues 1 and 0: group 1
+  for group in engine.groups:
+    group.in_flight.release()
+  assert all(len(f.result(60)) == 1 for f in futures)
+  assert sorted(served_by) == [0, 0, 1, 1]
+  engine.close()
