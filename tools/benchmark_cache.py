@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   )
   results: dict[str, Any] = {
       "settings": {
-          k: getattr(args, k) for k in ("min_messages", "steps", "batch_size", "repeats", "workers")
+          k: getattr(args, k)
+          for k in ("min_messages", "steps", "batch_size", "repeats", "workers", "tasks_per_job")
       },
       "cache_job_s": time.perf_counter() - start,
       "tasks": len(os.listdir(cache_dir)),
@@ -157,7 +158,7 @@ def format_table(r: dict[str, Any]) -> str:
   lines = [
       f"MT mixture (min_messages={r['settings']['min_messages']}: {r['tasks']} tasks), batch "
       f"{r['settings']['batch_size']}; cache job {r['cache_job_s']:.0f} s "
-      f"({r['settings']['workers']} workers); medians of "
+      f"({r['settings']['workers']} workers, {r['settings']['tasks_per_job']} tasks a job); medians of "
       f"{r['settings']['repeats']} fresh processes",
       "input | first batch (s) | batches/s after | train input wait | step time (s)",
   ]

@@ -33,7 +33,7 @@ def test_table_holds_each_modes_medians():
       "modes": {"on the fly": mode(27.3, 4.0, 0.12), "cached": mode(6.1, 30.0, 0.004)},
   }
   table = benchmark_cache.format_table(results)
-  assert "54 tasks" in table and "cache job 95 s (2 workers)" in table
+  assert "54 tasks" in table and "cache job 95 s (2 workers, 6 tasks a job)" in table
   assert "on the fly | 27.3 | 4.0 | 12.0% | 0.250" in table
   assert "cached | 6.1 | 30.0 | 0.4% | 0.250" in table
 
