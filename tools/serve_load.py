@@ -39,6 +39,7 @@ class Answer:
   sent_s: float  # since the replay started
   status: Optional[int]  # None: lost (no HTTP answer)
   latency_s: float
+  error: Optional[str] = None  # why it was lost (the client's exception type)
 
 
 @contextlib.contextmanager
@@ -80,7 +81,9 @@ async def replay(
 ) -> list[Answer]:
   """Sends each request of `trace` at its time; every request's answer (or its loss)."""
   headers = {"Authorization": f"Bearer {token}"} if token else {}
-  limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+  # A connection per request: a kept-alive one that the server closes (idle) just as the
+  # client reuses it loses that request, a client artefact that would count as a loss.
+  limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
   async with httpx.AsyncClient(
       base_url=url, headers=headers, timeout=timeout_s, limits=limits
   ) as c:
@@ -91,10 +94,9 @@ async def replay(
       sent = time.perf_counter()
       try:
         response = await c.post(f"/v1/{kind}", json=body(kind, model, i))
-        status = response.status_code
-      except httpx.HTTPError:
-        status = None
-      return Answer(model, sent - start, status, time.perf_counter() - sent)
+      except httpx.HTTPError as e:
+        return Answer(model, sent - start, None, time.perf_counter() - sent, type(e).__name__)
+      return Answer(model, sent - start, response.status_code, time.perf_counter() - sent)
 
     names = trace.model_names
     return list(
@@ -114,6 +116,7 @@ def summarize(answers: Sequence[Answer]) -> dict[str, Any]:
         "sent": len(group),
         "status": dict(collections.Counter(a.status for a in group if a.status is not None)),
         "lost": sum(a.status is None for a in group),
+        "lost_by": dict(collections.Counter(a.error for a in group if a.status is None)),
         "served_per_s": len(served) / span if span else 0.0,
         "p50_s": benchmark_common.percentile(served, 50) if served else None,
         "p99_s": benchmark_common.percentile(served, 99) if served else None,

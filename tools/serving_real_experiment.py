@@ -18,7 +18,12 @@ replication and for AlpaServe's placement, on this machine's devices.
    and the measured attainment is the share of requests answered 200 within the SLO.
 Prints a table, writes the JSON and a PNG. A request's HTTP round trip (a few ms here) is
 not in the profiles, so the model must be large enough to dominate it (decoder_only_small:
-~0.1 s a request on one CPU device).
+~0.1 s a request on one CPU device). Fake CPU devices share the machine's cores, and XLA
+spreads one computation over all of them, so 8 fake devices on 2 cores serve far less than
+the simulator's 8 devices; for a comparison that means something on a CPU, give each fake
+device a core of its own:
+  XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false \
+      intra_op_parallelism_threads=1" python -m tools.serving_real_experiment --models 2
 """
 
 import argparse

@@ -24,11 +24,12 @@ def test_summary_counts_statuses_and_losses_and_takes_served_percentiles():
       Answer("a", 0.0, 200, 0.1),
       Answer("a", 0.5, 200, 0.3),
       Answer("b", 1.0, 429, 0.01),
-      Answer("b", 1.5, None, 2.0),
+      Answer("b", 1.5, None, 2.0, "ReadTimeout"),
       Answer("a", 2.0, 200, 1.0),
   ]
   summary = serve_load.summarize(answers)
   assert summary["all"]["sent"] == 5 and summary["all"]["lost"] == 1
+  assert summary["all"]["lost_by"] == {"ReadTimeout": 1}
   assert summary["all"]["status"] == {200: 3, 429: 1}
   assert summary["all"]["p50_s"] == pytest.approx(np.percentile([0.1, 0.3, 1.0], 50))
   assert summary["all"]["p99_s"] == pytest.approx(np.percentile([0.1, 0.3, 1.0], 99))
