@@ -96,14 +96,15 @@ def test_concurrent_requests_get_what_offline_decoding_and_scoring_give(engine, 
   responses = asyncio.run(send())
   assert [r.status_code for r in responses] == [200] * len(responses)
   by_model = {"a": models_ab[0], "b": models_ab[1]}
-  for i, prompt in enumerate(prompts):
+  offline = {name: offline_generate(m, prompts) for name, m in by_model.items()}
+  scores = offline_score(by_model["a"], prompts, targets)
+  for i in range(len(prompts)):
     for j, name in enumerate(("a", "b")):
-      texts, scores = offline_generate(by_model[name], [prompt])
+      texts, expected = offline[name]
       output = responses[3 * i + j].json()["outputs"][0]
-      assert output["output"] == texts[0]
-      assert output["score"] == pytest.approx(float(scores[0]), abs=1e-4)
-    expected = offline_score(by_model["a"], [prompt], [targets[i]])
-    assert responses[3 * i + 2].json()["scores"] == pytest.approx(expected.tolist(), abs=1e-4)
+      assert output["output"] == texts[i]
+      assert output["score"] == pytest.approx(float(expected[i]), abs=1e-4)
+    assert responses[3 * i + 2].json()["scores"] == pytest.approx([scores[i]], abs=1e-4)
   assert engine.metrics()["requests"][("a", "score", "ok")] == len(prompts)
 
 
