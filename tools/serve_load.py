@@ -1,7 +1,8 @@
 """Load generator: replays a request trace against a running `python -m trainers.serve`.
 
   python -m tools.serve_load --url http://127.0.0.1:8000 --models a,b --rate 4 --cv 3 \
-      --duration 30 [--kind score] [--trace trace.jsonl] [--json_out serve_load.json]
+      --duration 30 [--kind score] [--trace trace.jsonl] [--json_out serve_load.json] \
+      [--answers_out answers.jsonl]
 
 Each model gets Gamma arrivals (--rate requests/s, --cv; trainers/serving/workload.py), or
 --trace replays a recorded one ({"time", "model"} a line). Every request is sent at its time
@@ -28,6 +29,7 @@ import httpx
 
 from model_zoo.errors import UserError
 from tools import benchmark_common
+from trainers.infer_outputs import write_jsonl
 from trainers.serving import workload
 
 PROMPTS = ("The quick brown", "Once upon a time", "In the beginning", "Hello")
@@ -155,6 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--kind", choices=("generate", "score"), default="generate")
   parser.add_argument("--token_env", default="PODZOO_SERVE_TOKEN")
   parser.add_argument("--json_out", default="serve_load.json")
+  parser.add_argument("--answers_out", default=None, help="every answer, a JSON line each")
   args = parser.parse_args(argv)
   if not (args.trace or args.models):
     parser.error("give --models (Gamma arrivals) or --trace")
@@ -169,6 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.error(str(e))
   answers = asyncio.run(replay(args.url, trace, args.kind, os.environ.get(args.token_env)))
   summary = summarize(answers)
+  if args.answers_out:
+    write_jsonl(os.path.abspath(args.answers_out), map(dataclasses.asdict, answers))
   benchmark_common.emit({"settings": vars(args), **summary}, format_table(summary), args.json_out)
   return 1 if summary["all"]["lost"] else 0
 

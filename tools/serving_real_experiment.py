@@ -14,8 +14,8 @@ replication and for AlpaServe's placement, on this machine's devices.
    --seconds; the SLO is --slo_scale x each model's single-device latency.
 4. For each method the placement search picks a placement and the simulator predicts its
    SLO attainment; then the real server (trainers/serving engine and HTTP app on uvicorn,
-   on the loopback interface, batch 1) serves it while tools/serve_load replays the trace,
-   and the measured attainment is the share of requests answered 200 within the SLO.
+   on the loopback interface, batch 1) serves it while tools/serve_load, in a process of
+   its own, replays the trace, and the measured attainment is the share of requests answered 200 within the SLO.
 Prints a table, writes the JSON and a PNG. A request's HTTP round trip (a few ms here) is
 not in the profiles, so the model must be large enough to dominate it (decoder_only_small:
 ~0.1 s a request on one CPU device). Fake CPU devices share the machine's cores, and XLA
@@ -27,9 +27,12 @@ device a core of its own:
 """
 
 import argparse
-import asyncio
 import dataclasses
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from typing import Any, Optional, Sequence
 
 import jax
@@ -76,10 +79,41 @@ def build_models(args: argparse.Namespace) -> list[Any]:
   ]
 
 
+def replay_elsewhere(url: str, trace: workload.Trace, directory: str) -> list[serve_load.Answer]:
+  """tools/serve_load in a process of its own, so that the clients do not share this
+  process's interpreter (and its lock) with the server; its answers."""
+  trace_path = os.path.join(directory, "trace.jsonl")
+  answers_path = os.path.join(directory, "answers.jsonl")
+  workload.save(trace, trace_path)
+  subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "tools.serve_load",
+          "--url",
+          url,
+          "--trace",
+          trace_path,
+          "--kind",
+          "score",
+          "--json_out",
+          os.path.join(directory, "load.json"),
+          "--answers_out",
+          answers_path,
+      ],
+      check=True,
+      stdout=subprocess.DEVNULL,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""},
+  )
+  with open(answers_path, encoding="utf-8") as f:
+    return [serve_load.Answer(**json.loads(line)) for line in f]
+
+
 def measure(served, chosen, profiles, trace, slo_s: dict[str, float]) -> dict[str, Any]:
-  """Serves `chosen` for real and replays `trace`; the attainment and latencies seen."""
-  engine = engine_lib.Engine(
-      [dataclasses.replace(m, slo_s=slo_s[m.name]) for m in served],
+  """Serves `chosen` for real and replays `trace` against it; the attainment and latencies."""
+  placed = {name for group in chosen.groups for name in group.models}
+  engine = engine_lib.Engine(  # a model the search left out is not served (404: unserved)
+      [dataclasses.replace(m, slo_s=slo_s[m.name]) for m in served if m.name in placed],
       chosen,
       jax.devices(),
       max_batch=1,
@@ -88,8 +122,8 @@ def measure(served, chosen, profiles, trace, slo_s: dict[str, float]) -> dict[st
   )
   engine.warm_up(generate=False)  # every replica compiled before the clock starts
   try:
-    with serve_load.local_server(create_app(engine)) as url:
-      answers = asyncio.run(serve_load.replay(url, trace, "score"))
+    with serve_load.local_server(create_app(engine)) as url, tempfile.TemporaryDirectory() as d:
+      answers = replay_elsewhere(url, trace, d)
   finally:
     engine.close()
   in_slo = [a.status == 200 and a.latency_s <= slo_s[a.model] for a in answers]

@@ -1,7 +1,7 @@
 """Measures a model's serving profile on the machine at hand: for each parallel config of a
 device group and each batch size, the seconds each pipeline stage takes for a batch of
-requests (a scoring forward pass of `length` tokens), and the parameter bytes on the
-group's busiest device.
+requests (scoring `length` tokens, the server's own path: the last stage computes the
+scores), and the parameter bytes on the group's busiest device.
 
 Each stage is timed on its own (the previous stage's output already on its devices), after
 a first call that compiles it; the median of `repeats` calls is kept.
@@ -33,12 +33,14 @@ def _median_seconds(fn, repeats: int) -> float:
 def stage_latencies(
     staged: StagedModel, batch: int, length: int, repeats: int
 ) -> tuple[float, ...]:
-  """Median seconds of each stage on a batch of `batch` rows of `length` random tokens."""
+  """Median seconds of each stage on a batch of `batch` rows of `length` random tokens to
+  score (the last stage's time includes the scores)."""
   rng = np.random.default_rng(0)
   tokens = rng.integers(1, staged.vocab_size, (batch, length)).astype(np.int32)
+  weights = np.ones((batch, length), np.float32)
   x, seconds = tokens, []
   for k in range(staged.config.stages):
-    inputs = (staged.on_stage(k, x), staged.on_stage(k, tokens))
+    inputs = (staged.on_stage(k, x), staged.on_stage(k, tokens), staged.on_stage(k, weights))
     seconds.append(_median_seconds(lambda: staged.run_stage(k, *inputs), repeats))
     x = staged.run_stage(k, *inputs)
   return tuple(seconds)

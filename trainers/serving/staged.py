@@ -7,6 +7,7 @@ next's; JAX dispatches asynchronously, so while stage k+1 works on one batch, st
 already take the next one (requests stream through the pipeline).
 """
 
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -32,9 +33,16 @@ def stage_devices(config: ParallelConfig, devices: Sequence[jax.Device]) -> list
   return [list(devices[k * t : (k + 1) * t]) for k in range(config.stages)]
 
 
+def _run_stage(module, params, x, target_tokens, weights, *, score: bool):
+  out = module.apply({"params": params}, x, target_tokens)
+  if not score:
+    return out
+  return jnp.sum(losses.target_log_probs(out, target_tokens) * weights, axis=-1)
+
+
 class StagedModel:
-  """A DecoderOnlyLM's parameters placed as `config` over `devices`; `logits` and `score`
-  equal the whole model's."""
+  """A DecoderOnlyLM's parameters placed as `config` over `devices`; its scores equal the
+  whole model's."""
 
   def __init__(
       self,
@@ -54,6 +62,7 @@ class StagedModel:
         for d in stage_devices(config, devices)
     ]
     self.params, self._run = [], []
+    last = config.stages - 1
     for k, (module, partitioner) in enumerate(zip(modules, self.partitioners)):
       x = (
           jnp.zeros((1, 1), jnp.int32)
@@ -67,8 +76,8 @@ class StagedModel:
       )
       self._run.append(
           partitioner.compile(
-              lambda p, x, targets, m=module: m.apply({"params": p}, x, targets),
-              in_shardings=(shardings, None, None),
+              functools.partial(_run_stage, module, score=k == last),
+              in_shardings=(shardings, None, None, None),
               out_shardings=partitioner.sharding(P()),
           )
       )
@@ -77,17 +86,13 @@ class StagedModel:
     """`array` copied onto stage k's devices (whole on each)."""
     return jax.device_put(array, NamedSharding(self.partitioners[k].mesh, P()))
 
-  def run_stage(self, k: int, x: jax.Array, target_tokens: jax.Array) -> jax.Array:
+  def run_stage(
+      self, k: int, x: jax.Array, target_tokens: jax.Array, weights: jax.Array
+  ) -> jax.Array:
     """Stage k on its inputs (already on its devices): token ids for the first stage, the
-    previous stage's activations otherwise; the last stage gives the logits."""
-    return self._run[k](self.params[k], x, target_tokens)
-
-  def logits(self, input_tokens: np.ndarray, target_tokens: np.ndarray) -> jax.Array:
-    """fp32 logits [batch, length, vocab] of a decoder batch, through every stage in turn."""
-    x = input_tokens
-    for k in range(self.config.stages):
-      x = self.run_stage(k, self.on_stage(k, x), self.on_stage(k, target_tokens))
-    return x
+    previous stage's activations otherwise; the last stage gives each row's score, so the
+    logits never leave its devices."""
+    return self._run[k](self.params[k], x, target_tokens, weights)
 
   def score(
       self,
@@ -96,11 +101,14 @@ class StagedModel:
       weights: Optional[np.ndarray] = None,
   ) -> jax.Array:
     """Per-row log-likelihood of the targets, as Model.score_batch: sum_t w_t log p(target_t),
-    the weights defaulting to the non-padding targets."""
-    logits = self.logits(input_tokens, target_tokens)
-    weights = (target_tokens > 0) if weights is None else weights
-    per_token = losses.target_log_probs(logits, jnp.asarray(target_tokens))
-    return jnp.sum(per_token * jnp.asarray(weights, jnp.float32), axis=-1)
+    the weights defaulting to the non-padding targets; through every stage in turn."""
+    weights = np.asarray((target_tokens > 0) if weights is None else weights, np.float32)
+    x = input_tokens
+    for k in range(self.config.stages):
+      x = self.run_stage(
+          k, self.on_stage(k, x), self.on_stage(k, target_tokens), self.on_stage(k, weights)
+      )
+    return x
 
   def memory_per_device(self) -> dict[jax.Device, int]:
     """Bytes of parameters each device of the group holds (its shards)."""
