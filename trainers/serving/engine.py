@@ -8,8 +8,9 @@ a request goes to the group holding its model with the shortest queue, and is re
 queued requests of the same model and kind (and decoder) up to `max_batch` rows; a request
 whose model has an SLO is dropped (503) when, by the group's profile, it would finish late
 even alone, and a batch is cut to what meets its head's deadline. A group has up to
-`stages` batches in flight: its worker dispatches a batch and goes on while a collector
-thread waits for the results and answers the requests.
+`stages` batches in flight: its worker waits for a free slot, then takes a batch (so its
+SLO check is made when it can start) and dispatches it, and a collector thread waits for
+the results and answers the requests.
 """
 
 import collections
@@ -118,8 +119,13 @@ class _Group:
         return members
 
   def _work(self) -> None:
-    while (batch := self._next_batch()) is not None:
+    while True:
+      # A free slot first, then the batch: its SLO check is made when it can start.
       self.in_flight.acquire()
+      batch = self._next_batch()
+      if batch is None:
+        self.in_flight.release()
+        break
       try:
         result = self._dispatch(batch)
       except Exception as e:  # pylint: disable=broad-except  (a bug: answer 500, keep serving)

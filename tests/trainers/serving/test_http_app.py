@@ -4,6 +4,7 @@ status, as JSON, without internals."""
 
 import asyncio
 import json
+import threading
 import time
 
 import httpx
@@ -157,17 +158,37 @@ def test_a_token_is_needed_everywhere_but_health_and_compared_whole(engine):
   assert ok.status_code == 200 and len(ok.json()["scores"]) == 1
 
 
-def test_full_queues_answer_429_with_retry_after(models_ab):
+def hold_workers(engine, monkeypatch) -> tuple[threading.Event, list[int]]:
+  """Each group's replica of "b" waits for the returned event before scoring (its worker
+  busy with that batch); the list records which group served each batch."""
+  go, served_by = threading.Event(), []
+  for group in engine.groups:
+    replica = group.replicas["b"]
+
+    def held(rows, i=group.index, score=replica.score):
+      served_by.append(i)
+      go.wait(60)
+      return score(rows)
+
+    monkeypatch.setattr(replica, "score", held)
+  return go, served_by
+
+
+def submit_taken(engine, group: int):
+  """A score request for "b", once a worker has taken it off group `group`'s queue."""
+  future = engine.score("b", ["x"], ["y"])
+  while engine.groups[group].queue:
+    time.sleep(0.01)
+  return future
+
+
+def test_full_queues_answer_429_with_retry_after(models_ab, monkeypatch):
   engine = engine_lib.Engine(
       models_ab[1:], Placement((Group(ParallelConfig(1, 1), ("b",)),)), jax.devices(), max_queue=1
   )
-  group = engine.groups[0]
-  group.in_flight.acquire()  # the worker takes a batch, then waits for a free slot
+  go, _ = hold_workers(engine, monkeypatch)
   try:
-    first = engine.score("b", ["x"], ["y"])
-    while group.queue:  # until the worker holds it
-      pass
-    second = engine.score("b", ["x"], ["y"])
+    futures = [submit_taken(engine, 0), engine.score("b", ["x"], ["y"])]  # busy, then queued
     response = request(
         create_app(engine),
         "POST",
@@ -176,8 +197,8 @@ def test_full_queues_answer_429_with_retry_after(models_ab):
     )
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
   finally:
-    group.in_flight.release()
-  assert len(first.result(60)) == 1 and len(second.result(60)) == 1
+    go.set()
+  assert all(len(f.result(60)) == 1 for f in futures)
   engine.close()
 
 
@@ -273,28 +294,13 @@ def test_a_request_goes_to_the_group_with_the_shortest_queue(models_ab, monkeypa
   engine = engine_lib.Engine(
       models_ab[1:], Placement((Group(one, ("b",)), Group(one, ("b",)))), jax.devices()
   )
-  served_by = []
-  for group in engine.groups:
-    replica = group.replicas["b"]
-    monkeypatch.setattr(
-        replica,
-        "score",
-        lambda rows, i=group.index, f=replica.score: served_by.append(i) or f(rows),
-    )
-    group.in_flight.acquire()  # each worker takes one batch, then waits
-
-  def submit_and_wait_taken(group):
-    future = engine.score("b", ["x"], ["y"])
-    while engine.groups[group].queue:
-      time.sleep(0.01)
-    return future
-
-  futures = [submit_and_wait_taken(0)]  # both queues empty: the first group; its worker takes it
-  futures.append(engine.score("b", ["x"], ["y"]))  # again both empty (taken): queued in group 0
-  futures.append(submit_and_wait_taken(1))  # group 0's queue holds one: group 1
-  futures.append(engine.score("b", ["x"], ["y"]))  # queues 1 and 0: group 1
-  for group in engine.groups:
-    group.in_flight.release()
+  go, served_by = hold_workers(engine, monkeypatch)
+  futures = [submit_taken(engine, 0)]  # queues 0/0: the first group; its worker takes it
+  futures.append(engine.score("b", ["x"], ["y"]))  # 0/0 again: queued in the first group
+  futures.append(submit_taken(engine, 1))  # 1/0: the second group; its worker takes it
+  futures.append(engine.score("b", ["x"], ["y"]))  # 1/0: queued in the second group
+  assert [len(g.queue) for g in engine.groups] == [1, 1]
+  go.set()
   assert all(len(f.result(60)) == 1 for f in futures)
   assert sorted(served_by) == [0, 0, 1, 1]
   engine.close()
