@@ -10,59 +10,29 @@ from tools import serving_plan
 from trainers.serving import profiles, runs
 
 
-def test_place_prints_a_placement_serve_reads_and_beats_replication_on_bursts(tmp_path, capsys):
+def place(tmp_path, *flags: str) -> int:
+  """`place` over profiles of two models ("a", "b": 1 s a request, 1 GiB) on 2 devices."""
   path = tmp_path / "profiles.jsonl"
   profiles.save([profile("a"), profile("b")], path)
-  code = serving_plan.main(
-      [
-          "place",
-          "--profiles",
-          str(path),
-          "--devices",
-          "2",
-          "--device_memory_gb",
-          "1.5",
-          "--rate",
-          "a=0.4",
-          "--rate",
-          "b=0.4",
-          "--cv",
-          "4",
-          "--seconds",
-          "2000",
-      ]
+  return serving_plan.main(["place", "--profiles", str(path), "--devices", "2", *flags])
+
+
+def test_place_prints_a_placement_serve_reads_and_beats_replication_on_bursts(tmp_path, capsys):
+  code = place(
+      tmp_path, "--device_memory_gb=1.5", "--rate=a=0.4", "--rate=b=0.4", "--cv=4", "--seconds=2000"
   )
   out = capsys.readouterr().out
   assert code == 0, out
   text = out.split("placement: '")[1].split("'")[0]
   assert str(runs.parse_placement(text, ["a", "b"])) in ("2x1[a,b]", "2x1[b,a]")
-  ours, replication = (
-      float(x)
-      for x in out.split("attainment: ")[1]
-      .replace("(replication alone: ", "")
-      .split(";")[0]
-      .split()
-  )
+  figures = out.split("attainment: ")[1].split(";")[0]  # "0.722 (replication alone: 0.570"
+  ours, replication = float(figures.split()[0]), float(figures.split(": ")[1])
   assert ours > replication
 
 
 def test_a_missing_rate_or_bad_shape_is_named(tmp_path, capsys):
-  path = tmp_path / "profiles.jsonl"
-  profiles.save([profile("a"), profile("b")], path)
-  code = serving_plan.main(
-      [
-          "place",
-          "--profiles",
-          str(path),
-          "--devices",
-          "2",
-          "--device_memory_gb",
-          "1",
-          "--rate",
-          "a=1",
-      ]
-  )
-  assert code == 1 and "missing ['b']" in capsys.readouterr().err
+  assert place(tmp_path, "--device_memory_gb=1", "--rate=a=1") == 1
+  assert "missing ['b']" in capsys.readouterr().err
   with pytest.raises(Exception, match="not a shape STAGESxTENSOR"):
     serving_plan.parse_shape("2by1")
 
