@@ -303,36 +303,24 @@ class DecoderOnlyModel(BaseModel):
     only its query runs; each later step feeds the previous token at the next position.
     """
     inputs = batch["decoder_input_tokens"]
-    rows, length = inputs.shape
+    length = inputs.shape[1]
     prefix = batch.get("decoder_causal_attention", jnp.zeros_like(inputs))
     prefill_length = jnp.sum(prefix, axis=-1).astype(jnp.int32)  # BOS + prompt
-    num_prompt = jnp.maximum(prefill_length - 1, 0)  # input t+1 is target t: BOS is no token
-    positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
     apply = functools.partial(
         self.module.apply, decode=True, max_decode_length=length, mutable=["cache"]
     )
-    # The empty cache (zeros, every cache_index 0), shaped without running its forward pass.
-    shapes = jax.eval_shape(lambda: apply({"params": params}, inputs, inputs)[1]["cache"])
-    empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    _, state = apply(
-        {"params": params, "cache": empty},
+    causal = prefix if self.is_prefix_lm else None
+    _, cache = prefill_cache(
+        lambda v, x, pos: apply(v, x, x, decoder_positions=pos, decoder_causal_attention=causal),
+        params,
         inputs,
-        inputs,
-        decoder_positions=positions,
-        decoder_causal_attention=prefix if self.is_prefix_lm else None,
+        prefill_length,
     )
-    cache = _set_cache_index(state["cache"], prefill_length)
 
     def tokens_to_logits(token, cache):
-      # Rows that are done may run past the end; they are clamped to the last position.
-      position = jnp.minimum(cache["position"], length - 1)
-      logits, state = apply(
-          {"params": params, "cache": cache["model"]},
-          token,
-          token,
-          decoder_positions=position[:, None],
-      )
-      return logits[:, -1], {"model": state["cache"], "position": cache["position"] + 1}
+      run = lambda v, x, pos: apply(v, x, x, decoder_positions=pos)
+      logits, cache = cached_step(run, params, token, cache, length)
+      return logits[:, -1], cache
 
     def reorder_cache(cache, index):
       return {
@@ -342,12 +330,51 @@ class DecoderOnlyModel(BaseModel):
 
     return decoding.DecodeInputs(
         tokens_to_logits=tokens_to_logits,
-        cache={"model": cache, "position": num_prompt},
-        first_token=jnp.take_along_axis(inputs, num_prompt[:, None], axis=1)[:, 0],
-        max_new_tokens=length - num_prompt,
+        cache=cache,
+        first_token=first_prompt_input(inputs, cache),
+        max_new_tokens=length - cache["position"],
         length=length,
         reorder_cache=reorder_cache,
     )
+
+
+# run(variables, inputs [N, L or 1, ...], positions [N, L or 1]) -> (outputs, mutated
+# collections): a module applied in decode mode with its "cache" collection mutable.
+CachedRun = Callable[[dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
+
+
+def prefill_cache(
+    run: CachedRun, params: Params, x: jax.Array, prefill_length: jax.Array
+) -> tuple[jax.Array, dict]:
+  """Runs whole rows `x` [N, L, ...] into an empty cache in one pass -> (outputs, cache).
+
+  The cache marks each row's first `prefill_length` positions (BOS + prompt) as cached, and
+  its "position" is the row's last prefilled input (input t + 1 is target t: BOS is no
+  token): the first step feeds that input again at its own position, so only its query runs.
+  """
+  rows, length = x.shape[:2]
+  positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
+  # The empty cache (zeros, every cache_index 0), shaped without running its forward pass.
+  shapes = jax.eval_shape(lambda: run({"params": params}, x, positions)[1]["cache"])
+  empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  out, state = run({"params": params, "cache": empty}, x, positions)
+  cache = _set_cache_index(state["cache"], prefill_length)
+  return out, {"model": cache, "position": jnp.maximum(prefill_length - 1, 0)}
+
+
+def cached_step(
+    run: CachedRun, params: Params, x: jax.Array, cache: dict, length: int
+) -> tuple[jax.Array, dict]:
+  """One input per row [N, 1, ...] at the cache's position -> (outputs [N, 1, ...], the cache
+  a position on). Rows that are done may run past the end; they stay at the last position."""
+  position = jnp.minimum(cache["position"], length - 1)
+  out, state = run({"params": params, "cache": cache["model"]}, x, position[:, None])
+  return out, {"model": state["cache"], "position": cache["position"] + 1}
+
+
+def first_prompt_input(input_tokens: jax.Array, cache: dict) -> jax.Array:
+  """[N]: each row's first decoding input, its input at the prefilled cache's position."""
+  return jnp.take_along_axis(input_tokens, cache["position"][:, None], axis=1)[:, 0]
 
 
 def _set_cache_index(cache, index: jax.Array):

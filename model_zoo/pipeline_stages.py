@@ -61,18 +61,30 @@ class DecoderStage(nn.Module):
       target_tokens: types.Array,
       positions: Optional[types.Array] = None,
       segment_ids: Optional[types.Array] = None,
+      *,
+      decode: bool = False,
+      max_decode_length: Optional[int] = None,
   ) -> types.Array:
     """`x` is the token ids for the first stage, the previous stage's output otherwise;
-    `target_tokens` (and `segment_ids`) give the attention mask as in DecoderOnlyLM."""
+    `target_tokens` (and `segment_ids`) give the attention mask as in DecoderOnlyLM. With
+    `decode`, the stage's layers read and write their "cache" collection as DecoderOnlyLM's
+    do (a causal cache needs no targets: `target_tokens` may be None)."""
     cfg = self.config
     embed = None
     if self.first or (self.last and cfg.tie_embeddings):
       embed = dense._embed(cfg, "token_embedder")  # pylint: disable=protected-access
     if self.first:
       x = embed(x)
-    mask, segments = dense.decoder_self_attention(cfg, x, target_tokens, segment_ids)
+    mask, segments = dense.decoder_self_attention(
+        cfg, x, target_tokens, segment_ids, decode=decode
+    )
     x = dense.LayerStack(cfg, self.num_units * _layers_per_unit(cfg), name="decoder")(
-        x, mask, positions, segments=segments
+        x,
+        mask,
+        positions,
+        segments=segments,
+        decode=decode,
+        max_decode_length=max_decode_length,
     )
     if self.last:
       x = dense._LogitsHead(cfg, name="head")(x, embed)  # pylint: disable=protected-access

@@ -17,6 +17,65 @@ AfterStep = Callable[
 ]
 
 
+Carry = tuple[base.DecodingState, jax.Array, jax.Array]  # (state, generated log-probs [N], rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLoop:
+  """The loop of `decode_loop` in its parts: the carry it starts from, one step, and whether
+  to go on. `decode_loop` runs them in one `lax.while_loop`; a driver whose model step cannot
+  sit inside one compiled loop (pipeline stages on devices of their own, trainers/serving)
+  runs the very same steps one at a time."""
+
+  inputs: base.DecodeInputs
+  choose: Callable[[jax.Array, jax.Array], jax.Array]
+  eos_id: int
+  logit_callback: Optional[base.LogitCallback] = None
+  state_callback: Optional[base.StateCallback] = None
+  after_step: Optional[AfterStep] = None
+
+  def start(self, rng: jax.Array, extra: Any = None) -> Carry:
+    rows, length = self.inputs.first_token.shape[0], self.inputs.length
+    state = base.DecodingState(
+        step=jnp.array(0),
+        sequences=jnp.zeros((rows, length), jnp.int32),
+        previous_token=self.inputs.first_token.astype(jnp.int32),
+        done=base.room(self.inputs) <= 0,
+        cache=self.inputs.cache,
+        extra=extra,
+    )
+    return state, jnp.zeros((rows,), jnp.float32), rng
+
+  def step(self, carry: Carry) -> Carry:
+    state, scores, rng = carry
+    rng, step_rng = jax.random.split(rng)
+    log_probs, cache = base.next_log_probs(self.inputs, state, self.logit_callback)
+    t = state.step
+    generated = jnp.logical_not(state.done)
+    token = jnp.where(generated, self.choose(log_probs, step_rng), 0).astype(jnp.int32)
+    token_log_prob = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+    scores = scores + jnp.where(generated, token_log_prob, 0.0)
+    ended = jnp.logical_or(token == self.eos_id, t + 1 >= base.room(self.inputs))
+    done = jnp.logical_or(state.done, jnp.logical_and(generated, ended))
+    state = state.replace(
+        step=t + 1,
+        sequences=lax.dynamic_update_slice(state.sequences, token[:, None], (0, t)),
+        previous_token=token,
+        cache=cache,
+        done=done,
+    )
+    if self.state_callback is not None:
+      state = self.state_callback(state)
+      state = state.replace(done=jnp.logical_or(state.done, done))
+    if self.after_step is not None:
+      state, scores = self.after_step(state, scores, generated)
+    return state, scores, rng
+
+  def running(self, carry: Carry) -> jax.Array:
+    state = carry[0]
+    return jnp.logical_and(state.step < self.inputs.length, jnp.logical_not(jnp.all(state.done)))
+
+
 def decode_loop(
     inputs: base.DecodeInputs,
     choose: Callable[[jax.Array, jax.Array], jax.Array],
@@ -36,47 +95,8 @@ def decode_loop(
   `after_step` (a decoder's own, e.g. blockwise controlled decoding) runs after the state
   callback and may regroup whole rows.
   """
-  rows, length = inputs.first_token.shape[0], inputs.length
-  room = base.room(inputs)
-
-  def body(carry):
-    state, scores, rng = carry
-    rng, step_rng = jax.random.split(rng)
-    log_probs, cache = base.next_log_probs(inputs, state, logit_callback)
-    t = state.step
-    generated = jnp.logical_not(state.done)
-    token = jnp.where(generated, choose(log_probs, step_rng), 0).astype(jnp.int32)
-    token_log_prob = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
-    scores = scores + jnp.where(generated, token_log_prob, 0.0)
-    ended = jnp.logical_or(token == eos_id, t + 1 >= room)
-    done = jnp.logical_or(state.done, jnp.logical_and(generated, ended))
-    state = state.replace(
-        step=t + 1,
-        sequences=lax.dynamic_update_slice(state.sequences, token[:, None], (0, t)),
-        previous_token=token,
-        cache=cache,
-        done=done,
-    )
-    if state_callback is not None:
-      state = state_callback(state)
-      state = state.replace(done=jnp.logical_or(state.done, done))
-    if after_step is not None:
-      state, scores = after_step(state, scores, generated)
-    return state, scores, rng
-
-  def running(carry):
-    state = carry[0]
-    return jnp.logical_and(state.step < length, jnp.logical_not(jnp.all(state.done)))
-
-  state = base.DecodingState(
-      step=jnp.array(0),
-      sequences=jnp.zeros((rows, length), jnp.int32),
-      previous_token=inputs.first_token.astype(jnp.int32),
-      done=room <= 0,
-      cache=inputs.cache,
-      extra=extra,
-  )
-  state, scores, _ = lax.while_loop(running, body, (state, jnp.zeros((rows,), jnp.float32), rng))
+  loop = DecodeLoop(inputs, choose, eos_id, logit_callback, state_callback, after_step)
+  state, scores, _ = lax.while_loop(loop.running, loop.step, loop.start(rng, extra))
   return state, scores
 
 
@@ -128,16 +148,17 @@ class Sampling:
     )
     return jax.random.categorical(rng, logits, axis=-1)
 
-  def __call__(self, inputs: base.DecodeInputs, *, rng: jax.Array, eos_id: int):
-    state, scores = decode_loop(
-        inputs,
-        self.choose,
-        rng=rng,
-        eos_id=eos_id,
-        logit_callback=self.logit_callback,
-        state_callback=self.state_callback,
-    )
+  def loop(self, inputs: base.DecodeInputs, eos_id: int) -> DecodeLoop:
+    return DecodeLoop(inputs, self.choose, eos_id, self.logit_callback, self.state_callback)
+
+  def results(self, state: base.DecodingState, scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The loop's end -> [B, num_decodes, L] sequences and [B, num_decodes] scores, best first."""
     return best_first(state.sequences, scores, self.num_decodes)
+
+  def __call__(self, inputs: base.DecodeInputs, *, rng: jax.Array, eos_id: int):
+    loop = self.loop(inputs, eos_id)
+    state, scores, _ = lax.while_loop(loop.running, loop.step, loop.start(rng))
+    return self.results(state, scores)
 
 
 @gin.configurable

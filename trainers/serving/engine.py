@@ -202,13 +202,13 @@ class Engine:
 
   def warm_up(self, generate: bool = True) -> None:
     """Compiles every replica's programs for each batch size up to max_batch (scoring, and
-    greedy generation where it can), so that no request waits for a compilation."""
+    greedy generation), so that no request waits for a compilation."""
     sizes = sorted({replica_lib.padded_rows(n) for n in range(1, self.max_batch + 1)})
     for group in self.groups:
       for replica in group.replicas.values():
         for rows in sizes:
           jax.block_until_ready(replica.score([([1], [1])] * rows))
-          if generate and replica.generates:
+          if generate:
             rng = jax.random.PRNGKey(0)
             jax.block_until_ready(replica.generate([[1]] * rows, Sampling(temperature=0.0), rng))
 
@@ -282,16 +282,7 @@ class Engine:
   def _submit(self, job: Job) -> concurrent.futures.Future:
     if self.closing:
       raise Unavailable("the server is shutting down", retry_after_s=None)
-    holders = [
-        g
-        for g in self.groups
-        if job.model in g.replicas and (job.kind == "score" or g.replicas[job.model].generates)
-    ]
-    if not holders:
-      raise BadRequest(
-          f"model {job.model!r} is placed only in pipeline stages, which score but do not "
-          "generate; place a replica of it on a one-stage group to generate"
-      )
+    holders = [g for g in self.groups if job.model in g.replicas]
     group = min(holders, key=lambda g: len(g.queue))
     with group.lock:
       if len(group.queue) >= self.max_queue:

@@ -1,5 +1,7 @@
-"""One model's replica on one device group: scoring through its pipeline stages, and
-generation with a model_zoo decoder on a one-stage group (tensor-sharded).
+"""One model's replica on one device group: scoring and generation through its pipeline
+stages. A one-stage group generates in one compiled decode loop (Model.predict_batch,
+tensor-sharded); a group of several stages steps each token through them
+(staged_decoding.StagedDecoder), each stage holding its own layers' KV cache.
 
 Batches are padded up to a power of two of rows (what a profile's batch sizes round up to),
 so each size compiles once; every call returns device arrays at once (JAX dispatches
@@ -11,8 +13,7 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 import jax
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from model_zoo import feature_converters
 from model_zoo.decoding.sampling import Sampling
@@ -20,6 +21,7 @@ from model_zoo.errors import ConfigError
 from trainers.infer_examples import Codec
 from trainers.serving.profiles import ParallelConfig
 from trainers.serving.staged import StagedModel
+from trainers.serving.staged_decoding import StagedDecoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +57,7 @@ class Replica:
     self.config = config
     cfg = served.model.module.config
     self.staged = StagedModel(cfg, served.params, config, devices)
-    self._predict = {}
-
-  @property
-  def generates(self) -> bool:
-    """Generation runs on one-stage groups (a decode loop cannot span stages' devices)."""
-    return self.config.stages == 1
+    self._generate = {}
 
   def score(self, rows: Sequence[tuple[list[int], list[int]]]) -> jax.Array:
     """log p(target | prompt) of each (prompt ids, target ids) row (padded rows after them)."""
@@ -78,16 +75,25 @@ class Replica:
       self, prompts: Sequence[list[int]], decoder: Sampling, rng: jax.Array
   ) -> tuple[jax.Array, jax.Array]:
     """Generated ids [rows, length] and their scores, for each prompt (padded rows after)."""
-    if decoder not in self._predict:
-      model, partitioner = self.served.model, self.staged.partitioners[0]
-      self._predict[decoder] = partitioner.compile(
-          lambda p, b, r: model.predict_batch(p, b, r, decoder=decoder),
-          in_shardings=None,
-          out_shardings=partitioner.sharding(P()),
-      )
+    if decoder not in self._generate:
+      self._generate[decoder] = self._generator(decoder)
     n = padded_rows(len(prompts))
     batch = self.served.model.prompt_batch(list(prompts), n, self.served.max_length)
-    mesh = self.staged.partitioners[0].mesh
-    batch = {k: jax.device_put(np.asarray(v), NamedSharding(mesh, P())) for k, v in batch.items()}
+    return self._generate[decoder](batch, rng)
+
+  def _generator(self, decoder: Sampling):
+    """(prompt batch, rng) -> (sequences, scores) on this group, compiled once per decoder."""
+    model = self.served.model
+    if self.config.stages > 1:
+      staged = StagedDecoder(self.staged, decoder, model.eos_id, self.served.max_length)
+      return lambda b, rng: staged(b["decoder_input_tokens"], b["decoder_causal_attention"], rng)
+    partitioner = self.staged.partitioners[0]
+    predict = partitioner.compile(
+        lambda p, b, r: model.predict_batch(p, b, r, decoder=decoder),
+        in_shardings=None,
+        out_shardings=partitioner.sharding(P()),
+    )
     # One stage holds the whole model's parameters, laid out as the model's own.
-    return self._predict[decoder](self.staged.params[0], batch, rng)
+    return lambda b, rng: predict(
+        self.staged.params[0], {k: self.staged.on_stage(0, v) for k, v in b.items()}, rng
+    )

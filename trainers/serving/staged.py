@@ -54,7 +54,7 @@ class StagedModel:
   ):
     self.config = config
     self.vocab_size = cfg.vocab_size
-    modules = pipeline_stages.stages(cfg, config.stages)
+    self.modules = modules = pipeline_stages.stages(cfg, config.stages)
     self.partitioners = [
         partitioning.Partitioner(
             (1, 1, config.tensor, 1), devices=d, logical_axis_rules=logical_axis_rules

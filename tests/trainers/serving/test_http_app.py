@@ -258,24 +258,30 @@ def test_metrics_count_requests_by_outcome(engine):
   assert 'podzoo_request_latency_seconds{model="a",quantile="0.99"}' in text
 
 
-def test_a_pipelined_only_model_cannot_generate_and_says_where_to_place_it(models_ab):
+def test_a_model_placed_only_in_pipeline_stages_generates_what_offline_decoding_gives(
+    models_ab,
+):
   engine = engine_lib.Engine(
       models_ab[:1], Placement((Group(ParallelConfig(2, 1), ("a",)),)), jax.devices()
   )
+  prompts = ["hello", "zoo pod", ""]
   response = request(
-      create_app(engine), "POST", "/v1/generate", json={"model": "a", "prompts": ["x"]}
+      create_app(engine), "POST", "/v1/generate", json={"model": "a", "prompts": prompts}
   )
-  assert response.status_code == 400 and "one-stage group" in response.json()["error"]["message"]
   engine.close()
+  texts, scores = offline_generate(models_ab[0], prompts)
+  outputs = response.json()["outputs"]
+  assert [o["output"] for o in outputs] == texts
+  assert [o["score"] for o in outputs] == pytest.approx(scores.tolist(), abs=1e-4)
 
 
-def test_warm_up_compiles_greedy_generation_where_a_replica_generates(models_ab):
+def test_warm_up_compiles_greedy_generation_on_every_group(models_ab):
   placement = Placement((Group(ParallelConfig(1, 1), ("a",)), Group(ParallelConfig(2, 1), ("a",))))
   engine = engine_lib.Engine(models_ab[:1], placement, jax.devices(), max_batch=1)
   engine.warm_up()
   one_stage, two_stages = engine.groups[0].replicas["a"], engine.groups[1].replicas["a"]
-  assert list(one_stage._predict) == [greedy()]  # pylint: disable=protected-access
-  assert not two_stages._predict  # pylint: disable=protected-access
+  assert list(one_stage._generate) == [greedy()]  # pylint: disable=protected-access
+  assert list(two_stages._generate) == [greedy()]  # pylint: disable=protected-access
   engine.close()
 
 
