@@ -75,9 +75,7 @@ class DecoderStage(nn.Module):
       embed = dense._embed(cfg, "token_embedder")  # pylint: disable=protected-access
     if self.first:
       x = embed(x)
-    mask, segments = dense.decoder_self_attention(
-        cfg, x, target_tokens, segment_ids, decode=decode
-    )
+    mask, segments = dense.decoder_self_attention(cfg, x, target_tokens, segment_ids, decode=decode)
     x = dense.LayerStack(cfg, self.num_units * _layers_per_unit(cfg), name="decoder")(
         x,
         mask,

@@ -35,8 +35,7 @@ from trainers.serving.profiles import ModelProfile
 from trainers.serving import replica as replica_lib
 from trainers.serving.replica import Replica, ServedModel
 from trainers.serving.simulator import Placement
-
-LATENCIES_KEPT = 10_000  # per model, for the metrics' percentiles
+from trainers.serving import stats
 
 
 @dataclasses.dataclass
@@ -190,9 +189,7 @@ class Engine:
     self.profiles = dict(profiles or {})
     self._check_placement(placement, devices)
     self.closing = False
-    self.counts: collections.Counter = collections.Counter()
-    self.latencies = {name: collections.deque(maxlen=LATENCIES_KEPT) for name in self.models}
-    self._stats_lock = threading.Lock()
+    self.stats = stats.RequestStats(self.models)
     self.groups, start = [], 0
     for index, group in enumerate(placement.groups):
       mine = devices[start : start + group.config.devices]
@@ -286,10 +283,11 @@ class Engine:
     group = min(holders, key=lambda g: len(g.queue))
     with group.lock:
       if len(group.queue) >= self.max_queue:
-        self._count(job, "rejected")
-        raise Overloaded(
+        error = Overloaded(
             f"every queue of model {job.model!r} is full ({self.max_queue} requests); retry later"
         )
+        self.stats.record(job.model, job.kind, stats.outcome(error))
+        raise error
       group.queue.append(job)
       group.lock.notify()
     return job.future
@@ -308,21 +306,15 @@ class Engine:
       )
     return out
 
-  def _count(self, job: Job, outcome: str) -> None:
-    with self._stats_lock:
-      self.counts[(job.model, job.kind, outcome)] += 1
-
   def finish(self, job: Job, result: Any) -> None:
     """Answers `job` with its outputs or an exception (once)."""
     if job.future.done():
       return
     if isinstance(result, Exception):
-      self._count(job, "dropped" if isinstance(result, Unavailable) else "error")
+      self.stats.record(job.model, job.kind, stats.outcome(result))
       job.future.set_exception(result)
       return
-    with self._stats_lock:
-      self.counts[(job.model, job.kind, "ok")] += 1
-      self.latencies[job.model].append(time.monotonic() - job.arrival)
+    self.stats.record(job.model, job.kind, "ok", job.arrival)
     job.future.set_result(result)
 
   def close(self, timeout_s: float = 30.0) -> int:
@@ -348,13 +340,12 @@ class Engine:
 
   # --- metrics -------------------------------------------------------------------------------
   def metrics(self) -> dict[str, Any]:
-    with self._stats_lock:
-      counts = dict(self.counts)
-      latencies = {m: list(v) for m, v in self.latencies.items()}
-    return {
-        "requests": counts,
-        "queue_length": [len(g.queue) for g in self.groups],
-        "latency_s": {
-            m: {q: float(np.percentile(v, q)) for q in (50, 99)} for m, v in latencies.items() if v
-        },
-    }
+    return {**self.stats.snapshot(), "queue_length": [len(g.queue) for g in self.groups]}
+
+  def placed(self) -> dict[str, list[dict]]:
+    """Each served model's groups: [{"group": index, "parallel": "STAGESxTENSOR"}]."""
+    where = {name: [] for name in self.models}
+    for group in self.groups:
+      for name, replica in group.replicas.items():
+        where[name].append({"group": group.index, "parallel": str(replica.config)})
+    return where

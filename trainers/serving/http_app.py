@@ -18,10 +18,12 @@ log has them). With a token, every path but /healthz needs `Authorization: Beare
 """
 
 import asyncio
+import concurrent.futures
 import hmac
+import inspect
 import json
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol, Sequence, Union
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,11 +33,42 @@ from starlette.routing import Route
 
 from model_zoo.decoding.sampling import Sampling
 from model_zoo.errors import ConfigError
-from trainers.serving.engine import Engine
 from trainers.serving.errors import BadRequest, ServingError, TooLarge, Unauthorized
 
 MAX_BODY_BYTES = 1 << 20
 OPEN_PATHS = ("/healthz",)
+
+Pending = Union[concurrent.futures.Future, Awaitable]
+
+
+class Frontend(Protocol):
+  """What the app serves: the Engine on this machine, or ray_groups.RayEngine over groups
+  served as Ray Serve deployments. generate and score check what they can at once (raising
+  a ServingError) and return the pending answer."""
+
+  closing: bool
+  models: Mapping[str, Any]  # name -> .name, .max_length, .slo_s
+
+  def placed(self) -> dict[str, list[dict]]:
+    ...
+
+  def generate(
+      self, name: str, prompts: Sequence[str], decoder: Sampling, max_decode_length: Optional[int]
+  ) -> Pending:
+    ...
+
+  def score(self, name: str, prompts: Sequence[str], targets: Sequence[str]) -> Pending:
+    ...
+
+  def metrics(self) -> Union[dict[str, Any], Awaitable[dict[str, Any]]]:
+    ...
+
+
+async def _answer(pending: Any) -> Any:
+  """The value of a future, an awaitable or a plain value."""
+  if isinstance(pending, concurrent.futures.Future):
+    pending = asyncio.wrap_future(pending)
+  return await pending if inspect.isawaitable(pending) else pending
 
 
 def _error(kind: str, message: str, status: int, retry_after_s: Optional[float] = None):
@@ -94,7 +127,7 @@ def _decoder(body: dict) -> Sampling:
 
 
 def create_app(
-    engine: Engine,
+    engine: Frontend,
     token: Optional[str] = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     lifespan: Optional[Callable] = None,
@@ -134,10 +167,7 @@ def create_app(
 
   async def models(request: Request):
     authorize(request)
-    placed = {name: [] for name in engine.models}
-    for group in engine.groups:
-      for name, replica in group.replicas.items():
-        placed[name].append({"group": group.index, "parallel": str(replica.config)})
+    placed = engine.placed()
     return JSONResponse(
         {
             "models": [
@@ -155,24 +185,24 @@ def create_app(
   async def generate(request: Request):
     body = await read_json(request)
     name = _field(body, "model", str)
-    future = engine.generate(
+    pending = engine.generate(
         name,
         _texts(body, "prompts"),
         _decoder(body),
         _field(body, "max_decode_length", int, None),
     )
-    return JSONResponse({"model": name, "outputs": await asyncio.wrap_future(future)})
+    return JSONResponse({"model": name, "outputs": await _answer(pending)})
 
   async def score(request: Request):
     body = await read_json(request)
     name = _field(body, "model", str)
-    future = engine.score(name, _texts(body, "prompts"), _texts(body, "targets"))
-    scores = [r["score"] for r in await asyncio.wrap_future(future)]
+    pending = engine.score(name, _texts(body, "prompts"), _texts(body, "targets"))
+    scores = [r["score"] for r in await _answer(pending)]
     return JSONResponse({"model": name, "scores": scores})
 
   async def metrics(request: Request):
     authorize(request)
-    return PlainTextResponse(prometheus_text(engine.metrics()))
+    return PlainTextResponse(prometheus_text(await _answer(engine.metrics())))
 
   return Starlette(
       routes=[

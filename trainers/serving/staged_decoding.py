@@ -102,9 +102,7 @@ class StagedDecoder:
     )
     x, caches = input_tokens, []
     for k in range(last + 1):
-      out = self._prefill[k](
-          params[k], staged.on_stage(k, x), staged.on_stage(k, prefill_length)
-      )
+      out = self._prefill[k](params[k], staged.on_stage(k, x), staged.on_stage(k, prefill_length))
       if k < last:
         x, cache = out
       else:
@@ -120,4 +118,3 @@ class StagedDecoder:
       carry = self._last_step(params[last], carry, staged.on_stage(last, x), max_new_tokens)
     sequences, scores = self.decoder.results(carry[0], carry[1])
     return sequences[:, 0], scores[:, 0]
-

@@ -2,8 +2,6 @@
 devices (8 fake CPU devices): the tokens and scores equal Model.predict_batch's with the same
 decoder and random key, for every stage count, tensor sharding and layer layout."""
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
