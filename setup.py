@@ -32,6 +32,8 @@ TASKS = [
 LANGID_PEERS = ["langid>=1.1.6", "lingua-language-detector>=2.1,<3", "pycld2>=0.42"]
 # The multi-model server (trainers/serving): the Starlette ASGI app, run by uvicorn.
 SERVE = ["starlette>=1.0,<2", "uvicorn>=0.30,<1"]
+# Serving beyond one machine: the placement's groups as Ray Serve deployments.
+RAY = ["ray[serve]>=2.50,<3"]
 TEST = [
     "pytest>=8",
     "scikit-image>=0.24",  # SSIM, the reference of SPAE's structural loss
@@ -63,7 +65,8 @@ setuptools.setup(
         "experiments": EXPERIMENTS,
         "beam": TASKS + BEAM,
         "serve": SERVE,
-        "test": TASKS + LANGID_PEERS + EXPERIMENTS + SERVE + TEST,
+        "ray": SERVE + RAY,
+        "test": TASKS + LANGID_PEERS + EXPERIMENTS + SERVE + RAY + TEST,
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
         "tensorboard": TENSORBOARD,
     },

@@ -13,6 +13,12 @@ another address, which needs a token: the environment variable serve.token_env n
 (PODZOO_SERVE_TOKEN) must hold it, and every request then carries it as a Bearer token.
 SIGINT or SIGTERM stops it gracefully: every accepted request is answered first (within
 serve.shutdown_timeout_s), then the process ends with that signal's status, as uvicorn does.
+
+Beyond one machine, serve.backend='ray' runs each group as a Ray Serve deployment
+(trainers/serving/ray_groups.py) on the Ray cluster at serve.ray_address (None starts one on
+this machine), each group on one node with serve.ray_device devices ('gpu', 'tpu', or 'cpu':
+a core a device); this process keeps the HTTP API. The run directories must be on a file
+system every node sees.
 """
 
 import asyncio
@@ -31,6 +37,7 @@ from trainers.serving.simulator import Group, Placement
 from trainers.serving.profiles import ParallelConfig
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+BACKENDS = ("local", "ray")
 
 
 def check_host(host: str, token: Optional[str], token_env: str) -> None:
@@ -57,6 +64,9 @@ def serve(
     max_decode_length: int = 256,
     max_body_bytes: int = http_app.MAX_BODY_BYTES,
     shutdown_timeout_s: float = 30.0,
+    backend: str = "local",
+    ray_address: Optional[str] = None,
+    ray_device: str = "cpu",
 ) -> None:
   """Loads the runs, places them, and serves until stopped (see the module docstring)."""
   token = os.environ.get(token_env) or None
@@ -70,21 +80,35 @@ def serve(
       else Placement(tuple(Group(ParallelConfig(1, 1), (name,)) for name in names))
   )
   measured = profiles.load(profile_file) if profile_file else None
-  served = runs.load_all(dict(models), dict(slo_s or {}))
-  engine = engine_lib.Engine(
-      served,
-      chosen,
-      jax.devices(),
+  options = dict(
       max_batch=max_batch,
       max_queue=max_queue,
       max_rows_per_request=max_rows_per_request,
       max_decode_length=max_decode_length,
-      profiles=measured,
   )
-  import uvicorn  # pylint: disable=g-import-not-at-top  (the [serve] extra)
+  if backend not in BACKENDS:
+    raise ConfigError(f"serve.backend={backend!r}; expected one of {list(BACKENDS)}")
+  cli.say(f"Loading {names} and compiling them for batches of up to {max_batch} rows ...")
+  if backend == "ray":
+    from trainers.serving import ray_groups  # pylint: disable=g-import-not-at-top  ([ray] extra)
 
-  cli.say(f"Compiling {names} for batches of up to {max_batch} rows ...")
-  engine.warm_up()
+    runs.check_slo_names(dict(models), dict(slo_s or {}))
+    for name, model_dir in models.items():  # the group actors load them: check them first
+      runs.run_config(name, model_dir)
+    engine = ray_groups.deploy(
+        dict(models),
+        chosen,
+        ray_address=ray_address,
+        device_kind=ray_device,
+        slo_s=dict(slo_s or {}),
+        engine_options=options,
+        profiles=measured,
+    )
+  else:
+    served = runs.load_all(dict(models), dict(slo_s or {}))
+    engine = engine_lib.Engine(served, chosen, jax.devices(), profiles=measured, **options)
+    engine.warm_up()
+  import uvicorn  # pylint: disable=g-import-not-at-top  (the [serve] extra)
 
   @contextlib.asynccontextmanager
   async def lifespan(app):

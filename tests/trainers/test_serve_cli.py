@@ -54,7 +54,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_the_server_answers_as_infer_does_and_stops_gracefully(tmp_path, capfd):
+@pytest.mark.parametrize(
+    "backend, placement",
+    # On this machine, tensor-sharded; and as a Ray Serve deployment, in two pipeline stages.
+    [("local", "1x2:lm"), ("ray", "2x1:lm")],
+)
+def test_the_server_answers_as_infer_does_and_stops_gracefully(tmp_path, capfd, backend, placement):
   run_dir = tmp_path / "run"
   code, out = run_cli(capfd, *quick_flags(run_dir, 2))
   assert code == 0, out
@@ -80,7 +85,8 @@ def test_the_server_answers_as_infer_does_and_stops_gracefully(tmp_path, capfd):
           "--gin_file=gin/runs/serve.gin",
           f"--gin.SERVED_MODELS={{'lm': '{run_dir}'}}",
           f"--gin.serve.port={port}",
-          "--gin.serve.placement='1x2:lm'",
+          f"--gin.serve.placement='{placement}'",
+          f"--gin.serve.backend='{backend}'",
       ],
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,

@@ -29,14 +29,20 @@ _READ = (
 )
 
 
-def load(name: str, model_dir: str, slo_s: Optional[float] = None) -> ServedModel:
-  """The run in `model_dir` as the served model `name`. Leaves gin cleared."""
+def run_config(name: str, model_dir: str) -> str:
+  """The operative config of the run in `model_dir`, which must be there."""
   config = os.path.join(model_dir, "config.gin")
   if not os.path.isfile(config):
     raise MissingFileError(
         f"serve.models[{name!r}] = {model_dir!r} holds no config.gin: give the MODEL_DIR of a "
         "run that trained (it writes its operative config there)"
     )
+  return config
+
+
+def load(name: str, model_dir: str, slo_s: Optional[float] = None) -> ServedModel:
+  """The run in `model_dir` as the served model `name`. Leaves gin cleared."""
+  config = run_config(name, model_dir)
   cli.import_configurables()  # the model configurables a run config binds
   with gin.unlock_config():
     gin.clear_config()
@@ -61,10 +67,14 @@ def _codec(dataset_cfg: DatasetConfig) -> Codec:
   return Codec.of_features(data.output_features(dataset_cfg))
 
 
-def load_all(models: dict[str, str], slo_s: dict[str, float]) -> list[ServedModel]:
+def check_slo_names(models: dict[str, str], slo_s: dict[str, float]) -> None:
   unknown = sorted(set(slo_s) - set(models))
   if unknown:
     raise ConfigError(f"serve.slo_s names models {unknown} that serve.models does not have")
+
+
+def load_all(models: dict[str, str], slo_s: dict[str, float]) -> list[ServedModel]:
+  check_slo_names(models, slo_s)
   return [load(name, directory, slo_s.get(name)) for name, directory in models.items()]
 
 
