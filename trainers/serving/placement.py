@@ -1,19 +1,26 @@
 """Placement search (AlpaServe's algorithm): which device groups to form, with which
 (stages x tensor) shape, and which models each group holds a replica of.
 
-- Partitions: the devices split into groups of one size, for each size that divides them
-  and each shape of that size that the profiles cover (as the paper's search does within a
-  bucket of models).
+- Model buckets: the models, in order of size, cut into up to `max_buckets` runs of
+  consecutive sizes (models of one size stay together), and the devices split among the
+  buckets (in steps of an eighth of them), so that small models need not share groups, or
+  wait behind, large ones. Each bucket is searched alone on its devices, with its own
+  models' requests:
+- Partitions: the bucket's devices split into groups of one size, for each size that
+  divides them and each shape of that size that the profiles cover.
 - Greedy replicas, per partition: simulate; take the model with the most unserved
   requests; add a replica of it to the group where the simulated SLO attainment rises most
   and its weights fit the devices' memory; repeat until no replica raises it.
-- Keep the partition whose placement the simulator scores best.
+- Keep the bucketing, split and partitions whose whole placement the simulator scores best.
 Replication alone is the same search restricted to one-device groups (`configs=[1x1]`).
 """
 
 import dataclasses
+import itertools
 import time
 from typing import Mapping, Optional, Sequence
+
+import numpy as np
 
 from model_zoo.errors import ConfigError
 from trainers.serving import simulator
@@ -98,14 +105,55 @@ def partitions(
   ]
 
 
+def model_size(profile: ModelProfile) -> int:
+  """The bytes of a model's weights, as its profiles show them (per device x devices)."""
+  return min(c.memory_per_device * c.config.devices for c in profile.configs.values())
+
+
+def model_buckets(
+    names: Sequence[str], profiles: Mapping[str, ModelProfile], max_buckets: int
+) -> list[tuple[tuple[str, ...], ...]]:
+  """Every cut of `names`, smallest first, into 1 to `max_buckets` runs of consecutive
+  sizes; models of the same size are never cut apart."""
+  ordered = sorted(names, key=lambda m: (model_size(profiles[m]), m))
+  sizes = [model_size(profiles[m]) for m in ordered]
+  cuts = [i for i in range(1, len(ordered)) if sizes[i] != sizes[i - 1]]
+  found = []
+  for k in range(min(max_buckets, len(cuts) + 1)):
+    for chosen in itertools.combinations(cuts, k):
+      bounds = (0, *chosen, len(ordered))
+      found.append(tuple(tuple(ordered[a:b]) for a, b in zip(bounds, bounds[1:])))
+  return found
+
+
+def device_splits(num_devices: int, parts: int) -> list[tuple[int, ...]]:
+  """The ways to give `parts` buckets their devices, each at least one step (an eighth of
+  the devices, or one device when there are fewer than 16)."""
+  step = num_devices // 8 if num_devices >= 16 else 1
+  units = num_devices // step
+  splits = []
+  for cut in itertools.combinations(range(1, units), parts - 1):
+    bounds = (0, *cut, units)
+    shares = [(b - a) * step for a, b in zip(bounds, bounds[1:])]
+    shares[-1] += num_devices - units * step
+    splits.append(tuple(shares))
+  return splits
+
+
+def only_models(trace: Trace, names: Sequence[str]) -> Trace:
+  """The requests of `trace` for `names` (the other models keep their indices)."""
+  indices = [trace.model_names.index(m) for m in names if m in trace.model_names]
+  keep = np.isin(trace.models, indices)
+  return Trace(trace.times[keep], trace.models[keep], trace.model_names)
+
+
 def check_every_model_fits(
-    candidates: Sequence[tuple[ParallelConfig, ...]],
+    shapes: Sequence[ParallelConfig],
     profiles: Mapping[str, ModelProfile],
     device_memory: int,
 ) -> None:
-  """A ConfigError naming each model that fits no group of any candidate partition, with
-  the memory it needs."""
-  shapes = {c for partition in candidates for c in partition}
+  """A ConfigError naming each model that fits no group of any of `shapes`, with the
+  memory it needs."""
   too_big = []
   for name, profile in profiles.items():
     usable = [c for c in shapes if c in profile.configs]
@@ -129,12 +177,9 @@ def check_every_model_fits(
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
   best: Scored
-  candidates: list[tuple[tuple[ParallelConfig, ...], Scored]]
+  candidates: list[tuple[tuple[ParallelConfig, ...], Scored]]  # each bucket's partitions
   seconds: float
-
-  @property
-  def simulations(self) -> int:
-    return sum(s.simulations for _, s in self.candidates)
+  simulations: int
 
 
 def search(
@@ -145,23 +190,52 @@ def search(
     slo_s: Mapping[str, float] | float,
     *,
     configs: Optional[Sequence[ParallelConfig]] = None,
+    max_buckets: int = 2,
     **simulate_kw,
 ) -> SearchResult:
-  """The best greedy placement over `partitions(num_devices, profiles, configs)`."""
+  """The best placement of the models `trace` asks for (see the module docstring)."""
   unknown = sorted(set(trace.model_names) - set(profiles))
   if unknown:
     raise ConfigError(f"the trace asks for models {unknown} that have no profile")
-  candidates = partitions(num_devices, profiles, configs)
-  if not candidates:
+  known = configs if configs is not None else {c for p in profiles.values() for c in p.configs}
+  shapes = [c for c in known if c.devices <= num_devices]
+  if not shapes:
     raise ConfigError(
-        f"no group shape divides {num_devices} devices "
-        f"(shapes: {sorted(map(str, configs or {c for p in profiles.values() for c in p.configs}))})"
+        f"no group shape fits in {num_devices} devices (shapes: {sorted(map(str, known))})"
     )
-  check_every_model_fits(candidates, profiles, device_memory)
+  check_every_model_fits(shapes, profiles, device_memory)
   start = time.perf_counter()
-  scored = [
-      (partition, greedy_placement(partition, profiles, trace, slo_s, device_memory, **simulate_kw))
-      for partition in candidates
-  ]
-  best = max(scored, key=lambda item: item[1].outcome.attainment)[1]
-  return SearchResult(best, scored, time.perf_counter() - start)
+  searched: dict[tuple, list[tuple[tuple[ParallelConfig, ...], Scored]]] = {}
+
+  def bucket_placements(bucket: tuple[str, ...], devices: int):
+    if (bucket, devices) not in searched:
+      requests = only_models(trace, bucket)
+      searched[bucket, devices] = [
+          (p, greedy_placement(p, profiles, requests, slo_s, device_memory, **simulate_kw))
+          for p in partitions(devices, profiles, configs)
+      ]
+    return searched[bucket, devices]
+
+  best, simulations = None, 0
+  for buckets in model_buckets(trace.model_names, profiles, max_buckets):
+    for split in device_splits(num_devices, len(buckets)):
+      found = [bucket_placements(b, d) for b, d in zip(buckets, split)]
+      if not all(found):
+        continue  # a bucket's devices admit no group of a profiled shape
+      parts = [max((s for _, s in f), key=lambda s: s.outcome.attainment) for f in found]
+      if len(parts) == 1:
+        scored = parts[0]
+      else:
+        whole = Placement(tuple(g for part in parts for g in part.placement.groups))
+        outcome = simulator.simulate(whole, profiles, trace, slo_s, **simulate_kw)
+        simulations += 1
+        scored = Scored(whole, outcome, sum(p.simulations for p in parts) + 1)
+      if best is None or scored.outcome.attainment > best.outcome.attainment:
+        best = scored
+  candidates = [c for found in searched.values() for c in found]
+  simulations += sum(s.simulations for _, s in candidates)
+  if best is None:
+    raise ConfigError(
+        f"no group shape divides {num_devices} devices (shapes: {sorted(map(str, known))})"
+    )
+  return SearchResult(best, candidates, time.perf_counter() - start, simulations)

@@ -72,3 +72,54 @@ def test_a_trace_asking_for_an_unprofiled_model_is_refused():
   trace = workload.gamma_trace({"C": workload.GammaProcess(1.0, 1.0)}, 10.0)
   with pytest.raises(ConfigError, match=r"models \['C'\] that have no profile"):
     placement.search(2, DEVICE_MEMORY, PROFILES, trace, 5.0)
+
+
+def test_model_buckets_cut_by_size_and_never_between_models_of_one_size():
+  profiles = {
+      "S2": profile("S2", memory=GIB // 2),
+      "S1": profile("S1", memory=GIB // 2),
+      "M": profile("M", memory=GIB),
+      "L": profile("L", memory=2 * GIB),
+  }
+  names = ["L", "S1", "M", "S2"]
+  assert placement.model_buckets(names, profiles, 2) == [
+      (("S1", "S2", "M", "L"),),
+      (("S1", "S2"), ("M", "L")),
+      (("S1", "S2", "M"), ("L",)),
+  ]
+  assert (("S1", "S2"), ("M",), ("L",)) in placement.model_buckets(names, profiles, 3)
+  assert placement.model_buckets(["S1", "S2"], profiles, 2) == [(("S1", "S2"),)]
+
+
+@pytest.mark.parametrize("devices, parts", [(3, 2), (64, 2), (17, 2), (16, 3)])
+def test_device_splits_give_every_bucket_devices_and_use_them_all(devices, parts):
+  splits = placement.device_splits(devices, parts)
+  assert splits and all(len(s) == parts and sum(s) == devices and min(s) > 0 for s in splits)
+  assert len(set(splits)) == len(splits)
+  if devices == 3:
+    assert splits == [(1, 2), (2, 1)]
+  if devices == 64:  # in steps of an eighth: 8, 16, ..., 56 for the first bucket
+    assert [s[0] for s in splits] == list(range(8, 64, 8))
+
+
+def test_buckets_give_a_large_model_pipeline_stages_beside_a_small_one_on_its_own_device():
+  # Three devices of 1 GiB: L (2 GiB) fits only in two stages, S anywhere. Equal groups can
+  # only be three single devices (2x1 does not divide 3), where L fits nowhere; a bucket of
+  # its own gives L a 2x1 group and S the third device.
+  profiles = {"S": profile("S", memory=GIB // 2), "L": profile("L", seconds=2.0, memory=2 * GIB)}
+  trace = workload.gamma_trace(
+      {name: workload.GammaProcess(0.05, 1.0) for name in profiles}, 2000.0, seed=3
+  )
+  alone = placement.search(3, GIB, profiles, trace, 5.0, max_buckets=1).best
+  assert alone.outcome.unserved()["L"] == sum(trace.models == trace.model_names.index("L"))
+  bucketed = placement.search(3, GIB, profiles, trace, 5.0).best
+  assert sorted(map(str, bucketed.placement.groups)) == ["1x1[S]", "2x1[L]"]
+  assert bucketed.outcome.attainment == 1.0
+
+
+def test_a_buckets_requests_are_those_of_its_models_in_their_order():
+  trace = bursty()
+  b = trace.model_names.index("B")
+  only_b = placement.only_models(trace, ["B"])
+  assert only_b.model_names == trace.model_names and set(only_b.models) == {b}
+  assert list(only_b.times) == list(trace.times[trace.models == b])
