@@ -182,6 +182,9 @@ def deploy(
   router = serve.deployment(
       Router, name="router", max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0}
   )
+  # No Ray Serve HTTP proxy: this process's own server (its token and bounds) is the only
+  # way in, and Ray's default port would be the same as serve.port's.
+  serve.start(proxy_location="Disabled")
   handle = serve.run(
       router.bind(groups, [g.models for g in placement.groups]), name=app_name, route_prefix=None
   )

@@ -47,6 +47,8 @@ def test_each_group_runs_in_its_own_actor_on_devices_of_its_own(deployed):
   # A 1x2 and a 2x1 group: each actor sees two CPU devices, not the 8 of this process.
   assert [len(d) for d in deployed.group_devices] == [2, 2]
   assert len(jax.devices()) == 8
+  # No HTTP proxy of Ray Serve's: the only way in is the front end's own server.
+  assert not serve.status().proxies
   assert deployed.placed() == {
       "a": [{"group": 0, "parallel": "1x2"}, {"group": 1, "parallel": "2x1"}],
       "b": [{"group": 0, "parallel": "1x2"}],
