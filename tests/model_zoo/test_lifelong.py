@@ -56,6 +56,7 @@ def test_distillation_kl_matches_numpy_and_is_zero_for_equal_logits():
   np.testing.assert_allclose(np.asarray(lifelong.distillation_kl(a, a)), 0.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_teacher_has_the_previous_phases_experts():
   params = _params(_model())
   student = params["decoder"]["layers"]["layer_1"]["moe"]

@@ -80,6 +80,7 @@ def test_jobs_take_tasks_per_job_tasks_in_order_or_all_at_once():
     cache_job.job_chunks(names, -1)
 
 
+@pytest.mark.slow
 def test_beam_workers_import_what_registers_the_tasks_and_others_are_named_first():
   """A worker process imports worker_modules(): a shipped task's module registers it there; a
   task that a function call registered in this process is named before the job starts."""

@@ -269,6 +269,7 @@ def task_examples(name: str, split: str = "validation") -> list[dict]:
   return list(ds.as_numpy_iterator())
 
 
+@pytest.mark.slow
 def test_task_filters_a_language_and_scales_the_images(tiny):
   raw = {ex["id"]: ex for ex in read_split("validation")}
   examples = task_examples("spae_tiny_de")

@@ -32,6 +32,7 @@ def small_model():
   )
 
 
+@pytest.mark.slow
 def test_tiny_run_reports_every_program_from_its_median(tmp_path, capsys):
   batch, gen_len, k = 2, 4, 2
   out = tmp_path / "cd.json"

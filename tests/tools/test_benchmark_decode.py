@@ -280,6 +280,7 @@ def _flops(compiled) -> float:
   return float(analysis["flops"])
 
 
+@pytest.mark.slow
 def test_prefill_and_decode_loop_split_the_cached_decoder():
   """The two programs timed apart: prefill + loop give predict_batch's tokens and scores, the
   loop starts from the cache it is given (its own prefill is dropped from its program), and

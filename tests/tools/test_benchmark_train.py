@@ -174,6 +174,7 @@ def test_model_builds_without_tensorflow_or_seqio():
   """)
 
 
+@pytest.mark.slow
 def test_baseline_alternates_and_reports_the_ratio(tmp_path):
   """--baseline: the plain loop's steps are timed beside podzoo's, and the ratio is theirs."""
   out = tmp_path / "bench.json"

@@ -86,6 +86,7 @@ def test_every_system_labels_the_same_held_out_sentences(results):
   assert results["predictions"] == _direct_predictions(results["texts"], results["gold"])
 
 
+@pytest.mark.slow
 def test_each_peer_is_scored_on_the_languages_it_knows(results):
   supported = peer_codes()
   systems = results["systems"]
@@ -98,6 +99,7 @@ def test_each_peer_is_scored_on_the_languages_it_knows(results):
   assert "ast" not in systems["langid"]["languages"] and "dz" not in systems["lingua"]["languages"]
 
 
+@pytest.mark.slow
 def test_accuracies_are_recomputed_from_the_predictions(results):
   gold = np.array(results["gold"])
   podzoo = results["predictions"]["podzoo"]
@@ -132,6 +134,7 @@ def test_confusions_count_and_rank_the_errors():
   assert langid_compare.confusions(gold, gold, top=5) == []
 
 
+@pytest.mark.slow
 def test_table_has_a_row_per_language_the_averages_and_the_confusions(results):
   table = langid_compare.format_table(results)
   rows = {line.split()[0]: line.split() for line in table.split("\n\n")[0].splitlines()}
@@ -150,6 +153,7 @@ def test_table_has_a_row_per_language_the_averages_and_the_confusions(results):
   assert f"  {first['gold']} -> {first['predicted']}: {first['count']}," in table
 
 
+@pytest.mark.slow
 def test_module_level_langid_is_not_restricted(results):
   del results  # the tool has run in this process
   identifier = langid.langid.identifier  # None until someone calls langid.classify
@@ -163,6 +167,7 @@ def test_bad_flags_are_refused(capsys):
   assert "--top_confusions must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plot_writes_one_bar_per_language_and_per_confusion(results, tmp_path, monkeypatch):
   from matplotlib import axes  # pylint: disable=import-outside-toplevel
 

@@ -78,6 +78,7 @@ def asr_dir(env, tmp_path_factory):
   return model_dir
 
 
+@pytest.mark.slow
 def test_a_tiny_asr_model_overfits_a_handful_of_utterances_to_exact_transcripts(asr_dir):
   last = _last_eval(asr_dir)
   assert last["step"] == STEPS
@@ -93,6 +94,7 @@ def _write_wav(path, samples, rate=16000, channels=1):
     f.writeframes(np.asarray(samples, "<i2").tobytes())
 
 
+@pytest.mark.slow
 def test_infer_transcribes_a_split_and_wav_files(asr_dir, env, tmp_path):
   flags = ASR_FLAGS + [
       "--gin_file=gin/runs/infer.gin",

@@ -206,6 +206,7 @@ def test_blockwise_and_best_of_k_from_gin(base_dir, scorer_dir, prompts_file, tm
   assert [r["output"] for r in records] == texts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -230,6 +231,7 @@ def test_bad_settings_exit_1_naming_them(
   assert code == 1 and message in log, log
 
 
+@pytest.mark.slow
 def test_a_scorer_dir_without_a_checkpoint_exits_1_naming_it(base_dir, prompts_file, tmp_path):
   code, log, _ = run_infer(
       base_dir,

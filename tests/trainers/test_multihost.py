@@ -163,6 +163,7 @@ def test_two_processes_match_one_process(runs):
   assert single["losses"][-1] < single["losses"][0], single["losses"]
 
 
+@pytest.mark.slow
 def test_only_process_zero_writes(runs):
   # The result file: process 1 was given its own --out path and must not have written it.
   assert (runs / "multi_0.json").exists()

@@ -93,6 +93,7 @@ def test_kept_by_reference_it_is_not_saved_and_comes_back_bit_for_bit(lm, tmp_pa
   np.testing.assert_array_equal(jax.device_get(params)["token_embedder"]["embedding"], table)
 
 
+@pytest.mark.slow
 def test_a_moved_or_rewritten_source_is_named_not_replaced(lm, tmp_path):
   lm_dir, _ = lm
   run = str(tmp_path / "run")
@@ -115,6 +116,7 @@ def test_a_moved_or_rewritten_source_is_named_not_replaced(lm, tmp_path):
   assert int(start(lm_dir, run)[2].step) == 2
 
 
+@pytest.mark.slow
 def test_a_run_started_from_a_run_that_refers_refers_to_the_original(lm, tmp_path):
   lm_dir, table = lm
   first, second, copied = (str(tmp_path / n) for n in ("first", "second", "copied"))

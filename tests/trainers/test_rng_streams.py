@@ -131,6 +131,7 @@ def test_draws_follow_the_step_and_replay_after_a_resume(scan, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_eval_scoring_and_decoding_pass_no_rngs():
   batch = helpers.synthetic_batch(0)
   with _layers(_Noisy):  # keeps the contract: draws only when training

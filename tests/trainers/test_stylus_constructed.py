@@ -83,6 +83,7 @@ def stylus(tmp_path_factory):
   return Stylus(model, base, str(catalog_dir), encode, top_k=3, per_keyword=1)
 
 
+@pytest.mark.slow
 def test_the_composer_keeps_the_right_adapter_for_each_keyword(stylus):
   choice = stylus.choose("cdefgh")
   assert {name for name, _ in choice.retrieved} == {"up", "down", "noise"}
@@ -106,6 +107,7 @@ def _accuracy(stylus, params_of, step):
   return float(np.mean(right))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [1, -1])
 def test_generation_with_the_chosen_adapter_beats_the_base(stylus, step):
   chosen = lambda prompt: stylus.params_for(prompt_masks(stylus.choose(prompt), 0, 0)[0])

@@ -66,7 +66,6 @@ class GroupServer:
 
   def __init__(
       self,
-      index: int,
       group: Group,
       models: Mapping[str, Union[ServedModel, str]],
       slo_s: Mapping[str, float],
@@ -85,7 +84,6 @@ class GroupServer:
         else models[name]
         for name in group.models
     ]
-    self.index, self.group = index, group
     self.engine = engine_lib.Engine(
         served, Placement((group,)), jax.devices(), profiles=profiles, **engine_options
     )
@@ -176,9 +174,7 @@ def deploy(
         max_constructor_retry_count=1,  # a group that cannot load fails the deploy at once
     )
     own = {name: models[name] for name in group.models}
-    groups.append(
-        deployment.bind(index, group, own, dict(slo_s or {}), engine_options, profiles, warm_up)
-    )
+    groups.append(deployment.bind(group, own, dict(slo_s or {}), engine_options, profiles, warm_up))
   router = serve.deployment(
       Router, name="router", max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0}
   )

@@ -54,7 +54,7 @@ class StagedDecoder:
   """`decoder` (greedy or sampling) over `staged`, for rows of `length` tokens."""
 
   def __init__(self, staged: StagedModel, decoder: Sampling, eos_id: int, length: int):
-    self.staged, self.decoder, self.length = staged, decoder, length
+    self.staged, self.decoder = staged, decoder
     last = staged.config.stages - 1
     runs = [_cached_run(stage, length) for stage in staged.modules]
 
@@ -100,16 +100,15 @@ class StagedDecoder:
     prefill_length = np.repeat(
         np.sum(causal_attention, axis=-1).astype(np.int32), per_example, axis=0
     )
-    x, caches = input_tokens, []
-    for k in range(last + 1):
-      out = self._prefill[k](params[k], staged.on_stage(k, x), staged.on_stage(k, prefill_length))
-      if k < last:
-        x, cache = out
-      else:
-        cache = out
+    prefill = lambda k, x: self._prefill[k](
+        params[k], staged.on_stage(k, x), staged.on_stage(k, prefill_length)
+    )
+    x, caches = input_tokens, []  # the earlier stages' caches; the last's is in the carry
+    for k in range(last):
+      x, cache = prefill(k, x)
       caches.append(cache)
     carry, max_new_tokens = self._start(
-        caches[last], staged.on_stage(last, input_tokens), staged.on_stage(last, rng)
+        prefill(last, x), staged.on_stage(last, input_tokens), staged.on_stage(last, rng)
     )
     while bool(self._running(carry, max_new_tokens)):
       x = carry[0].previous_token[:, None]

@@ -47,7 +47,16 @@ def assert_equal_to_predict_batch(cfg, model, params, batch, shape, decoder, rng
   return got
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (2, 1), (4, 1), (2, 2)], ids=str)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param((1, 1), marks=pytest.mark.slow),
+        (2, 1),
+        pytest.param((4, 1), marks=pytest.mark.slow),
+        (2, 2),
+    ],
+    ids=str,
+)
 def test_greedy_through_the_stages_equals_predict_batch(scanned, shape):
   model, params, batch = scanned
   sequences, _ = assert_equal_to_predict_batch(
@@ -77,7 +86,10 @@ def test_sampling_with_several_decodes_uses_the_same_random_keys(scanned):
     [
         dict(num_layers=3, scan_layers=False),  # unrolled, stages of 2 and 1 layers
         dict(num_layers=3, position_encoding="relative_bias", tie_embeddings=False),
-        dict(num_layers=4, moe=MoeConfig(num_experts=4, moe_layer_interval=2)),
+        pytest.param(
+            dict(num_layers=4, moe=MoeConfig(num_experts=4, moe_layer_interval=2)),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["unrolled", "relative_bias_untied", "moe"],
 )
