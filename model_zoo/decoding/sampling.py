@@ -75,6 +75,11 @@ class DecodeLoop:
     state = carry[0]
     return jnp.logical_and(state.step < self.inputs.length, jnp.logical_not(jnp.all(state.done)))
 
+  def run(self, rng: jax.Array, extra: Any = None) -> tuple[base.DecodingState, jax.Array]:
+    """Every step, in one compiled loop: the final state and generated log-probs [N]."""
+    state, scores, _ = lax.while_loop(self.running, self.step, self.start(rng, extra))
+    return state, scores
+
 
 def decode_loop(
     inputs: base.DecodeInputs,
@@ -95,9 +100,9 @@ def decode_loop(
   `after_step` (a decoder's own, e.g. blockwise controlled decoding) runs after the state
   callback and may regroup whole rows.
   """
-  loop = DecodeLoop(inputs, choose, eos_id, logit_callback, state_callback, after_step)
-  state, scores, _ = lax.while_loop(loop.running, loop.step, loop.start(rng, extra))
-  return state, scores
+  return DecodeLoop(inputs, choose, eos_id, logit_callback, state_callback, after_step).run(
+      rng, extra
+  )
 
 
 def best_first(sequences: jax.Array, scores: jax.Array, per_example: int):
@@ -156,9 +161,7 @@ class Sampling:
     return best_first(state.sequences, scores, self.num_decodes)
 
   def __call__(self, inputs: base.DecodeInputs, *, rng: jax.Array, eos_id: int):
-    loop = self.loop(inputs, eos_id)
-    state, scores, _ = lax.while_loop(loop.running, loop.step, loop.start(rng))
-    return self.results(state, scores)
+    return self.results(*self.loop(inputs, eos_id).run(rng))
 
 
 @gin.configurable
