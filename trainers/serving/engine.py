@@ -37,6 +37,8 @@ from trainers.serving.replica import Replica, ServedModel
 from trainers.serving.simulator import Placement
 from trainers.serving import stats
 
+MAX_BATCH, MAX_QUEUE = 8, 64  # the defaults: rows a batch, requests a group's queue
+
 
 @dataclasses.dataclass
 class Job:
@@ -176,8 +178,8 @@ class Engine:
       placement: Placement,
       devices: Sequence[jax.Device],
       *,
-      max_batch: int = 8,
-      max_queue: int = 64,
+      max_batch: int = MAX_BATCH,
+      max_queue: int = MAX_QUEUE,
       max_rows_per_request: int = 8,
       max_decode_length: int = 256,
       profiles: Optional[Mapping[str, ModelProfile]] = None,

@@ -20,12 +20,15 @@ import threading
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import jax  # its devices are read when first used: in a group's actor, those Ray gave it
 import ray
 from ray import serve
 
 from model_zoo.decoding.sampling import Sampling
 from model_zoo.errors import ConfigError
+from trainers.serving import engine as engine_lib
 from trainers.serving import errors as errors_lib
+from trainers.serving import runs
 from trainers.serving.errors import ServingError, Unavailable, UnknownModel
 from trainers.serving.profiles import ModelProfile
 from trainers.serving.replica import ServedModel
@@ -73,11 +76,6 @@ class GroupServer:
       profiles: Optional[Mapping[str, ModelProfile]],
       warm_up: bool,
   ):
-    import jax  # pylint: disable=g-import-not-at-top  (after Ray set the actor's devices)
-
-    from trainers.serving import engine as engine_lib  # pylint: disable=g-import-not-at-top
-    from trainers.serving import runs  # pylint: disable=g-import-not-at-top
-
     served = [
         runs.load(name, models[name], slo_s.get(name))
         if isinstance(models[name], str)
@@ -92,8 +90,6 @@ class GroupServer:
 
   def describe(self) -> dict:
     """The group's models and the devices it runs on."""
-    import jax  # pylint: disable=g-import-not-at-top
-
     return {
         "models": [ModelInfo(m.name, m.max_length, m.slo_s) for m in self.engine.models.values()],
         "devices": [str(d) for d in jax.devices()],
@@ -139,8 +135,12 @@ class Router:
 
 
 def _max_ongoing(group: Group, engine_options: Mapping[str, Any]) -> int:
-  max_batch = engine_options.get("max_batch", 8)
-  return engine_options.get("max_queue", 64) + max_batch * group.config.stages + _MAX_ONGOING_SLACK
+  max_batch = engine_options.get("max_batch", engine_lib.MAX_BATCH)
+  return (
+      engine_options.get("max_queue", engine_lib.MAX_QUEUE)
+      + max_batch * group.config.stages
+      + _MAX_ONGOING_SLACK
+  )
 
 
 def deploy(
